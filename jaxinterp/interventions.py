@@ -1,0 +1,284 @@
+"""Interventions: data that says how to change the activation at a named site.
+
+Each intervention is a pytree (a `flax.struct.dataclass`): the site name and any mode string
+are static, every array (vectors, scales, masks, indices, keys) is a leaf. So interventions pass
+through `jax.jit` as arguments, stack and `jax.vmap` (a sweep over steering strengths is one
+compiled call), differentiate (`jax.grad` with respect to `Add.scale`), and shard.
+
+`site` is a full site name or a glob (`"blocks.*.attn.hook_z"` applies at every layer).
+
+Where an intervention applies within the site is narrowed by two optional selectors:
+
+  positions: indices (ints, negative allowed) or a bool mask over the site's "pos" axis
+             ("query_pos" for attention scores and patterns).
+  heads:     indices or a bool mask over the site's "head" axis (`hook_q/k/v/z`, patterns).
+
+Outside the selection the activation is left exactly as it was. Shapes are checked against the
+site when the model is traced, with errors that name the site and both shapes; index ranges
+are checked whenever the indices are concrete (not traced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxinterp.sites import SiteView
+
+ArrayLike = Any  # jax.Array | np.ndarray | float | Sequence[int]
+
+
+class Intervention:
+    """Base class. Subclasses are `flax.struct.dataclass`es with a static `site` field."""
+
+    site: str
+    positions: ArrayLike | None
+    heads: ArrayLike | None
+
+    def __call__(self, x: jax.Array, view: SiteView) -> jax.Array:
+        """Returns the activation after the intervention (same shape as `x`)."""
+        new = jnp.broadcast_to(self._new_value(x, view), x.shape)
+        where = _selection(self, view)
+        return new if where is None else jnp.where(where, new, x)
+
+    def _new_value(self, x: jax.Array, view: SiteView) -> jax.Array:
+        raise NotImplementedError
+
+    def _name(self) -> str:
+        return type(self).__name__
+
+
+@struct.dataclass
+class Add(Intervention):
+    """Adds `scale * vector` (a steering vector): `x + scale * vector`.
+
+    `vector` broadcasts against the site, e.g. `[d_model]` at a residual site or
+    `[head, d_head]` at `hook_z`. `scale` is a scalar (or broadcastable) leaf, so a strength
+    sweep is a `vmap` over it and `jax.grad` differentiates with respect to it.
+    """
+
+    site: str = struct.field(pytree_node=False)
+    vector: ArrayLike
+    scale: ArrayLike = 1.0
+    positions: ArrayLike | None = None
+    heads: ArrayLike | None = None
+
+    def _new_value(self, x, view):
+        _check_broadcast(self, "vector", self.vector, view)
+        _check_broadcast(self, "scale", self.scale, view)
+        return x + jnp.asarray(self.scale) * jnp.asarray(self.vector)
+
+
+@struct.dataclass
+class Scale(Intervention):
+    """Multiplies the activation: `x * scale` (per head: `Scale(site, 0.5, heads=[3])`)."""
+
+    site: str = struct.field(pytree_node=False)
+    scale: ArrayLike
+    positions: ArrayLike | None = None
+    heads: ArrayLike | None = None
+
+    def _new_value(self, x, view):
+        _check_broadcast(self, "scale", self.scale, view)
+        return x * jnp.asarray(self.scale)
+
+
+@struct.dataclass
+class Clamp(Intervention):
+    """Sets the activation to `value` where `mask` (and the selectors) hold.
+
+    `value` and `mask` broadcast against the site; `mask=None` means everywhere, so
+    `Clamp("blocks.0.mlp.hook_post", 0.0, mask=neuron_mask)` clamps chosen neurons.
+    """
+
+    site: str = struct.field(pytree_node=False)
+    value: ArrayLike
+    mask: ArrayLike | None = None
+    positions: ArrayLike | None = None
+    heads: ArrayLike | None = None
+
+    def __call__(self, x, view):
+        _check_broadcast(self, "value", self.value, view)
+        new = jnp.broadcast_to(jnp.asarray(self.value, x.dtype), x.shape)
+        where = _selection(self, view)
+        if self.mask is not None:
+            _check_broadcast(self, "mask", self.mask, view)
+            mask = jnp.asarray(self.mask, bool)
+            where = mask if where is None else where & mask
+        return new if where is None else jnp.where(where, new, x)
+
+
+@struct.dataclass
+class Ablate(Intervention):
+    """Ablates the activation: `how` in "zero", "mean" or "resample".
+
+    zero: sets it to 0. mean: sets it to `value` (e.g. a dataset mean from a cache) or, when
+    `value` is None, to the mean over this batch. resample: replaces each example's activation
+    with that of another example of the batch, chosen by a permutation drawn from `key`.
+    """
+
+    site: str = struct.field(pytree_node=False)
+    how: str = struct.field(pytree_node=False, default="zero")
+    value: ArrayLike | None = None
+    key: jax.Array | None = None
+    positions: ArrayLike | None = None
+    heads: ArrayLike | None = None
+
+    def __post_init__(self):
+        if self.how not in ("zero", "mean", "resample"):
+            raise ValueError(
+                f"Ablate(how={self.how!r}) at {self.site!r}: how must be 'zero', 'mean' or "
+                "'resample'."
+            )
+        if self.how == "resample" and self.key is None:
+            raise ValueError(
+                f"Ablate(how='resample') at {self.site!r} needs key=jax.random.key(...).")
+
+    def _new_value(self, x, view):
+        if self.how == "zero":
+            return jnp.zeros_like(x)
+        batch = view.axis("batch")
+        if self.how == "mean":
+            if self.value is not None:
+                _check_broadcast(self, "value", self.value, view)
+                return jnp.asarray(self.value, x.dtype)
+            if batch is None:
+                raise ValueError(f"Ablate(how='mean') at site {view.describe()} needs `value`: "
+                                 "the site has no batch axis to average over.")
+            return jnp.mean(x, axis=batch, keepdims=True)
+        if batch is None:
+            raise ValueError(f"Ablate(how='resample') at site {view.describe()}: no batch axis.")
+        perm = jax.random.permutation(self.key, x.shape[batch])
+        return jnp.take(x, perm, axis=batch)
+
+
+@struct.dataclass
+class Patch(Intervention):
+    """Replaces the activation with `source` (e.g. the same site in a clean run's cache)."""
+
+    site: str = struct.field(pytree_node=False)
+    source: ArrayLike
+    positions: ArrayLike | None = None
+    heads: ArrayLike | None = None
+
+    def _new_value(self, x, view):
+        _check_broadcast(self, "source", self.source, view)
+        return jnp.asarray(self.source, x.dtype)
+
+
+@struct.dataclass
+class ProjectOut(Intervention):
+    """Removes the subspace spanned by `directions` (`[d]` or `[k, d]`, `d` = last axis).
+
+    The directions need not be orthonormal: they are orthonormalised (QR) first, so the result
+    is `x - x Q Qᵀ` with `Q` an orthonormal basis of their span.
+    """
+
+    site: str = struct.field(pytree_node=False)
+    directions: ArrayLike
+    positions: ArrayLike | None = None
+    heads: ArrayLike | None = None
+
+    def _new_value(self, x, view):
+        d = jnp.atleast_2d(jnp.asarray(self.directions, jnp.float32))  # [k, d]
+        if d.ndim != 2 or d.shape[-1] != view.shape[-1]:
+            raise ValueError(
+                f"ProjectOut at site {view.describe()}: directions have shape "
+                f"{jnp.shape(self.directions)}; expected [d] or [k, d] with d = {view.shape[-1]}."
+            )
+        q, _ = jnp.linalg.qr(d.T)  # [d, k], orthonormal columns
+        xf = x.astype(jnp.float32)
+        coeff = jnp.einsum("...d,dk->...k", xf, q)  # contract the site's last axis
+        return xf - jnp.einsum("...k,dk->...d", coeff, q)
+
+
+@struct.dataclass
+class Apply(Intervention):
+    """Applies any function: `fn(x, params)` (or `fn(x)` when `params` is None).
+
+    `fn` is static (hashable; a top-level function or `functools.partial`), `params` is a pytree
+    of arrays that jit, vmap and grad see. The result must have the site's shape.
+    """
+
+    site: str = struct.field(pytree_node=False)
+    fn: Callable[..., jax.Array] = struct.field(pytree_node=False)
+    params: Any = None
+    positions: ArrayLike | None = None
+    heads: ArrayLike | None = None
+
+    def _new_value(self, x, view):
+        new = self.fn(x) if self.params is None else self.fn(x, self.params)
+        if jnp.shape(new) != x.shape:
+            raise ValueError(
+                f"Apply at site {view.describe()}: fn returned shape {jnp.shape(new)}, "
+                f"expected {x.shape}."
+            )
+        return new
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _check_broadcast(iv: Intervention, what: str, value: ArrayLike, view: SiteView) -> None:
+    shape = tuple(jnp.shape(value))
+    try:
+        ok = np.broadcast_shapes(shape, view.shape) == view.shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{iv._name()} at site {view.describe()}: {what} has shape {shape}, which does not "
+            f"broadcast to the site's shape {view.shape}."
+        )
+
+
+def _selection(iv: Intervention, view: SiteView) -> jax.Array | None:
+    """Bool mask broadcastable to the site, True where `iv` applies; None means everywhere."""
+    where = None
+    for value, label, axis_names in (
+        (iv.positions, "positions", ("pos", "query_pos")),
+        (iv.heads, "heads", ("head",)),
+    ):
+        if value is None:
+            continue
+        axis = view.axis(*axis_names)
+        if axis is None:
+            raise ValueError(
+                f"{iv._name()} at site {view.describe()} selects {label}, but the site has no "
+                f"{' or '.join(repr(a) for a in axis_names)} axis."
+            )
+        mask = _axis_mask(iv, value, view.shape[axis], label, view)
+        shape = [1] * len(view.shape)
+        shape[axis] = view.shape[axis]
+        mask = mask.reshape(shape)
+        where = mask if where is None else where & mask
+    return where
+
+
+def _axis_mask(iv: Intervention, value: ArrayLike, n: int, label: str, view: SiteView):
+    """[n] bool mask from indices or a bool mask, with range checks on concrete indices."""
+    arr = jnp.asarray(value)
+    if arr.dtype == jnp.bool_:
+        if arr.shape != (n,):
+            raise ValueError(
+                f"{iv._name()} at site {view.describe()}: {label} mask has shape {arr.shape}, "
+                f"expected ({n},)."
+            )
+        return arr
+    if not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise ValueError(f"{iv._name()} at site {view.describe()}: {label} must be integer "
+                         f"indices or a bool mask, got dtype {arr.dtype}.")
+    if not isinstance(value, jax.core.Tracer) and not isinstance(arr, jax.core.Tracer):
+        idx = np.asarray(arr).reshape(-1)
+        bad = idx[(idx < -n) | (idx >= n)]
+        if bad.size:
+            raise ValueError(
+                f"{iv._name()} at site {view.describe()}: {label[:-1]} index {int(bad[0])} is out "
+                f"of range; the site has {n} {label} (valid: {-n}..{n - 1})."
+            )
+    return jnp.zeros((n,), bool).at[arr.reshape(-1)].set(True)

@@ -1,0 +1,268 @@
+"""Decoder-only and encoder transformers (GPT-2 and LLaMA styles) with TransformerLens sites.
+
+Input tokens [batch, pos] int -> logits [batch, pos, d_vocab_out].
+
+Sites (TransformerLens hook names):
+  hook_embed, hook_pos_embed (learned positions only)               [batch, pos, d_model]
+  blocks.{i}.hook_resid_pre, hook_attn_out, hook_resid_mid, hook_mlp_out, hook_resid_post
+                                                                    [batch, pos, d_model]
+  blocks.{i}.ln1.hook_normalized, blocks.{i}.ln2.hook_normalized    [batch, pos, d_model]
+  blocks.{i}.attn.hook_q|hook_k|hook_v|hook_z                       [batch, pos, head, d_head]
+  blocks.{i}.attn.hook_attn_scores|hook_pattern           [batch, head, query_pos, key_pos]
+  blocks.{i}.mlp.hook_pre|hook_post (and hook_pre_linear if gated)  [batch, pos, d_mlp]
+  ln_final.hook_normalized                                          [batch, pos, d_model]
+Attention-only models have no MLP and no hook_resid_mid (as in TransformerLens).
+
+Parameter names follow TransformerLens (`embed.W_E`, `pos_embed.W_pos`, `blocks_{i}.attn.W_Q`,
+`blocks_{i}.mlp.W_in`, `unembed.W_U`, ...). With `scan_layers=True` the blocks live under
+`blocks` with a leading layer axis; `jaxinterp.models.stack_layers` / `unstack_layers` convert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinterp import sites
+from jaxinterp.layers.attention import Attention
+from jaxinterp.layers.common import ACTIVATIONS, param
+from jaxinterp.layers.mlp import MLP
+from jaxinterp.layers.norms import NORMS, make_norm
+
+RESID_AXES = ("batch", "pos", "d_model")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyperparameters of a transformer. Names follow TransformerLens's `HookedTransformerConfig`
+    where the concept is the same.
+
+    Attributes:
+      n_layers: number of blocks.
+      d_model: width of the residual stream.
+      n_heads: attention heads per block.
+      d_head: width of each head.
+      d_mlp: hidden width of the MLP (ignored when `attn_only`).
+      d_vocab: number of input tokens.
+      n_ctx: maximum sequence length (size of the learned position table).
+      d_vocab_out: number of output classes; None means `d_vocab`.
+      n_key_value_heads: KV heads for grouped-query attention; None means `n_heads`.
+      act_fn: "gelu" (exact), "gelu_new" (tanh, GPT-2), "relu" or "silu".
+      gated_mlp: GLU-family MLP (`act(x W_gate) * x W_in`; SwiGLU with silu).
+      attn_only: no MLPs (the induction-head models of Elhage et al. 2021).
+      normalization_type: "LN" (LayerNorm), "RMS" (RMSNorm) or None; pre-norm.
+      positional_embedding_type: "standard" (learned, added to the embedding), "rotary" or "none".
+      rotary_dim: features per head that rotary rotates; None means all of `d_head`.
+      rotary_base: rotary frequency base.
+      causal: causal (decoder) or bidirectional (encoder) attention.
+      qk_norm: RMSNorm on queries and keys per head.
+      use_bias: biases in attention and MLP projections (GPT-2: True, LLaMA: False).
+      tie_embeddings: unembed with `W_E.T` (GPT-2) instead of a separate `W_U`.
+      unembed_bias: a `b_U` bias on the logits.
+      eps: epsilon of the norms.
+      init_range: standard deviation of the normal initialiser of weight matrices.
+      dtype: compute dtype (e.g. "bfloat16"); norms and softmax run in float32.
+      param_dtype: parameter dtype.
+      scan_layers: stack blocks with `nn.scan` (compile time independent of depth).
+      remat: rematerialise each block's activations in the backward pass.
+    """
+
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    d_head: int = 16
+    d_mlp: int = 256
+    d_vocab: int = 128
+    n_ctx: int = 128
+    d_vocab_out: int | None = None
+    n_key_value_heads: int | None = None
+    act_fn: str = "gelu_new"
+    gated_mlp: bool = False
+    attn_only: bool = False
+    normalization_type: Literal["LN", "RMS"] | None = "LN"
+    positional_embedding_type: Literal["standard", "rotary", "none"] = "standard"
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
+    causal: bool = True
+    qk_norm: bool = False
+    use_bias: bool = True
+    tie_embeddings: bool = False
+    unembed_bias: bool = True
+    eps: float = 1e-5
+    init_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+    remat: bool = False
+
+    def __post_init__(self):
+        for f in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) <= 0:
+                raise ValueError(f"TransformerConfig.{f} must be a positive int, "
+                                 f"got {getattr(self, f)!r}")
+        if not self.attn_only and self.d_mlp <= 0:
+            raise ValueError(f"TransformerConfig.d_mlp must be positive, got {self.d_mlp}")
+        kv = self.n_key_value_heads
+        if kv is not None and (kv <= 0 or self.n_heads % kv):
+            raise ValueError(f"n_key_value_heads={kv} must be positive and divide "
+                             f"n_heads={self.n_heads}")
+        if self.act_fn not in ACTIVATIONS:
+            raise ValueError(f"act_fn={self.act_fn!r}; choose from {sorted(ACTIVATIONS)}")
+        if self.normalization_type not in NORMS:
+            raise ValueError(f"normalization_type={self.normalization_type!r}; "
+                             f"choose from {NORMS}")
+        if self.positional_embedding_type not in ("standard", "rotary", "none"):
+            raise ValueError(f"positional_embedding_type={self.positional_embedding_type!r}; "
+                             "choose from 'standard', 'rotary', 'none'")
+        rd = self.rotary_dim
+        if rd is not None and (rd <= 0 or rd % 2 or rd > self.d_head):
+            raise ValueError(f"rotary_dim={rd} must be even and in (0, d_head={self.d_head}]")
+        for f in ("dtype", "param_dtype"):
+            try:
+                jnp.dtype(getattr(self, f))
+            except TypeError:
+                raise ValueError(f"TransformerConfig.{f}={getattr(self, f)!r} is not a "
+                                 "dtype") from None
+
+
+class Block(nn.Module):
+    """One pre-norm block. x: [batch, pos, d_model] -> ([batch, pos, d_model], None).
+
+    `layer` is the block's index: a Python int when unrolled, a traced int under `nn.scan`.
+    """
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        with sites.layer(self, "blocks", layer, c.n_layers):
+            resid_pre = sites.site(self, "hook_resid_pre", x, RESID_AXES)
+            ln1 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln1")
+            attn = Attention(
+                n_heads=c.n_heads, d_head=c.d_head, n_kv_heads=c.n_key_value_heads,
+                causal=c.causal, use_bias=c.use_bias, qk_norm=c.qk_norm,
+                rotary_dim=(c.rotary_dim or c.d_head)
+                if c.positional_embedding_type == "rotary" else None,
+                rotary_base=c.rotary_base, init_range=c.init_range, eps=c.eps,
+                dtype=dtype, param_dtype=pd, name="attn")
+            h = resid_pre if ln1 is None else ln1(resid_pre, RESID_AXES)
+            attn_out = sites.site(self, "hook_attn_out", attn(h), RESID_AXES)
+            if c.attn_only:
+                return sites.site(self, "hook_resid_post", resid_pre + attn_out, RESID_AXES), None
+            resid_mid = sites.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
+            ln2 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln2")
+            mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, gated=c.gated_mlp, use_bias=c.use_bias,
+                      init_range=c.init_range, dtype=dtype, param_dtype=pd, name="mlp")
+            h = resid_mid if ln2 is None else ln2(resid_mid, RESID_AXES)
+            mlp_out = sites.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
+            return sites.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
+
+
+class Transformer(nn.Module):
+    """tokens [batch, pos] int -> logits [batch, pos, d_vocab_out] (float32)."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        _check_tokens(tokens, c)
+        init = nn.initializers.normal(c.init_range)
+
+        embed = Embed(c.d_vocab, c.d_model, c.init_range, pd, name="embed")
+        x = sites.site(self, "hook_embed", embed(tokens).astype(dtype), RESID_AXES)
+        if c.positional_embedding_type == "standard":
+            pos = PosEmbed(c.n_ctx, c.d_model, c.init_range, pd, name="pos_embed")
+            x = x + sites.site(self, "hook_pos_embed",
+                               pos(tokens.shape[-1], tokens.shape[0]).astype(dtype), RESID_AXES)
+
+        block = nn.remat(Block) if c.remat else Block
+        if c.scan_layers:
+            stack = nn.scan(
+                block,
+                variable_axes={"params": 0, sites.COLLECTION: 0},
+                split_rngs={"params": True, "dropout": True},
+                length=c.n_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
+        else:
+            for i in range(c.n_layers):
+                x, _ = block(c, name=f"blocks_{i}")(x, i)
+
+        ln_final = make_norm(c.normalization_type, c.eps, dtype, pd, "ln_final")
+        if ln_final is not None:
+            x = ln_final(x, RESID_AXES)
+        d_out = c.d_vocab_out or c.d_vocab
+        if c.tie_embeddings:
+            if d_out != c.d_vocab:
+                raise ValueError("tie_embeddings needs d_vocab_out == d_vocab")
+            logits = embed.attend(x.astype(dtype))
+        else:
+            w_u = param(self, "W_U", init, (c.d_model, d_out), ("embed", "vocab"), pd)
+            logits = jnp.einsum("bpm,mv->bpv", x, w_u.astype(dtype))  # contract d_model
+        if c.unembed_bias:
+            logits = logits + param(self, "b_U", nn.initializers.zeros, (d_out,), ("vocab",), pd)
+        return logits.astype(jnp.float32)
+
+
+class Embed(nn.Module):
+    """Token embedding `W_E` [vocab, embed]; `attend` is the tied unembedding."""
+
+    d_vocab: int
+    d_model: int
+    init_range: float
+    param_dtype: jnp.dtype
+
+    def setup(self):
+        self.W_E = param(self, "W_E", nn.initializers.normal(self.init_range),
+                         (self.d_vocab, self.d_model), ("vocab", "embed"), self.param_dtype)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        """tokens [batch, pos] -> [batch, pos, d_model]."""
+        return jnp.take(self.W_E, tokens, axis=0)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """x [batch, pos, d_model] -> logits [batch, pos, d_vocab] = x W_Eᵀ."""
+        return jnp.einsum("bpm,vm->bpv", x, self.W_E.astype(x.dtype))  # contract d_model
+
+
+class PosEmbed(nn.Module):
+    """Learned absolute positions `W_pos` [n_ctx, embed]."""
+
+    n_ctx: int
+    d_model: int
+    init_range: float
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, n_pos: int, batch: int) -> jax.Array:
+        """-> [batch, n_pos, d_model]."""
+        if n_pos > self.n_ctx:
+            raise ValueError(f"sequence length {n_pos} exceeds n_ctx={self.n_ctx}")
+        w = param(self, "W_pos", nn.initializers.normal(self.init_range),
+                  (self.n_ctx, self.d_model), ("pos", "embed"), self.param_dtype)
+        return jnp.broadcast_to(w[:n_pos], (batch, n_pos, self.d_model))
+
+
+def _check_tokens(tokens: jax.Array, c: TransformerConfig) -> None:
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be [batch, pos], got shape {tokens.shape}")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
+    if tokens.shape[1] > c.n_ctx:
+        raise ValueError(f"sequence length {tokens.shape[1]} exceeds n_ctx={c.n_ctx}")
+    if not isinstance(tokens, jax.core.Tracer):  # concrete: JAX would silently clamp the gather
+        t = np.asarray(tokens)
+        if t.size and (t.min() < 0 or t.max() >= c.d_vocab):
+            bad = t[(t < 0) | (t >= c.d_vocab)]
+            raise ValueError(f"token id {int(bad[0])} is outside [0, d_vocab={c.d_vocab}) "
+                             f"({bad.size} ids out of range)")

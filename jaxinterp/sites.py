@@ -1,0 +1,269 @@
+"""Named sites: the places where activations can be captured and intervened on.
+
+A model declares a site by passing an activation through `site(module, name, x, axes)`:
+
+    q = sites.site(self, "hook_q", q, ("batch", "pos", "head", "d_head"))
+
+Outside `jaxinterp.run` no session is active and `site` returns `x` itself, so a plain
+`model.apply` is untouched (bit for bit, and with nothing extra in the compiled program).
+Inside `run`, a `Session` is active for the duration of the trace. It is trace-time state
+only, scoped with a `contextvars.ContextVar` the way `flax.linen.intercept_methods` scopes
+interceptors: it decides, while JAX traces the model, which interventions apply at each site
+and which values to capture. Nothing of it survives into the compiled function except the
+arithmetic it added.
+
+Names. A site's full name is the module's Flax path joined with dots plus the site name
+(`ln_final.hook_normalized`). Blocks of a layer stack wrap their body in
+`with sites.layer(self, "blocks", index, size):`, and every site below them is named
+`blocks.{index}.<rest of the path>.<name>`. `index` is a Python int in an unrolled model and a
+traced integer under `nn.scan`; in the scanned case an intervention on `blocks.1.x` is applied
+with `jnp.where(index == 1, ...)`, and captured values come back stacked over layers (Flax `sow`
+with `variable_axes={"intermediates": 0}`), which `run` splits into per-layer names. The same
+names and the same numbers come out either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import difflib
+import fnmatch
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from jaxinterp.interventions import Intervention
+
+COLLECTION = "intermediates"
+"""Flax variable collection that captured site values are sown into."""
+
+Axes = tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteView:
+    """What an intervention sees of the site it is applied at (at trace time).
+
+    Attributes:
+      name: full site name, e.g. `blocks.1.attn.hook_z` (for a scanned model, the name of the
+        layer the intervention targets).
+      axes: one name per axis of the activation, e.g. `("batch", "pos", "head", "d_head")`.
+      shape: the activation's shape, one entry per axis.
+    """
+
+    name: str
+    axes: Axes
+    shape: tuple[int, ...]
+
+    def describe(self) -> str:
+        """`'blocks.0.attn.hook_z' of shape (2, 5, 4, 8) [batch, pos, head, d_head]`."""
+        return f"'{self.name}' of shape {self.shape} [{', '.join(self.axes)}]"
+
+    def axis(self, *names: str) -> int | None:
+        """Index of the first axis called one of `names`, or None."""
+        for i, a in enumerate(self.axes):
+            if a in names:
+                return i
+        return None
+
+
+@dataclasses.dataclass
+class _Layer:
+    path: tuple[str, ...]  # Flax path of the block module
+    prefix: str  # "blocks"
+    index: int | jax.Array  # Python int (unrolled) or traced int32 (nn.scan)
+    size: int
+
+
+@dataclasses.dataclass
+class _Captured:
+    names: tuple[str, ...]  # full names, one per stacked layer when scanned
+    scanned: bool
+
+
+class Session:
+    """Trace-time record of one `run`: which sites exist, what to capture, what to change."""
+
+    def __init__(self, capture: Sequence[str], interventions: Sequence[Intervention]):
+        self.capture = tuple(capture)
+        self.interventions = tuple(interventions)
+        self.site_shapes: dict[str, jax.ShapeDtypeStruct] = {}
+        self.site_axes: dict[str, Axes] = {}
+        self.captured: dict[tuple[str, ...], _Captured] = {}
+        self.capture_hits: set[str] = set()
+        self.intervention_hits: set[int] = set()
+        self.order: dict[str, tuple[int, int, int]] = {}  # name -> execution-order sort key
+        self._layers: list[_Layer] = []
+        self._seq = 0  # visits so far
+        self._first_seen: dict[str, int] = {}  # template or stack prefix -> first visit
+
+    # -- called from models -------------------------------------------------------------
+    def visit(self, module: nn.Module, name: str, x: jax.Array, axes: Axes) -> jax.Array:
+        if len(axes) != x.ndim:
+            raise ValueError(f"site {name!r} declares axes {axes} for an array of shape {x.shape}")
+        path = tuple(module.path)
+        layer = self._layers[-1] if self._layers else None
+        if layer is not None and path[: len(layer.path)] == layer.path:
+            template = ".".join([layer.prefix, "{i}", *path[len(layer.path) :], name])
+            if isinstance(layer.index, int):
+                candidates = [layer.index]
+            else:
+                candidates = list(range(layer.size))
+            names = [template.format(i=i) for i in candidates]
+        else:
+            layer = None
+            names = [".".join([*path, name])]
+        self._seq += 1
+        if layer is None:
+            keys = [(self._first(names[0]), 0, 0)]
+        else:
+            keys = [(self._first(layer.prefix), i, self._first(template)) for i in candidates]
+        for n, key in zip(names, keys, strict=True):
+            self.site_shapes[n] = jax.ShapeDtypeStruct(x.shape, x.dtype)
+            self.site_axes[n] = axes
+            self.order[n] = key
+
+        for k, iv in enumerate(self.interventions):
+            hits = [fnmatch.fnmatchcase(n, iv.site) for n in names]
+            if not any(hits):
+                continue
+            self.intervention_hits.add(k)
+            target = names[hits.index(True)]
+            new = iv(x, SiteView(target, axes, tuple(x.shape))).astype(x.dtype)
+            if len(names) == 1:
+                x = new
+            else:  # traced layer index under nn.scan: select this layer's branch
+                x = jnp.where(jnp.asarray(hits)[layer.index], new, x)
+
+        wanted = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in self.capture)]
+        if wanted:
+            for p in self.capture:
+                if any(fnmatch.fnmatchcase(n, p) for n in names):
+                    self.capture_hits.add(p)
+            module.sow(COLLECTION, name, x)
+            scanned = layer is not None and not isinstance(layer.index, int)
+            self.captured[(*path, name)] = _Captured(tuple(names), scanned)
+        return x
+
+    # -- called from run ------------------------------------------------------------------
+    def collect(self, state: dict[str, Any]) -> dict[str, jax.Array]:
+        """Turns the sown `intermediates` collection into `{full site name: array}`."""
+        from flax import traverse_util
+
+        flat = traverse_util.flatten_dict(state.get(COLLECTION, {}))
+        cache: dict[str, jax.Array] = {}
+        for key, values in flat.items():
+            info = self.captured.get(key)
+            if info is None:
+                continue
+            value = values[-1]
+            if info.scanned:
+                for i, n in enumerate(info.names):
+                    if any(fnmatch.fnmatchcase(n, p) for p in self.capture):
+                        cache[n] = value[i]
+            else:
+                cache[info.names[0]] = value
+        return self.sorted(cache)
+
+    def sorted(self, d: dict[str, Any]) -> dict[str, Any]:
+        """`d` (keyed by site name) in execution order, layer by layer."""
+        return dict(sorted(d.items(), key=lambda kv: self.order[kv[0]]))
+
+    def _first(self, key: str) -> int:
+        return self._first_seen.setdefault(key, self._seq)
+
+    def check_all_matched(self) -> None:
+        """Raises if a capture pattern or an intervention matched no site."""
+        for p in self.capture:
+            if p not in self.capture_hits:
+                raise ValueError(f"capture pattern {p!r} matches no site. {self._nearest(p)}")
+        for k, iv in enumerate(self.interventions):
+            if k not in self.intervention_hits:
+                raise ValueError(
+                    f"{type(iv).__name__} targets site {iv.site!r}, which matches no site of "
+                    f"this model. {self._nearest(iv.site)}"
+                )
+
+    def _nearest(self, pattern: str) -> str:
+        names = list(self.sorted(self.site_shapes))
+        probe = pattern.replace("*", "0").replace("?", "0")
+        close = difflib.get_close_matches(probe, names, n=5, cutoff=0.4)
+        if not close:
+            close = names[:5]
+        return f"Nearest valid names: {', '.join(close)} (see jaxinterp.sites(model, ...))."
+
+    @contextlib.contextmanager
+    def _layer(self, layer: _Layer) -> Iterator[None]:
+        self._layers.append(layer)
+        try:
+            yield
+        finally:
+            self._layers.pop()
+
+
+_SESSION: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "jaxinterp_session", default=None
+)
+
+
+def site(module: nn.Module, name: str, x: jax.Array, axes: Axes) -> jax.Array:
+    """Declares a named site. Identity unless called under `jaxinterp.run`.
+
+    Args:
+      module: the module the site belongs to; its Flax path prefixes the name.
+      name: the site's own name, e.g. `"hook_q"`.
+      x: the activation.
+      axes: one name per axis of `x`; interventions use "pos"/"query_pos" and "head".
+
+    Returns:
+      `x`, or `x` after the active interventions that target this site.
+    """
+    session = _SESSION.get()
+    if session is None:
+        return x
+    return session.visit(module, name, x, axes)
+
+
+@contextlib.contextmanager
+def layer(module: nn.Module, prefix: str, index: int | jax.Array, size: int) -> Iterator[None]:
+    """Names every site below `module` `{prefix}.{index}.…` (see the module docstring)."""
+    session = _SESSION.get()
+    if session is None:
+        yield
+        return
+    with session._layer(_Layer(tuple(module.path), prefix, index, size)):
+        yield
+
+
+@contextlib.contextmanager
+def active(session: Session) -> Iterator[Session]:
+    """Makes `session` the active one while a model is traced."""
+    token = _SESSION.set(session)
+    try:
+        yield session
+    finally:
+        _SESSION.reset(token)
+
+
+def sites(model: nn.Module, *inputs: Any, **apply_kwargs: Any) -> dict[str, jax.ShapeDtypeStruct]:
+    """Every site of `model` on `inputs`, as `{name: jax.ShapeDtypeStruct}`.
+
+    Nothing is run or allocated: the model is initialised and applied under `jax.eval_shape`.
+    Names come in execution order, layer by layer.
+    """
+    session = Session(capture=(), interventions=())
+
+    def trace(*xs):
+        variables = model.init(jax.random.key(0), *xs, **apply_kwargs)
+        with active(session):
+            return model.apply(variables, *xs, **apply_kwargs)
+
+    jax.eval_shape(trace, *inputs)
+    return session.sorted(session.site_shapes)
+
