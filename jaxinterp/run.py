@@ -34,8 +34,8 @@ def run(
 
     Returns:
       `(output, cache)`: the model's output and `{site name: array}` for every captured site,
-      in layer order. With no interventions the output is `model.apply(variables, *inputs)`'s,
-      bit for bit.
+      in execution order (a dict returned from `jax.jit` comes back with sorted keys). With no
+      interventions the output is `model.apply(variables, *inputs)`'s, bit for bit.
 
     Raises:
       ValueError: at trace time (before anything compiles) if a capture pattern or an
@@ -44,7 +44,12 @@ def run(
 
     `run` is a pure function of its array arguments: wrap it in `jax.jit`, `jax.vmap` over a
     stacked intervention, `jax.grad` with respect to intervention arrays, or shard its inputs.
+    (When `capture` is a static argument of `jax.jit`, pass a tuple: lists are not hashable.)
     """
+    if "mutable" in apply_kwargs:
+        raise ValueError("run manages `mutable` itself (captures are sown into the "
+                         f"{sites_lib.COLLECTION!r} collection); call model.apply for other "
+                         "mutable collections.")
     if isinstance(capture, str):
         capture = (capture,)
     if isinstance(interventions, Intervention):

@@ -228,6 +228,12 @@ class Embed(nn.Module):
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         """tokens [batch, pos] -> [batch, pos, d_model]."""
+        sharding = jax.typeof(tokens).sharding
+        spec = getattr(sharding, "spec", None)
+        if spec is not None and any(a is not None for a in spec):
+            # Explicit-sharding mesh: the gathered rows are laid out like the tokens.
+            out = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec, None))
+            return self.W_E.at[tokens].get(out_sharding=out)
         return jnp.take(self.W_E, tokens, axis=0)
 
     def attend(self, x: jax.Array) -> jax.Array:

@@ -1,0 +1,139 @@
+"""An independent NumPy (float64) transformer forward pass, written from the equations.
+
+It shares no code with jaxinterp. `forward` returns the logits and a dict of activations keyed
+by TransformerLens site names, and accepts `hooks={name: fn(array) -> array}` so that tests can
+express an intervention as plain NumPy and compare with `jaxinterp.run`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import numpy as np
+from scipy.special import erf
+
+
+def _gelu(x, approximate):
+    if approximate:
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+
+
+ACT = {
+    "gelu": lambda x: _gelu(x, False),
+    "gelu_new": lambda x: _gelu(x, True),
+    "relu": lambda x: np.maximum(x, 0),
+    "silu": lambda x: x / (1 + np.exp(-x)),
+}
+
+
+def _norm(x, p, kind, eps):
+    if kind == "LN":
+        x = x - x.mean(-1, keepdims=True)
+        return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * p["w"] + p["b"]
+    if kind == "RMS":
+        return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * p["w"]
+    return x
+
+
+def _rotary(x, dim, base):
+    """x [b, pos, h, d]: rotate pairs (i, i + dim/2) by angle pos * base^(-2i/dim)."""
+    n = x.shape[1]
+    half = dim // 2
+    out = x.copy()
+    for p in range(n):
+        for i in range(half):
+            theta = p * base ** (-i / half)
+            c, s = math.cos(theta), math.sin(theta)
+            x1, x2 = x[:, p, :, i], x[:, p, :, i + half]
+            out[:, p, :, i] = x1 * c - x2 * s
+            out[:, p, :, i + half] = x2 * c + x1 * s
+    return out
+
+
+def forward(cfg, variables, tokens, hooks=None):
+    """Returns (logits [b, pos, vocab], {site name: activation}) in float64."""
+    hooks = hooks or {}
+    params = nn.meta.unbox(variables)["params"]
+    params = {k: _f64(v) for k, v in params.items()}
+    acts = {}
+
+    def site(name, x):
+        if name in hooks:
+            x = np.asarray(hooks[name](x), np.float64)
+        acts[name] = x
+        return x
+
+    tokens = np.asarray(tokens)
+    b, n = tokens.shape
+    x = site("hook_embed", params["embed"]["W_E"][tokens])
+    if cfg.positional_embedding_type == "standard":
+        x = x + site("hook_pos_embed", np.broadcast_to(params["pos_embed"]["W_pos"][:n],
+                                                       (b, n, cfg.d_model)))
+    h, dh = cfg.n_heads, cfg.d_head
+    kvh = cfg.n_key_value_heads or h
+    for layer in range(cfg.n_layers):
+        p = params[f"blocks_{layer}"]
+        pre = f"blocks.{layer}."
+        resid = site(pre + "hook_resid_pre", x)
+        a = p["attn"]
+        y = site(pre + "ln1.hook_normalized", _norm(resid, p.get("ln1"), cfg.normalization_type,
+                                                    cfg.eps)) if cfg.normalization_type else resid
+
+        def proj(name, y=y, a=a):
+            out = np.einsum("bpm,nmd->bpnd", y, a[f"W_{name}"])
+            return out + a[f"b_{name}"] if cfg.use_bias else out
+
+        q = site(pre + "attn.hook_q", proj("Q"))
+        k = site(pre + "attn.hook_k", proj("K"))
+        v = site(pre + "attn.hook_v", proj("V"))
+        if cfg.positional_embedding_type == "rotary":
+            dim = cfg.rotary_dim or dh
+            q = site(pre + "attn.hook_rot_q", _rotary(q, dim, cfg.rotary_base))
+            k = site(pre + "attn.hook_rot_k", _rotary(k, dim, cfg.rotary_base))
+        k = np.repeat(k, h // kvh, axis=2)
+        v = np.repeat(v, h // kvh, axis=2)
+        scores = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(dh)
+        if cfg.causal:
+            scores = np.where(np.tril(np.ones((n, n), bool)), scores, -np.inf)
+        scores = site(pre + "attn.hook_attn_scores", scores)
+        e = np.exp(scores - scores.max(-1, keepdims=True))
+        pattern = site(pre + "attn.hook_pattern", e / e.sum(-1, keepdims=True))
+        z = site(pre + "attn.hook_z", np.einsum("bhqk,bkhd->bqhd", pattern, v))
+        attn_out = np.einsum("bqhd,hdm->bqm", z, a["W_O"])
+        if cfg.use_bias:
+            attn_out = attn_out + a["b_O"]
+        attn_out = site(pre + "hook_attn_out", attn_out)
+        if cfg.attn_only:
+            x = site(pre + "hook_resid_post", resid + attn_out)
+            continue
+        mid = site(pre + "hook_resid_mid", resid + attn_out)
+        y = site(pre + "ln2.hook_normalized", _norm(mid, p.get("ln2"), cfg.normalization_type,
+                                                    cfg.eps)) if cfg.normalization_type else mid
+        m = p["mlp"]
+        act = ACT[cfg.act_fn]
+        lin = y @ m["W_in"] + (m["b_in"] if cfg.use_bias else 0)
+        if cfg.gated_mlp:
+            gate = site(pre + "mlp.hook_pre", y @ m["W_gate"])
+            lin = site(pre + "mlp.hook_pre_linear", lin)
+            post = site(pre + "mlp.hook_post", act(gate) * lin)
+        else:
+            post = site(pre + "mlp.hook_post", act(site(pre + "mlp.hook_pre", lin)))
+        mlp_out = post @ m["W_out"] + (m["b_out"] if cfg.use_bias else 0)
+        mlp_out = site(pre + "hook_mlp_out", mlp_out)
+        x = site(pre + "hook_resid_post", mid + mlp_out)
+    if cfg.normalization_type:
+        x = site("ln_final.hook_normalized", _norm(x, params["ln_final"], cfg.normalization_type,
+                                                   cfg.eps))
+    w_u = params["embed"]["W_E"].T if cfg.tie_embeddings else params["W_U"]
+    logits = x @ w_u
+    if cfg.unembed_bias:
+        logits = logits + params["b_U"]
+    return logits, acts
+
+
+def _f64(tree):
+    if isinstance(tree, dict):
+        return {k: _f64(v) for k, v in tree.items()}
+    return np.asarray(tree, np.float64)

@@ -1,0 +1,40 @@
+"""Tiny models with randomised parameters (biases and norm weights far from 0 and 1), so that
+comparisons against the NumPy reference exercise every parameter."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+import jaxinterp as ji
+
+TINY = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=48, d_vocab=40, n_ctx=16)
+
+
+def tiny(preset: str = "gpt2_small", **overrides):
+    """(model, variables, tokens [3, 10]) for a tiny version of `preset`."""
+    model = ji.models.build(preset, **{**TINY, "init_range": 0.3, **overrides})
+    tokens = jax.random.randint(jax.random.key(1), (3, 10), 0, model.config.d_vocab)
+    variables = model.init(jax.random.key(0), tokens)
+    return model, randomize(variables), tokens
+
+
+def randomize(variables, seed: int = 7, scale: float = 0.2):
+    """Adds N(0, scale²) noise to every parameter (keeps logical-partitioning boxes)."""
+    leaves, treedef = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    noisy = [x + scale * jax.random.normal(k, x.shape, x.dtype)
+             for x, k in zip(leaves, keys, strict=True)]
+    return jax.tree.unflatten(treedef, noisy)
+
+
+def tokens_like(tokens, seed: int, d_vocab: int):
+    return jax.random.randint(jax.random.key(seed), tokens.shape, 0, d_vocab, jnp.int32)
+
+
+def assert_close(got, want, tol: float = 1e-5, err_msg: str = ""):
+    """Float32 results of two compilations: tolerance relative to the array's scale."""
+    import numpy as np
+
+    scale = max(1.0, float(np.abs(np.asarray(want)).max()))
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, err_msg=err_msg)
