@@ -221,6 +221,28 @@ class Apply(Intervention):
         return new
 
 
+KINDS = {c.__name__: c for c in (Add, Scale, Clamp, Ablate, Patch, ProjectOut)}
+
+
+def from_spec(spec: dict[str, Any]) -> Intervention:
+    """An intervention from a config dict, e.g. for training-time interventions:
+
+        {"kind": "Ablate", "site": "blocks.0.attn.hook_z", "how": "mean", "heads": [1]}
+
+    Lists become arrays. `Apply` (which needs a function) is not available from a config.
+    """
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind not in KINDS:
+        raise ValueError(f"intervention kind {kind!r}; choose from {sorted(KINDS)}")
+    fields = {f for f in KINDS[kind].__dataclass_fields__}
+    unknown = sorted(set(spec) - fields)
+    if unknown:
+        raise ValueError(f"{kind} has no field(s) {unknown}; fields: {sorted(fields)}")
+    spec = {k: np.asarray(v) if isinstance(v, (list, tuple)) else v for k, v in spec.items()}
+    return KINDS[kind](**spec)
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,44 @@
+"""The optimizer from a config: AdamW with warmup + cosine or constant schedules, gradient
+clipping, and weight decay on weight matrices only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+from ml_collections import ConfigDict
+
+
+def schedule(cfg: ConfigDict, num_train_steps: int) -> optax.Schedule:
+    """Learning rate per step: linear warmup to `learning_rate`, then cosine decay to
+    `learning_rate * min_lr_ratio` at `num_train_steps`, or constant."""
+    lr, warmup = cfg.learning_rate, cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=lr, warmup_steps=warmup,
+            decay_steps=max(num_train_steps, warmup + 1), end_value=lr * cfg.min_lr_ratio)
+    if cfg.schedule == "constant":
+        if warmup == 0:
+            return optax.constant_schedule(lr)
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+    raise ValueError(f"optimizer.schedule={cfg.schedule!r}; choose 'cosine' or 'constant'")
+
+
+def decay_mask(params: Any) -> Any:
+    """True for weight matrices (ndim >= 2); norms' gains and biases are not decayed."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(cfg: ConfigDict, num_train_steps: int) -> optax.GradientTransformation:
+    """AdamW (`cfg.b1`, `b2`, `eps`, `weight_decay`) after global-norm clipping at
+    `cfg.grad_clip_norm` (0 disables), on `schedule(cfg, num_train_steps)`."""
+    if cfg.name != "adamw":
+        raise ValueError(f"optimizer.name={cfg.name!r}; only 'adamw' is implemented")
+    parts = []
+    if cfg.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+    parts.append(optax.adamw(schedule(cfg, num_train_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                             weight_decay=cfg.weight_decay, mask=decay_mask))
+    return optax.chain(*parts)
