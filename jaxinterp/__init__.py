@@ -9,7 +9,7 @@ interpretability research.
                            interventions=[ji.Add("blocks.1.hook_resid_post", vec, scale=4.0)])
 """
 
-from jaxinterp import interventions, models
+from jaxinterp import analysis, interventions, models
 from jaxinterp.interventions import (
     Ablate,
     Add,
@@ -32,6 +32,7 @@ __all__ = [
     "Patch",
     "ProjectOut",
     "Scale",
+    "analysis",
     "interventions",
     "models",
     "run",

@@ -32,9 +32,15 @@ jitted functions as arguments (not closed over), so XLA cannot constant-fold the
 Each function is compiled first (a warm-up call and `.block_until_ready()`); then the two
 functions of a comparison are timed alternately (`time.perf_counter`, `block_until_ready`) and
 the median of `--repeats` calls of each is reported (default 5 for (a), 3 for (b)).
-Alternating makes the ratios robust to slow drifts in machine load; rerun if other processes
-disturb a run. Both outputs of (b) hold every strength's logits (32 x 8 x 128 x 50257 floats,
-6.6 GB at the default settings), so the full-size run needs about 8 GB of free memory.
+Alternating makes the ratios robust to slow drifts in machine load. The report also gives each
+function's fastest and slowest call and the ratio of the fastest calls: when that ratio is far
+from the median one, or the spread is wide, other processes disturbed the run; rerun it.
+
+Both sides of (b) keep every strength's logits (32 x 8 x 128 x 50257 floats, 6.6 GB at the
+default settings), so the full-size run needs about 8 GB of free memory and takes 6-7 minutes
+on 2 CPU cores. There the measured (b) ratio stays below the FLOP ratio: the vmapped call
+works on 32 times larger activations (e.g. 400 MB of MLP hidden state per layer), so its
+memory-bound steps (norms, GELU, softmax, writing the logits) cost more per FLOP.
 """
 
 from __future__ import annotations
@@ -96,8 +102,9 @@ def four_interventions(sites: dict[str, str], d_model: int, n_heads: int) -> lis
     ]
 
 
-def time_alternately(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median wall time (s) of each `fn()` to `block_until_ready`, the fns called in turn."""
+def time_alternately(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Wall times (s) of `repeats` calls of each `fn()` to `block_until_ready`, the fns called
+    in turn."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -106,11 +113,19 @@ def time_alternately(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[st
             jax.block_until_ready(out)
             times[name].append(time.perf_counter() - t0)
             del out  # free it before the next call (the sweep's outputs are GBs)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def _store(res: dict[str, Any], times: dict[str, list[float]]) -> None:
+    """Puts `{name}_ms` (the median) and `{name}_range_ms` (min, max) into `res`."""
+    for name, ts in times.items():
+        res[f"{name}_ms"] = 1e3 * statistics.median(ts)
+        res[f"{name}_range_ms"] = (1e3 * min(ts), 1e3 * max(ts))
 
 
 def warm_up(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Calls `fn` once (compiling it) and returns its output and the time it took (s)."""
+    """Calls `fn` once (compiling it) and returns its output and the time (s) it took to
+    compile and run."""
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn())
     return out, time.perf_counter() - t0
@@ -167,8 +182,10 @@ def measure(
     log(f"(a) timing {repeats_a} x 2 calls ...", flush=True)
     t = time_alternately({"apply": lambda: apply(variables, tokens),
                           "run": lambda: run_a(variables, tokens, ivs)}, repeats_a)
-    res["apply_ms"], res["run_ms"] = 1e3 * t["apply"], 1e3 * t["run"]
-    res["ratio_a"] = t["run"] / t["apply"]
+    _store(res, t)
+    res["ratio_a"] = res["run_ms"] / res["apply_ms"]
+    log(f"(a) apply {res['apply_ms']:.1f} ms, run {res['run_ms']:.1f} ms, "
+        f"run/apply = {res['ratio_a']:.3f}", flush=True)
 
     # -- (b) loop over steering strengths vs one vmapped call ----------------------------------
     vec = jax.random.normal(jax.random.key(4), (c.d_model,))
@@ -201,8 +218,8 @@ def measure(
     log(f"(b) timing {repeats_b} x ({n_strengths} + 1) calls ...", flush=True)
     t = time_alternately({"loop": loop,
                           "vmap": lambda: sweep(variables, tokens, vec, strengths)}, repeats_b)
-    res["loop_ms"], res["vmap_ms"] = 1e3 * t["loop"], 1e3 * t["vmap"]
-    res["ratio_b"] = t["loop"] / t["vmap"]
+    _store(res, t)
+    res["ratio_b"] = res["loop_ms"] / res["vmap_ms"]
     f_one = flops(run_one, variables, tokens, vec, scalars[0])
     f_sweep = flops(sweep, variables, tokens, vec, strengths)
     res["flop_ratio_b"] = n_strengths * f_one / f_sweep if f_one and f_sweep else None
@@ -223,29 +240,41 @@ def report(res: dict[str, Any]) -> str:
         f"    interventions: Add({s['add']}, scale 4), Scale({s['scale']}, 0, one head),",
         f"                   Ablate({s['ablate']}, mean), Clamp({s['clamp']}, 32 dims)",
         f"    capture:       {s['capture']}",
-        f"    compile (first call): apply {res['compile_apply_s']:.1f} s, "
+        f"    first call (compile + run): apply {res['compile_apply_s']:.1f} s, "
         f"run {res['compile_run_s']:.1f} s",
-        f"    model.apply: {res['apply_ms']:10.1f} ms",
-        f"    ji.run:      {res['run_ms']:10.1f} ms",
+        f"    model.apply: {res['apply_ms']:10.1f} ms  {_range(res, 'apply')}",
+        f"    ji.run:      {res['run_ms']:10.1f} ms  {_range(res, 'run')}",
         f"    (logits changed by up to {res['a_logits_max_change']:.3g}; "
         f"captured {res['a_captured']})",
         f"(a) run/apply = {res['ratio_a']:.3f} (target <= {TARGET_A:.2f})"
         + ("" if res["ratio_a"] <= TARGET_A else "  ** above target **"),
+        f"    (fastest run / fastest apply = {_min_ratio(res, 'run', 'apply'):.3f}; "
+        "far from the median ratio means other processes disturbed the timings)",
         "",
         f"(b) steering sweep over {n} strengths at {s['steer']}",
-        f"    compile (first call): one strength {res['compile_run_one_s']:.1f} s, "
+        f"    first call (compile + run): one strength {res['compile_run_one_s']:.1f} s, "
         f"vmap {res['compile_sweep_s']:.1f} s",
-        f"    loop of {n} jitted calls: {res['loop_ms']:10.1f} ms "
-        f"({res['loop_ms'] / n:.1f} ms per call)",
-        f"    one vmapped call:       {res['vmap_ms']:10.1f} ms "
-        f"(output {res['b_output_shape']}; max |vmap - loop| = "
+        f"    loop of {n} jitted calls: {res['loop_ms']:10.1f} ms  {_range(res, 'loop')}; "
+        f"{res['loop_ms'] / n:.1f} ms per call",
+        f"    one vmapped call:       {res['vmap_ms']:10.1f} ms  {_range(res, 'vmap')}",
+        f"    (output {res['b_output_shape']}; max |vmap - loop| = "
         f"{res['b_max_abs_diff_vmap_vs_loop']:.2g})",
         f"    XLA FLOP ratio ({n} x one call / vmapped call): "
         + (f"{flop_ratio:.3f}" if flop_ratio else "n/a"),
         f"(b) loop/vmap = {res['ratio_b']:.3f} (target > {TARGET_B:.2f})"
         + ("" if res["ratio_b"] > TARGET_B else "  ** below target **"),
+        f"    (fastest loop / fastest vmap = {_min_ratio(res, 'loop', 'vmap'):.3f})",
     ]
     return "\n".join(lines)
+
+
+def _range(res: dict[str, Any], name: str) -> str:
+    lo, hi = res[f"{name}_range_ms"]
+    return f"(min {lo:.1f}, max {hi:.1f})"
+
+
+def _min_ratio(res: dict[str, Any], num: str, den: str) -> float:
+    return res[f"{num}_range_ms"][0] / res[f"{den}_range_ms"][0]
 
 
 def main(argv: list[str]) -> None:

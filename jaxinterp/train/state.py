@@ -17,7 +17,8 @@ from jaxinterp.train import sharding as sharding_lib
 @struct.dataclass
 class TrainState:
     """step: int32 scalar; params: the model's `params` collection (unboxed arrays);
-    opt_state: optax state; rng: a PRNG key for anything stochastic in training."""
+    opt_state: optax state; rng: raw uint32 PRNG key data (checkpointable), for anything
+    stochastic in training (`jax.random.wrap_key_data(state.rng)`)."""
 
     step: jax.Array
     params: Any
@@ -44,7 +45,8 @@ def create(
         boxed = model.init(params_rng, example_inputs)["params"]
         params = nn.meta.unbox(boxed)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=optimizer.init(params), rng=state_rng), boxed
+                          opt_state=optimizer.init(params),
+                          rng=jax.random.key_data(state_rng)), boxed
 
     rng = jax.random.key(seed)
     abstract_state, abstract_boxed = jax.eval_shape(init, rng)

@@ -1,0 +1,37 @@
+"""Data for training: synthetic TFDS builders (array_record, no TensorFlow) and grain pipelines.
+
+Builders (each deterministic given its config; see their modules for features and shapes):
+`Induction` ("induction"), `ModularArithmetic` ("modular_arithmetic"), `IclRegression`
+("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits").
+
+    from jaxinterp import data
+    source = data.load_source("induction", "train", data_dir, half_len=16)
+    it = data.make_iterator(source, batch_size=64, seed=0, transform=data.language_model_batch)
+    batch = data.to_global(next(it), mesh)
+"""
+
+from jaxinterp.data.bursty_icl import BurstyIcl, BurstyIclConfig
+from jaxinterp.data.digits import Digits
+from jaxinterp.data.icl_regression import IclRegression, IclRegressionConfig
+from jaxinterp.data.induction import Induction, InductionConfig
+from jaxinterp.data.modular_arithmetic import ModularArithmetic, ModularArithmeticConfig
+from jaxinterp.data.pipeline import language_model_batch, make_iterator, to_global
+from jaxinterp.data.sources import BUILDERS, get_builder, load_source
+
+__all__ = [
+    "BUILDERS",
+    "BurstyIcl",
+    "BurstyIclConfig",
+    "Digits",
+    "IclRegression",
+    "IclRegressionConfig",
+    "Induction",
+    "InductionConfig",
+    "ModularArithmetic",
+    "ModularArithmeticConfig",
+    "get_builder",
+    "language_model_batch",
+    "load_source",
+    "make_iterator",
+    "to_global",
+]

@@ -1,0 +1,109 @@
+"""`induction`: repeated random-token sequences, the standard task for induction heads.
+
+Each example is a random sequence of `half_len` tokens drawn uniformly from `[1, vocab_size)`,
+repeated twice, optionally preceded by a BOS token `0`:
+
+    tokens = [0]? + r_1 ... r_h + r_1 ... r_h        int32 [seq_len], seq_len = 2*half_len (+1)
+
+A model can only predict the second half by copying (an induction head), so the loss on the
+second half measures induction. Token 0 never occurs inside a sequence.
+
+With `min_half_len < half_len`, each example draws its own length `n` in
+`[min_half_len, half_len]` and is padded in front with `2 * (half_len - n)` random tokens:
+
+    tokens = [0]? + (random prefix) + r_1 ... r_n + r_1 ... r_n      (same seq_len)
+
+Then the repeat starts at a different position in each example, so a head cannot solve the
+task by attending a fixed distance back (a purely positional shortcut that a fixed layout
+allows); it must find the previous occurrence of the current token by content.
+
+    builder = Induction(data_dir=..., vocab_size=64, half_len=16, num_train=1000, num_test=100)
+    builder.download_and_prepare()
+    source = builder.as_data_source("train")      # source[i]["tokens"]: int32 [33]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxinterp.data._base import SyntheticBuilder, check, chunk_rngs
+
+BOS = 0
+
+
+@dataclasses.dataclass(eq=False)
+class InductionConfig(tfds.core.BuilderConfig):
+    """Parameters of the `induction` dataset.
+
+    Attributes:
+      vocab_size: tokens are ids in `[0, vocab_size)`; random tokens come from `[1, vocab_size)`.
+      half_len: length of the random sequence that is repeated (the longest, when
+        `min_half_len` is set).
+      min_half_len: shortest repeated length; None means always `half_len`.
+      bos: whether each sequence starts with the BOS token `0`.
+      num_train, num_test: examples in the `train` and `test` splits.
+      seed: generation seed (train and test use different streams of it).
+    """
+
+    vocab_size: int = 64
+    half_len: int = 32
+    min_half_len: int | None = None
+    bos: bool = True
+    num_train: int = 100_000
+    num_test: int = 1_000
+    seed: int = 0
+
+    @property
+    def seq_len(self) -> int:
+        return 2 * self.half_len + int(self.bos)
+
+    def validate(self) -> None:
+        check(self.vocab_size >= 2, f"induction: vocab_size must be >= 2, got {self.vocab_size}")
+        check(self.half_len >= 1, f"induction: half_len must be >= 1, got {self.half_len}")
+        check(self.min_half_len is None or 1 <= self.min_half_len <= self.half_len,
+              f"induction: min_half_len must be in [1, half_len={self.half_len}], got "
+              f"{self.min_half_len}")
+        check(
+            self.num_train >= 1 and self.num_test >= 1,
+            f"induction: num_train and num_test must be >= 1, got "
+            f"{self.num_train}, {self.num_test}",
+        )
+
+
+class Induction(SyntheticBuilder, skip_registration=True):
+    """Repeated random-token sequences (induction heads). Feature `tokens`: int32 [seq_len]."""
+
+    CONFIG_CLASS = InductionConfig
+    BUILDER_CONFIGS = (InductionConfig(name="default"),)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        cfg = self.builder_config
+        return self._make_info(
+            {"tokens": tfds.features.Tensor(shape=(cfg.seq_len,), dtype=np.int32)}
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        cfg = self.builder_config
+        return {
+            "train": self._generate_examples(cfg.num_train, stream=0),
+            "test": self._generate_examples(cfg.num_test, stream=1),
+        }
+
+    def _generate_examples(self, n: int, stream: int):
+        cfg = self.builder_config
+        for start, count, rng in chunk_rngs(cfg.seed, stream, n):
+            h = cfg.half_len
+            rand = rng.integers(1, cfg.vocab_size, size=(count, 2 * h), dtype=np.int32)
+            lengths = (np.full(count, h) if cfg.min_half_len is None
+                       else rng.integers(cfg.min_half_len, h + 1, size=count))
+            tokens = rand.copy()
+            for i, n in enumerate(lengths):  # prefix of 2 (h - n) tokens, then x, x
+                tokens[i, 2 * h - n:] = tokens[i, 2 * h - 2 * n: 2 * h - n]
+            if cfg.bos:
+                tokens = np.concatenate([np.full((count, 1), BOS, np.int32), tokens], axis=1)
+            for i in range(count):
+                yield start + i, {"tokens": tokens[i]}

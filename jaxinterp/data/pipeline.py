@@ -1,0 +1,186 @@
+"""grain input pipelines: sharded, shuffled, batched, checkpointable iterators.
+
+    source = load_source("induction", "train", data_dir)
+    it = make_iterator(source, batch_size=256, seed=0, shuffle=True, num_epochs=None,
+                       transform=language_model_batch)
+    batch = next(it)                                   # {"inputs": int32 [256/P, L-1], ...}
+    batch = to_global(batch, mesh, PartitionSpec(("data", "fsdp")))   # global jax.Arrays
+
+The iterator is a `grain.DatasetIterator`; `it.get_state()` / `it.set_state(state)` restore
+its position exactly, and orbax saves it alongside the train state with
+
+    mngr.save(step, args=ocp.args.Composite(state=..., data=grain.checkpoint.CheckpointSave(it)))
+    mngr.restore(step, args=ocp.args.Composite(state=...,
+                                               data=grain.checkpoint.CheckpointRestore(it)))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+Transform = Callable[[Any], Any] | grain.transforms.Transformation
+
+
+@dataclasses.dataclass(frozen=True)
+class _FnMap(grain.transforms.Map):
+    """Wraps a plain per-example function as a grain `Map`."""
+
+    fn: Callable[[Any], Any]
+
+    def map(self, element):
+        return self.fn(element)
+
+
+@dataclasses.dataclass(frozen=True)
+class _AsNumpy(grain.transforms.Map):
+    """Casts every feature to a NumPy array of the dtype the source declares.
+
+    TFDS decodes scalar features to Python scalars, which would batch as int64/float64.
+    """
+
+    dtypes: Any
+
+    def map(self, element):
+        return _cast(element, self.dtypes)
+
+
+def _cast(x: Any, dtype: Any) -> Any:
+    if isinstance(x, Mapping):
+        sub = dtype if isinstance(dtype, Mapping) else {}
+        return {k: _cast(v, sub.get(k)) for k, v in x.items()}
+    if isinstance(dtype, (type, np.dtype)) and np.dtype(dtype) != np.dtype(object):
+        return np.asarray(x, dtype=dtype)
+    return np.asarray(x)
+
+
+def _source_dtypes(source: Any) -> Any:
+    info = getattr(source, "dataset_info", None)
+    try:
+        return info.features.np_dtype
+    except AttributeError:
+        return None
+
+
+def language_model_batch(tokens: Any) -> dict[str, Any]:
+    """Next-token pairs: `tokens [..., L] -> {"inputs": [..., L-1], "targets": [..., L-1]}`.
+
+    Works on one example or a batch, NumPy or JAX. Given a dict, its `"tokens"` entry is used.
+    """
+    if isinstance(tokens, Mapping):
+        tokens = tokens["tokens"]
+    return {"inputs": tokens[..., :-1], "targets": tokens[..., 1:]}
+
+
+def make_iterator(
+    source: Sequence[Any],
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    transform: Transform | Sequence[Transform] | None = None,
+) -> grain.DatasetIterator:
+    """A checkpointable iterator of this process's part of each global batch.
+
+    The global order is fixed by `seed` alone: a permutation of `source` that changes every
+    epoch (or the source order when `shuffle=False`), cut into global batches of `batch_size`
+    (an incomplete last batch of each epoch is dropped). Process `p` of `P` reads rows
+    `[p * L, (p + 1) * L)` of every global batch, `L = batch_size // P`. So the global batch
+    that `to_global` assembles is the same however many processes share the work, and each
+    process reads only its own records.
+
+    Args:
+      source: random-access source (`len`, `__getitem__`), e.g. from `load_source`.
+      batch_size: the GLOBAL batch size; must be divisible by `process_count`.
+      seed: shuffling seed (a non-negative 32-bit int); also seeds grain `RandomMap`s.
+      shuffle: whether to shuffle.
+      num_epochs: passes over the data; None repeats forever.
+      process_index, process_count: this process's part; default `jax.process_index()` and
+        `jax.process_count()`. Pass them explicitly to simulate several processes.
+      transform: per-example function or grain transformation (`grain.transforms.Map`,
+        `RandomMap`), or a sequence of them, applied in order before batching.
+
+    Returns:
+      A `grain.DatasetIterator`: `next(it)` is a dict of NumPy arrays with leading axis
+      `batch_size // process_count` and the dtypes the source declares; `it.get_state()` /
+      `it.set_state()` save and restore its position; `grain.checkpoint.CheckpointSave(it)` /
+      `CheckpointRestore(it)` do so through orbax.
+    """
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    if batch_size <= 0 or batch_size % process_count:
+        raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of "
+                         f"process_count ({process_count})")
+    if len(source) < batch_size:
+        raise ValueError(f"the source has {len(source)} examples, fewer than one global batch "
+                         f"of {batch_size}")
+    local = batch_size // process_count
+    per_epoch = len(source) // batch_size * batch_size  # drop each epoch's partial batch
+
+    ordered = grain.MapDataset.source(source)
+    if shuffle:
+        ordered = ordered.shuffle(seed=seed)
+    ordered = ordered.repeat(num_epochs)  # epoch e: a fresh permutation when shuffled
+    n_global = per_epoch * num_epochs if num_epochs is not None else None
+
+    def global_position(k: int) -> int:  # this process's k-th example
+        batch, row = divmod(k, local)
+        epoch, b = divmod(batch * batch_size, per_epoch)
+        return epoch * len(source) + b + process_index * local + row
+
+    n_local = n_global // process_count if n_global is not None else _FOREVER
+    ds = grain.MapDataset.range(n_local).map(lambda k: ordered[global_position(k)])
+    ds = ds.map(_AsNumpy(_source_dtypes(source)))
+    for t in _transforms(transform):
+        ds = ds.random_map(t, seed=seed) if isinstance(t, grain.transforms.RandomMap) \
+            else ds.map(t)
+    return iter(ds.batch(local, drop_remainder=True).to_iter_dataset())
+
+
+_FOREVER = 2**62  # "repeat forever" as a length grain can index
+
+
+def _transforms(transform) -> list[Any]:
+    if transform is None:
+        return []
+    items = list(transform) if isinstance(transform, Sequence) else [transform]
+    for t in items:
+        if isinstance(t, grain.transforms.Filter):
+            raise ValueError("Filter transforms would change the global batch layout; filter "
+                             "the source instead")
+    return [t if isinstance(t, grain.transforms.Transformation) else _FnMap(t) for t in items]
+
+
+def _default_batch_spec(mesh: Mesh) -> PartitionSpec:
+    axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names) or tuple(mesh.axis_names)
+    return PartitionSpec(axes)
+
+
+def to_global(batch: Any, mesh: Mesh, batch_spec: PartitionSpec | None = None) -> Any:
+    """Per-process NumPy batch (pytree) -> global `jax.Array`s sharded as `batch_spec`.
+
+    Each leaf `[local_batch, ...]` becomes a global array `[local_batch * P, ...]` (P processes
+    along the sharded axis) through `jax.make_array_from_process_local_data`.
+
+    Args:
+      batch: pytree (e.g. dict) of arrays whose leading axis is this process's batch.
+      mesh: the device mesh.
+      batch_spec: how the leading axis is sharded; default `PartitionSpec(("data", "fsdp"))`
+        restricted to the mesh's axes (all mesh axes if it has neither).
+    """
+    spec = _default_batch_spec(mesh) if batch_spec is None else batch_spec
+    sharding = NamedSharding(mesh, spec)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+    )

@@ -1,0 +1,74 @@
+"""Naming datasets: jaxinterp's synthetic builders and any registered TFDS dataset.
+
+    source = load_source("induction", "train", data_dir, half_len=16, num_train=1000)
+    source = load_source("modular_arithmetic", "test", data_dir, p=97, op="/")
+    source = load_source("mnist", "train", data_dir)      # any TFDS name (needs internet once)
+
+A source is a random-access sequence of decoded NumPy examples (`len(source)`,
+`source[i] -> {feature: np.ndarray | scalar}`), e.g. TFDS's `ArrayRecordDataSource`; feed it to
+`jaxinterp.data.make_iterator`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from jaxinterp.data._base import ARRAY_RECORD
+from jaxinterp.data.bursty_icl import BurstyIcl
+from jaxinterp.data.digits import Digits
+from jaxinterp.data.icl_regression import IclRegression
+from jaxinterp.data.induction import Induction
+from jaxinterp.data.modular_arithmetic import ModularArithmetic
+
+BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
+    "induction": Induction,
+    "modular_arithmetic": ModularArithmetic,
+    "icl_regression": IclRegression,
+    "bursty_icl": BurstyIcl,
+    "digits": Digits,
+}
+
+
+def get_builder(
+    name: str, data_dir: str | None = None, **builder_kwargs: Any
+) -> tfds.core.DatasetBuilder:
+    """A TFDS builder by name, not yet prepared.
+
+    `name` is one of `BUILDERS` (optionally `"name/config"`, e.g. `"induction/default"`), whose
+    keyword arguments are config fields (e.g. `vocab_size=16`), or any name `tfds.builder`
+    accepts (`"mnist"`, `"glue/cola:2.0.0"`), whose keyword arguments go to `tfds.builder`.
+    """
+    base, _, config = name.partition("/")
+    if base in BUILDERS:
+        return BUILDERS[base](data_dir=data_dir, config=config or None, **builder_kwargs)
+    return tfds.builder(name, data_dir=data_dir, **builder_kwargs)
+
+
+def load_source(name: str, split: str, data_dir: str | None = None, **builder_kwargs: Any) -> Any:
+    """A random-access data source of decoded NumPy examples for one split.
+
+    Args:
+      name: a jaxinterp builder (`"induction"`, `"modular_arithmetic"`, `"icl_regression"`,
+        `"bursty_icl"`, `"digits"`, optionally `"name/config"`) or any registered TFDS name.
+      split: a TFDS split, slicing included (`"train"`, `"test[:50%]"`).
+      data_dir: where datasets are (or get) prepared; None means TFDS's default
+        (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
+      **builder_kwargs: config fields of a jaxinterp builder, or `tfds.builder` kwargs.
+
+    Returns:
+      A `tfds.core.data_sources.ArrayRecordDataSource` (`len(src)`, `src[i]` -> dict of NumPy
+      arrays / Python scalars). jaxinterp datasets are generated on first use (seconds for the
+      default sizes); other TFDS datasets are downloaded and prepared in array_record format on
+      first use, which needs internet access. With several processes, prepare once (e.g. on
+      process 0, then a barrier) before the others read.
+    """
+    base = name.partition("/")[0]
+    if base in BUILDERS:
+        builder = get_builder(name, data_dir, **builder_kwargs)
+        builder.download_and_prepare(file_format=ARRAY_RECORD)
+        return builder.as_data_source(split)
+    return tfds.data_source(
+        name, split=split, data_dir=data_dir, builder_kwargs=builder_kwargs or None
+    )

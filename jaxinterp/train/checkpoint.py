@@ -1,0 +1,144 @@
+"""Checkpoints with orbax: asynchronous saves that keep the last N, of the train state, the
+data iterator's position and the config, restorable onto any mesh.
+
+Resuming is automatic: `restore` returns the newest readable checkpoint. A checkpoint that
+cannot be read (a crash mid-write leaves only orbax's temporary folder, which is ignored; a
+damaged file raises) is moved aside to `corrupted-<step>` with a warning, never deleted, and the
+previous one is used. A checkpoint whose shapes do not match the model is a clear error, and
+nothing is moved or deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+class Checkpointer:
+    """Saves and restores `{state, data, config}` under `directory`."""
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3,
+                 async_save: bool = True):
+        self.directory = epath.Path(directory)
+        self._options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+
+    def save(self, step: int, state: Any, data_iterator: Any = None,
+             config: dict[str, Any] | None = None) -> None:
+        """Starts saving (asynchronously); returns once the arrays are copied off the device."""
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = _grain_save(data_iterator)
+        if config is not None:
+            items["config"] = ocp.args.JsonSave(config)
+        self._manager.save(step, args=ocp.args.Composite(**items))
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def restore(self, abstract_state: Any, data_iterator: Any = None) -> tuple[Any, int] | None:
+        """The newest readable checkpoint as `(state, step)`, or None if there is none.
+
+        Args:
+          abstract_state: `jax.ShapeDtypeStruct`s with the target shardings (any mesh).
+          data_iterator: a grain iterator whose position is restored in place.
+        """
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                saved = self._manager.item_metadata(step)["state"]
+            except Exception as e:
+                self._set_aside(step, e)
+                continue
+            _check_compatible(saved, abstract_state, self.directory / str(step))
+            items = {"state": ocp.args.StandardRestore(abstract_state)}
+            if data_iterator is not None:
+                items["data"] = _grain_restore(data_iterator)
+            try:
+                restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+            except Exception as e:
+                self._set_aside(step, e)
+                continue
+            return restored["state"], step
+        return None
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        path = self.directory / str(step)
+        aside = self.directory / f"corrupted-{step}-{int(time.time())}"
+        logging.warning("checkpoint at step %d is unreadable (%s: %s); moved to %s, trying the "
+                        "previous one", step, type(error).__name__, str(error)[:200], aside)
+        if jax.process_index() == 0:
+            path.rename(aside)
+        self._manager.close()
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+
+
+def load_params(workdir: str | os.PathLike, step: int | None = None) -> Any:
+    """The model parameters saved by a training run in `workdir` (newest step by default),
+    as NumPy-backed arrays on the host, ready for `model.apply({"params": params}, ...)`."""
+    directory = epath.Path(workdir) / "checkpoints"
+    manager = ocp.CheckpointManager(directory)
+    steps = sorted(manager.all_steps())
+    if not steps:
+        raise FileNotFoundError(f"no checkpoints under {directory}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"no checkpoint for step {step} under {directory}; steps: {steps}")
+    metadata = manager.item_metadata(step)["state"]
+    tree = metadata.tree if hasattr(metadata, "tree") else metadata
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                       sharding=jax.sharding.SingleDeviceSharding(
+                                           jax.local_devices()[0])), tree["params"])
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item={"params": target}, partial_restore=True)))
+    manager.close()
+    return restored["state"]["params"]
+
+
+def _check_compatible(saved_metadata: Any, abstract_state: Any, where: epath.Path) -> None:
+    saved = saved_metadata.tree if hasattr(saved_metadata, "tree") else saved_metadata
+    want = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+    have = dict(jax.tree_util.tree_flatten_with_path(saved)[0])
+    have = {jax.tree_util.keystr(k): v for k, v in have.items()}
+    problems = []
+    for path, leaf in want:
+        key = jax.tree_util.keystr(path)
+        if key not in have:
+            problems.append(f"{key}: missing from the checkpoint")
+        elif tuple(have[key].shape) != tuple(leaf.shape):
+            problems.append(f"{key}: checkpoint {tuple(have[key].shape)} vs model "
+                            f"{tuple(leaf.shape)}")
+    if problems:
+        raise ValueError(
+            f"checkpoint {where} does not fit this model/config ({len(problems)} mismatches; "
+            f"nothing was changed on disk):\n  " + "\n  ".join(problems[:10]))
+
+
+def _grain_save(iterator: Any):
+    import grain
+
+    return grain.checkpoint.CheckpointSave(iterator)
+
+
+def _grain_restore(iterator: Any):
+    import grain
+
+    return grain.checkpoint.CheckpointRestore(iterator)

@@ -1,0 +1,95 @@
+"""The base training config and its validation (clear errors before anything compiles).
+
+Experiment configs in `configs/` start from `base_config()` and change what they need; every
+field can be overridden on the command line (`--config.optimizer.learning_rate=1e-3`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from ml_collections import ConfigDict
+
+from jaxinterp.models import registry
+from jaxinterp.train import sharding
+
+
+def base_config() -> ConfigDict:
+    """Defaults shared by training configs (a small LM on the induction task)."""
+    c = ConfigDict()
+    c.seed = 0
+    c.num_train_steps = 1000
+    c.batch_size = 32  # global, across all processes
+    c.grad_accum_steps = 1
+    c.z_loss = 0.0
+    c.log_every_steps = 50
+    c.eval_every_steps = 200
+    c.eval_batches = 4
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 3
+    c.async_checkpointing = True
+
+    # Model: a registry preset plus any TransformerConfig field as an override.
+    c.model = ConfigDict({"preset": "attn_only_2l"})
+
+    c.data = ConfigDict()
+    c.data.name = "induction"  # a jaxinterp builder, or any TFDS dataset name
+    c.data.data_dir = ""  # "" means <workdir>/data
+    c.data.builder_kwargs = ConfigDict()
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+
+    c.optimizer = ConfigDict(dict(
+        name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=100,
+        min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip_norm=1.0))
+
+    # Mesh axis sizes; -1 takes the remaining devices.
+    c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.logical_axis_rules = [list(r) for r in sharding.DEFAULT_RULES]
+
+    # Training-time interventions: list of `jaxinterp.interventions.from_spec` dicts.
+    c.interventions = []
+
+    # Multi-host: set coordinator_address (host:port), num_processes and process_id, or leave
+    # coordinator_address empty to rely on the environment (e.g. a TPU pod or SLURM).
+    c.distributed = ConfigDict(dict(initialize=False, coordinator_address="",
+                                    num_processes=1, process_id=0))
+    return c
+
+
+def validate(config: ConfigDict, n_devices: int | None = None) -> None:
+    """Raises ValueError naming the field for any invalid value."""
+    n_devices = jax.device_count() if n_devices is None else n_devices
+    for field in ("num_train_steps", "batch_size", "checkpoint_every_steps", "log_every_steps",
+                  "eval_every_steps", "keep_checkpoints", "grad_accum_steps"):
+        value = config[field]
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"config.{field} must be a positive integer, got {value!r}")
+    if not config.optimizer.learning_rate > 0:
+        raise ValueError("config.optimizer.learning_rate must be positive, got "
+                         f"{config.optimizer.learning_rate!r}")
+    if config.optimizer.warmup_steps < 0:
+        raise ValueError("config.optimizer.warmup_steps must be >= 0")
+    shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, n_devices),
+                     strict=True))
+    data_ways = shape["data"] * shape["fsdp"]
+    per_step = config.batch_size // config.grad_accum_steps
+    if config.batch_size % config.grad_accum_steps:
+        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by "
+                         f"grad_accum_steps={config.grad_accum_steps}")
+    if per_step % data_ways:
+        raise ValueError(f"config.batch_size={config.batch_size} (per micro-batch {per_step}) "
+                         f"is not divisible by the data axes data x fsdp = {data_ways} "
+                         f"(mesh {shape})")
+    if config.batch_size % jax.process_count():
+        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+                         f"{jax.process_count()} processes")
+    model_config(config)  # unknown preset or field: a clear error from the registry
+
+
+def model_config(config: ConfigDict) -> Any:
+    """The model config that `config.model` describes (preset + overrides)."""
+    fields = dict(config.model)
+    preset = fields.pop("preset")
+    return registry.config(preset, **fields)
