@@ -28,7 +28,16 @@ class Checkpointer:
         self.directory = epath.Path(directory)
         self._options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+        self._manager = self._new_manager()
+
+    def _new_manager(self) -> ocp.CheckpointManager:
+        import grain
+
+        handlers = {"state": ocp.StandardCheckpointHandler(),
+                    "data": grain.checkpoint.CheckpointHandler(),
+                    "config": ocp.JsonCheckpointHandler()}
+        return ocp.CheckpointManager(self.directory, options=self._options,
+                                     item_handlers=handlers)
 
     def save(self, step: int, state: Any, data_iterator: Any = None,
              config: dict[str, Any] | None = None) -> None:
@@ -87,14 +96,15 @@ class Checkpointer:
         if jax.process_index() == 0:
             path.rename(aside)
         self._manager.close()
-        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+        self._manager = self._new_manager()
 
 
 def load_params(workdir: str | os.PathLike, step: int | None = None) -> Any:
     """The model parameters saved by a training run in `workdir` (newest step by default),
     as NumPy-backed arrays on the host, ready for `model.apply({"params": params}, ...)`."""
     directory = epath.Path(workdir) / "checkpoints"
-    manager = ocp.CheckpointManager(directory)
+    manager = ocp.CheckpointManager(directory,
+                                    item_handlers={"state": ocp.PyTreeCheckpointHandler()})
     steps = sorted(manager.all_steps())
     if not steps:
         raise FileNotFoundError(f"no checkpoints under {directory}")
@@ -116,11 +126,10 @@ def load_params(workdir: str | os.PathLike, step: int | None = None) -> Any:
 def _check_compatible(saved_metadata: Any, abstract_state: Any, where: epath.Path) -> None:
     saved = saved_metadata.tree if hasattr(saved_metadata, "tree") else saved_metadata
     want = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
-    have = dict(jax.tree_util.tree_flatten_with_path(saved)[0])
-    have = {jax.tree_util.keystr(k): v for k, v in have.items()}
+    have = {_path(k): v for k, v in jax.tree_util.tree_flatten_with_path(saved)[0]}
     problems = []
     for path, leaf in want:
-        key = jax.tree_util.keystr(path)
+        key = _path(path)
         if key not in have:
             problems.append(f"{key}: missing from the checkpoint")
         elif tuple(have[key].shape) != tuple(leaf.shape):
@@ -130,6 +139,17 @@ def _check_compatible(saved_metadata: Any, abstract_state: Any, where: epath.Pat
         raise ValueError(
             f"checkpoint {where} does not fit this model/config ({len(problems)} mismatches; "
             f"nothing was changed on disk):\n  " + "\n  ".join(problems[:10]))
+
+
+def _path(keys) -> str:
+    """`params/blocks_0/attn/W_Q`, whether the tree is a dataclass, a dict or a list."""
+    parts = []
+    for k in keys:
+        for attr in ("name", "key", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+    return "/".join(parts)
 
 
 def _grain_save(iterator: Any):
