@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from experiments.benchmarks import intervention_overhead as bench
@@ -32,3 +33,15 @@ def test_sites_keep_their_relative_depth():
         "steer": "blocks.6.hook_resid_post",
     }
     assert all(name.startswith(("blocks.0.", "blocks.1.")) for name in bench.sites_for(2).values())
+
+
+@pytest.mark.slow
+def test_train_throughput_benchmark_runs_at_tiny_settings():
+    from experiments.benchmarks import train_throughput
+
+    r = train_throughput.measure(n_layers=1, d_model=64, d_vocab=128, seq=16, batch=4,
+                                 steps=2, repeats=1)
+    assert all(np.isfinite(r[k]) and r[k] > 0 for k in
+               ("library_tokens_per_s", "plain_tokens_per_s", "step_flops", "peak_flops"))
+    text = train_throughput.report(r)
+    assert "overhead" in text and "MFU" in text
