@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m experiments.benchmarks.intervention_overhead
+	$(PY) -m experiments.benchmarks.train_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache
