@@ -32,14 +32,6 @@ from jaxinterp.train import state as state_lib
 from jaxinterp.train import step as step_lib
 from jaxinterp.train.optimizer import make_optimizer, schedule
 
-_LAYERS = flags.DEFINE_integer("n_layers", 4, "Blocks.")
-_D_MODEL = flags.DEFINE_integer("d_model", 256, "Residual width (d_head = 64).")
-_VOCAB = flags.DEFINE_integer("d_vocab", 8192, "Vocabulary.")
-_SEQ = flags.DEFINE_integer("seq", 128, "Tokens per sequence.")
-_BATCH = flags.DEFINE_integer("batch", 16, "Sequences per step.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Steps per timed block.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed blocks per step function.")
-
 OPT = ConfigDict(dict(name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=10,
                       min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
                       grad_clip_norm=1.0))
@@ -144,9 +136,17 @@ def report(r: dict[str, float]) -> str:
 
 def main(argv):
     del argv
-    print(report(measure(_LAYERS.value, _D_MODEL.value, _VOCAB.value, _SEQ.value,
-                         _BATCH.value, _STEPS.value, _REPEATS.value)))
+    f = flags.FLAGS
+    print(report(measure(f.n_layers, f.d_model, f.d_vocab, f.seq, f.batch, f.steps,
+                         f.repeats)))
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags defined here, so other modules can import measure()
+    flags.DEFINE_integer("n_layers", 4, "Blocks.")
+    flags.DEFINE_integer("d_model", 256, "Residual width (d_head = 64).")
+    flags.DEFINE_integer("d_vocab", 8192, "Vocabulary.")
+    flags.DEFINE_integer("seq", 128, "Tokens per sequence.")
+    flags.DEFINE_integer("batch", 16, "Sequences per step.")
+    flags.DEFINE_integer("steps", 10, "Steps per timed block.")
+    flags.DEFINE_integer("repeats", 5, "Timed blocks per step function.")
     app.run(main)

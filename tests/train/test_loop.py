@@ -143,3 +143,20 @@ def test_state_abstract_restore_target_keeps_shardings(finished):
     abstract = state_lib.abstract(jax.tree.map(lambda x: x.sharding, result.state),
                                   result.state)
     assert jax.tree.structure(abstract) == jax.tree.structure(result.state)
+
+
+def test_checkpoint_restores_onto_a_different_mesh(finished, tmp_path, data_dir):
+    import shutil
+
+    _, workdir, first = finished
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    config = tiny_config(data__data_dir=data_dir, num_train_steps=22, mesh__data=2,
+                         mesh__fsdp=2, mesh__tensor=2)
+    resumed = train(config, copy)  # saved on an 8 x 1 x 1 mesh
+    assert resumed.start_step == 20
+    w_q = resumed.state.params["blocks_0"]["attn"]["W_Q"]
+    assert dict(w_q.sharding.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert w_q.sharding.spec[:2] == ("tensor", "fsdp")
+    restored = ckpt_lib.load_params(copy, step=20)
+    jax.tree.map(np.testing.assert_array_equal, restored, jax.device_get(first.state.params))
