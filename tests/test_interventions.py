@@ -20,6 +20,14 @@ CORRUPT = tokens_like(TOKENS, seed=11, d_vocab=CFG.d_vocab)
 VEC = jax.random.normal(jax.random.key(5), (D,))
 
 
+def layout(scan: bool):
+    """(model, variables): the test model unrolled, or the same weights stacked for nn.scan."""
+    if not scan:
+        return MODEL, VARIABLES
+    model = ji.models.build("gpt2_small", **{**dataclasses.asdict(CFG), "scan_layers": True})
+    return model, ji.models.stack_layers(VARIABLES)
+
+
 def corrupt_cache(site):
     return ji.run(MODEL, VARIABLES, CORRUPT, capture=[site])[1][site]
 
@@ -99,10 +107,7 @@ CASES = _cases()
 @pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
 def test_intervention_matches_reference(case, scan):
     _, interventions, hooks = case
-    model, variables = MODEL, VARIABLES
-    if scan:
-        model = ji.models.build("gpt2_small", **{**dataclasses.asdict(CFG), "scan_layers": True})
-        variables = ji.models.stack_layers(VARIABLES)
+    model, variables = layout(scan)
     logits, _ = jax.jit(lambda v, ivs: ji.run(model, v, TOKENS, interventions=ivs))(
         variables, interventions)
     want, _ = reference.forward(CFG, VARIABLES, TOKENS, hooks=hooks)
@@ -138,10 +143,7 @@ def test_patching_resid_pre_from_clean_run_reproduces_clean_logits():
 
 @pytest.mark.parametrize("scan", [False, True])
 def test_clamping_a_site_to_its_own_value_changes_nothing(scan):
-    model, variables = MODEL, VARIABLES
-    if scan:
-        model = ji.models.build("gpt2_small", **{**dataclasses.asdict(CFG), "scan_layers": True})
-        variables = ji.models.stack_layers(VARIABLES)
+    model, variables = layout(scan)
     out, cache = ji.run(model, variables, TOKENS, capture="*")
     for site in ("blocks.0.hook_resid_mid", "blocks.1.attn.hook_pattern", "blocks.1.mlp.hook_pre"):
         again, cache2 = ji.run(model, variables, TOKENS, capture="*",
@@ -164,10 +166,7 @@ def test_intervention_at_layer_1_leaves_layer_0_unchanged():
 
 @pytest.mark.parametrize("scan", [False, True])
 def test_vmap_over_stacked_interventions_equals_loop(scan):
-    model, variables = MODEL, VARIABLES
-    if scan:
-        model = ji.models.build("gpt2_small", **{**dataclasses.asdict(CFG), "scan_layers": True})
-        variables = ji.models.stack_layers(VARIABLES)
+    model, variables = layout(scan)
     vecs = jax.random.normal(jax.random.key(12), (5, D))
     scales = jnp.linspace(-4.0, 4.0, 5)
     positions = jnp.arange(5)[:, None]  # one position per sweep element
@@ -226,8 +225,7 @@ def test_grad_flows_to_vector_and_apply_params():
 
 
 def test_scanned_and_unrolled_give_same_effects_for_a_mix_of_interventions():
-    scanned = ji.models.build("gpt2_small", **{**dataclasses.asdict(CFG), "scan_layers": True})
-    svars = ji.models.stack_layers(VARIABLES)
+    scanned, svars = layout(scan=True)
     for _, ivs, _ in CASES:
         a, ca = ji.run(MODEL, VARIABLES, TOKENS, capture="blocks.*.hook_resid_post",
                        interventions=ivs)

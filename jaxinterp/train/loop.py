@@ -77,8 +77,13 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
                                         **kwargs)
     eval_source = data_lib.load_source(config.data.name, config.data.eval_split, data_dir,
                                        **kwargs)
+    first = train_source[0]
+    if not isinstance(first, Mapping) or "tokens" not in first:
+        raise ValueError(f"dataset {config.data.name!r} has no 'tokens' feature (features: "
+                         f"{sorted(first) if isinstance(first, Mapping) else type(first)}); "
+                         "this loop trains next-token language models on token sequences")
     train_it = _iterator(train_source, config, shuffle=True, num_epochs=None)
-    seq_len = np.asarray(train_source[0]["tokens"]).shape[-1] - 1
+    seq_len = np.asarray(first["tokens"]).shape[-1] - 1
     example = np.zeros((1, seq_len), np.int32)
 
     state, shardings = state_lib.create(model, optimizer, example, config.seed, mesh, rules)
