@@ -4,11 +4,15 @@
     python -m experiments.induction_heads --config=configs/induction_heads.py \
         --workdir=workdirs/induction_heads
 
-Two arms are trained on repeated random-token sequences (`[BOS, x_1..x_n, x_1..x_n]`):
+Two arms are trained on repeated random-token sequences: a segment `x_1..x_n` (8 to 16 tokens)
+and its copy at random positions among random tokens, which with probability 0.2 are a fixed
+function of the token two back (skip-bigram structure that rewards a previous-token head early;
+see `configs/induction_heads.py` and `jaxinterp/data/induction.py` for why both are needed):
 
   baseline: a 2-layer attention-only transformer. At every eval, each head's previous-token and
             induction scores are measured on held-out sequences, together with the loss on the
-            repeated half (which only an induction mechanism can lower).
+            repeated half (which only an induction mechanism can lower), on a fixed-layout probe
+            `[BOS, x_1..x_16, x_1..x_16]` of uniform random tokens.
   clamped:  the same run, but the layer-0 previous-token head(s) found in the baseline have
             their output `blocks.0.attn.hook_z` replaced by its batch mean at every training
             step (optogenetics-style clamping, as in Singh et al. 2024, "What needs to go right
@@ -116,9 +120,11 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     for name, rows in arms.items():
         ev = _eval_rows(rows)
         ind = np.array([_head_matrix(r, "induction")[1:].max() for r in ev])
+        prev = np.array([_head_matrix(r, "prev_token")[0].max() for r in ev])
         summary[name] = {
             "best_induction_score_init": float(ind[0]),
             "best_induction_score_final": float(ind[-1]),
+            "best_layer0_prev_token_score_final": float(prev[-1]),
             "formation_step": _formation_step(ev, ind),
             "final_repeat_loss": ev[-1]["eval/repeat_loss"],
             "final_train_loss": _train_rows(rows)[-1]["train/loss"],
@@ -165,7 +171,8 @@ def _formation_step(ev, ind: np.ndarray, threshold: float = 0.5) -> int | None:
 
 
 def plot_loss_curves(arms, summary, path: str) -> None:
-    """Train loss, repeated-half loss and best induction score over training, both arms."""
+    """Train loss, repeated-half loss and the best layer-1 induction and layer-0
+    previous-token scores over training, both arms."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,16 +190,18 @@ def plot_loss_curves(arms, summary, path: str) -> None:
         es = [r["step"] for r in ev]
         axes[1].plot(es, [r["eval/repeat_loss"] for r in ev], color=colors[name], label=name)
         axes[2].plot(es, [_head_matrix(r, "induction")[1:].max() for r in ev],
-                     color=colors[name], label=name)
+                     color=colors[name], label=f"{name}: layer-1 induction")
+        axes[2].plot(es, [_head_matrix(r, "prev_token")[0].max() for r in ev],
+                     color=colors[name], ls=":", label=f"{name}: layer-0 previous-token")
         step = summary[name]["formation_step"]
         for ax in axes:
             if step is not None:
                 ax.axvline(step, color=colors[name], ls="--", lw=1)
     axes[0].set(title="train loss (dashed: induction head forms)", xlabel="step", ylabel="loss")
     axes[1].set(title="loss on the repeated half (held out)", xlabel="step")
-    axes[2].set(title="best layer-1 induction score", xlabel="step", ylim=(0, 1))
+    axes[2].set(title="best head scores (probe)", xlabel="step", ylim=(0, 1))
     for ax in axes:
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -239,3 +239,83 @@ def test_induction_variable_length_repeats_end_the_sequence(data_dir):
     assert len(lengths) >= 3  # the repeat starts at different positions
     with pytest.raises(ValueError, match="min_half_len"):
         data.Induction(data_dir=data_dir, half_len=4, min_half_len=5)
+
+
+def _sorted_rows(a: np.ndarray) -> np.ndarray:
+    return a[np.lexsort(a.T[::-1])]
+
+
+def test_induction_new_options_off_by_default_keep_the_data(data_dir):
+    """placement="end", skip_prob=0 (the defaults) give exactly the original generator's data."""
+    from jaxinterp.data._base import chunk_rngs
+
+    kw = dict(vocab_size=16, half_len=6, min_half_len=2, num_train=1500, num_test=4, seed=3)
+    got = stacked(prepared(data.Induction, data_dir, **kw).as_data_source("train"))["tokens"]
+    explicit = prepared(data.Induction, data_dir, placement="end", skip_prob=0.0, **kw)
+    assert explicit.builder_config.name == prepared(data.Induction, data_dir,
+                                                    **kw).builder_config.name
+    want = []  # the generator before `placement` and `skip_prob` existed
+    for _, count, rng in chunk_rngs(3, 0, 1500):
+        rand = rng.integers(1, 16, size=(count, 12), dtype=np.int32)
+        lengths = rng.integers(2, 7, size=count)
+        for i, n in enumerate(lengths):
+            rand[i, 12 - n:] = rand[i, 12 - 2 * n: 12 - n]
+        want.append(np.concatenate([np.zeros((count, 1), np.int32), rand], axis=1))
+    np.testing.assert_array_equal(_sorted_rows(got), _sorted_rows(np.concatenate(want)))
+
+
+def test_induction_random_placement(data_dir):
+    h = 8
+    builder = prepared(data.Induction, data_dir, vocab_size=64, half_len=h, min_half_len=3,
+                       placement="random", num_train=300, num_test=4)
+    tokens = stacked(builder.as_data_source("train"))["tokens"]
+    assert tokens.shape == (300, 2 * h + 1) and (tokens[:, 0] == 0).all()
+    x = tokens[:, 1:]
+    assert x.min() >= 1 and x.max() < 64
+    firsts, gaps, ends = [], [], 0
+    for row in x:  # the longest segment that occurs twice without overlap, and where
+        found = [(n, a, b) for n in range(h, 2, -1) for a in range(2 * h - 2 * n + 1)
+                 for b in range(a + n, 2 * h - n + 1) if np.array_equal(row[a:a + n], row[b:b + n])]
+        assert found, row  # every example holds a repeat of >= min_half_len tokens
+        n, a, b = found[0]
+        firsts.append(a)
+        gaps.append(b - a - n)
+        ends += b + n == 2 * h
+    assert len(set(firsts)) >= 4 and len(set(gaps)) >= 4  # both copies move around
+    assert ends < 0.7 * len(x)  # unlike placement="end", the repeat need not end the sequence
+    full = prepared(data.Induction, data_dir, vocab_size=16, half_len=5, placement="random",
+                    num_train=8, num_test=2)
+    t = stacked(full.as_data_source("train"))["tokens"]  # n == half_len: the classic layout
+    np.testing.assert_array_equal(t[:, 1:6], t[:, 6:])
+
+
+def test_induction_skip_prob(data_dir):
+    v, h = 16, 6
+    always = prepared(data.Induction, data_dir, vocab_size=v, half_len=h, skip_prob=1.0,
+                      num_train=50, num_test=4)
+    perm = always.builder_config.skip_permutation
+    assert perm[0] == 0 and sorted(perm[1:]) == list(range(1, v))
+    x = stacked(always.as_data_source("train"))["tokens"][:, 1:]
+    np.testing.assert_array_equal(x[:, 2:h], perm[x[:, :h - 2]])  # first copy: all skip-bigram
+    np.testing.assert_array_equal(x[:, :h], x[:, h:])
+    # The permutation depends only on (seed, vocab_size): the same in every split and config.
+    other = data.Induction(data_dir=data_dir, vocab_size=v, half_len=3, skip_prob=0.3)
+    np.testing.assert_array_equal(other.builder_config.skip_permutation, perm)
+    assert not np.array_equal(
+        data.Induction(data_dir=data_dir, vocab_size=v, seed=1).builder_config.skip_permutation,
+        perm)
+
+    p = 0.3
+    some = prepared(data.Induction, data_dir, vocab_size=v, half_len=16, min_half_len=8,
+                    placement="random", skip_prob=p, num_train=2000, num_test=4)
+    x = stacked(some.as_data_source("train"))["tokens"][:, 1:]
+    frac = (x[:, 2:] == perm[x[:, :-2]]).mean()
+    chance = 1 / (v - 1)
+    assert p + (1 - p) * chance - 0.05 < frac < p + (1 - p) * chance + 0.05, frac
+
+
+def test_induction_new_options_are_checked(data_dir):
+    with pytest.raises(ValueError, match="placement must be one of"):
+        data.Induction(data_dir=data_dir, placement="middle")
+    with pytest.raises(ValueError, match="skip_prob"):
+        data.Induction(data_dir=data_dir, skip_prob=1.5)
