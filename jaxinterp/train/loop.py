@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 from jaxinterp import data as data_lib
@@ -73,6 +74,10 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
 
     data_dir = config.data.data_dir or os.path.join(workdir, "data")
     kwargs = dict(config.data.builder_kwargs)
+    if jax.process_count() > 1:  # process 0 prepares the dataset once; the others wait
+        if jax.process_index() == 0:
+            data_lib.load_source(config.data.name, config.data.train_split, data_dir, **kwargs)
+        multihost_utils.sync_global_devices("jaxinterp: dataset prepared")
     train_source = data_lib.load_source(config.data.name, config.data.train_split, data_dir,
                                         **kwargs)
     eval_source = data_lib.load_source(config.data.name, config.data.eval_split, data_dir,

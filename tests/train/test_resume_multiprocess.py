@@ -67,8 +67,7 @@ def test_two_processes_give_the_same_losses_as_one_process(tmp_path):
     flags = cli(num_train_steps=12, mesh__data=2, mesh__fsdp=2, mesh__tensor=2,
                 checkpoint_every_steps=6, data__data_dir=str(tmp_path / "data"))
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    binary("experiments.train", one, *flags, devices=8)  # also prepares the shared data
-    port = _free_port()
+    port = _free_port()  # the 2-process run goes first: it prepares the dataset itself
     procs = [binary("experiments.train", two, *flags,
                     "--config.distributed.initialize=True",
                     f"--config.distributed.coordinator_address=localhost:{port}",
@@ -77,6 +76,7 @@ def test_two_processes_give_the_same_losses_as_one_process(tmp_path):
              for i in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    binary("experiments.train", one, *flags, devices=8)
     losses = [[r["train/loss"] for r in read_jsonl(w) if "train/loss" in r] for w in (one, two)]
     assert len(losses[0]) == len(losses[1]) == 12
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
