@@ -25,7 +25,7 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3,
                  async_save: bool = True):
-        self.directory = epath.Path(directory)
+        self.directory = epath.Path(os.path.abspath(directory))  # orbax needs absolute paths
         self._options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
         self._manager = self._new_manager()
@@ -102,7 +102,7 @@ class Checkpointer:
 def load_params(workdir: str | os.PathLike, step: int | None = None) -> Any:
     """The model parameters saved by a training run in `workdir` (newest step by default),
     as NumPy-backed arrays on the host, ready for `model.apply({"params": params}, ...)`."""
-    directory = epath.Path(workdir) / "checkpoints"
+    directory = epath.Path(os.path.abspath(workdir)) / "checkpoints"
     manager = ocp.CheckpointManager(directory,
                                     item_handlers={"state": ocp.PyTreeCheckpointHandler()})
     steps = sorted(manager.all_steps())

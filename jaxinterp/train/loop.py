@@ -65,6 +65,7 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
     """Trains (or resumes training) as `config` says, writing everything under `workdir`."""
     maybe_initialize_distributed(config)
     validate(config)
+    workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding_lib.make_mesh(config.mesh)
     rules = sharding_lib.rules_from_config(config.logical_axis_rules)

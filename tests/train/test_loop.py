@@ -160,3 +160,11 @@ def test_checkpoint_restores_onto_a_different_mesh(finished, tmp_path, data_dir)
     assert w_q.sharding.spec[:2] == ("tensor", "fsdp")
     restored = ckpt_lib.load_params(copy, step=20)
     jax.tree.map(np.testing.assert_array_equal, restored, jax.device_get(first.state.params))
+
+
+def test_relative_workdir(tmp_path, data_dir, monkeypatch):
+    """`make demo` passes a relative --workdir; orbax itself needs absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    train(tiny_config(data__data_dir=data_dir, num_train_steps=5), "relative/run")
+    assert ckpt_lib.load_params("relative/run") is not None
+    assert os.path.isdir(tmp_path / "relative" / "run" / "checkpoints" / "5")
