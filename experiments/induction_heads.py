@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 import jaxinterp as ji
@@ -245,6 +245,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/induction_heads", "Output di
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
+        logging.set_verbosity(logging.WARNING)
     summary = run_experiment(_CONFIG.value, _WORKDIR.value)
     print(json.dumps(summary, indent=2))
     print(f"figures: {_WORKDIR.value}/loss_curves.png, {_WORKDIR.value}/head_scores.png")

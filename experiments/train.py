@@ -4,7 +4,7 @@ Every config field can be overridden (`--config.num_train_steps=100`). Rerunning
 command resumes from the newest checkpoint in the workdir.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxinterp.train.loop import train
@@ -17,6 +17,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
+        logging.set_verbosity(logging.WARNING)
     train(_CONFIG.value, _WORKDIR.value)
 
 
