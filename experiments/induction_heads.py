@@ -83,7 +83,7 @@ def run_arm(config: ConfigDict, workdir: str, interventions_specs=()) -> list[di
     config = copy.deepcopy(config)
     with config.unlocked():
         config.interventions = list(interventions_specs)
-    with config.unlocked():  # both arms share one prepared dataset
+        # Both arms share one prepared dataset.
         config.data.data_dir = config.data.data_dir or os.path.join(os.path.dirname(workdir),
                                                                     "data")
     probe, period, start = probe_sequences(config)
@@ -170,13 +170,20 @@ def _formation_step(ev, ind: np.ndarray, threshold: float = 0.5) -> int | None:
     return int(ev[hits[0]]["step"]) if hits.size else None
 
 
-def plot_loss_curves(arms, summary, path: str) -> None:
-    """Train loss, repeated-half loss and the best layer-1 induction and layer-0
-    previous-token scores over training, both arms."""
+def _pyplot():
+    """matplotlib.pyplot on the headless Agg backend (imported only when plotting)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss_curves(arms, summary, path: str) -> None:
+    """Train loss, repeated-half loss and the best layer-1 induction and layer-0
+    previous-token scores over training, both arms."""
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     colors = {"baseline": "tab:blue", "clamped": "tab:red"}
@@ -209,10 +216,7 @@ def plot_loss_curves(arms, summary, path: str) -> None:
 
 def plot_head_scores(arms, clamped_heads, path: str) -> None:
     """Heatmaps [layer x head] of previous-token and induction scores at init and at the end."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     columns = [(a, when) for a in arms for when in ("init", "end")]
     fig, axes = plt.subplots(2, 4, figsize=(14, 5.5))

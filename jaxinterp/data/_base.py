@@ -104,6 +104,17 @@ class SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         name = "-".join([config.name, *(f"{k}{_name_part(v)}" for k, v in changed.items())])
         return dataclasses.replace(config, name=name, **changed)
 
+    def _split_generators(self, dl_manager):
+        """`train` and `test` splits of `num_train` / `num_test` examples, generated from
+        independent random streams 0 and 1 of the config's seed. Builders with other splits
+        override this."""
+        del dl_manager
+        cfg = self.builder_config
+        return {
+            "train": self._generate_examples(cfg.num_train, stream=0),
+            "test": self._generate_examples(cfg.num_test, stream=1),
+        }
+
     def _make_info(self, features: dict[str, Any], **kwargs: Any) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,

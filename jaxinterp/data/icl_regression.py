@@ -71,14 +71,6 @@ class IclRegression(SyntheticBuilder, skip_registration=True):
             }
         )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        cfg = self.builder_config
-        return {
-            "train": self._generate_examples(cfg.num_train, stream=0),
-            "test": self._generate_examples(cfg.num_test, stream=1),
-        }
-
     def _generate_examples(self, n: int, stream: int):
         cfg = self.builder_config
         pool = None

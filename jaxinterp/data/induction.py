@@ -124,14 +124,6 @@ class Induction(SyntheticBuilder, skip_registration=True):
             {"tokens": tfds.features.Tensor(shape=(cfg.seq_len,), dtype=np.int32)}
         )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        cfg = self.builder_config
-        return {
-            "train": self._generate_examples(cfg.num_train, stream=0),
-            "test": self._generate_examples(cfg.num_test, stream=1),
-        }
-
     def _generate_examples(self, n: int, stream: int):
         cfg = self.builder_config
         for start, count, rng in chunk_rngs(cfg.seed, stream, n):

@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
@@ -31,8 +32,6 @@ class Checkpointer:
         self._manager = self._new_manager()
 
     def _new_manager(self) -> ocp.CheckpointManager:
-        import grain
-
         handlers = {"state": ocp.StandardCheckpointHandler(),
                     "data": grain.checkpoint.CheckpointHandler(),
                     "config": ocp.JsonCheckpointHandler()}
@@ -44,16 +43,13 @@ class Checkpointer:
         """Starts saving (asynchronously); returns once the arrays are copied off the device."""
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
-            items["data"] = _grain_save(data_iterator)
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         if config is not None:
             items["config"] = ocp.args.JsonSave(config)
         self._manager.save(step, args=ocp.args.Composite(**items))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
-
-    def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
 
     def restore(self, abstract_state: Any, data_iterator: Any = None) -> tuple[Any, int] | None:
         """The newest readable checkpoint as `(state, step)`, or None if there is none.
@@ -71,7 +67,7 @@ class Checkpointer:
             _check_compatible(saved, abstract_state, self.directory / str(step))
             items = {"state": ocp.args.StandardRestore(abstract_state)}
             if data_iterator is not None:
-                items["data"] = _grain_restore(data_iterator)
+                items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
             try:
                 restored = self._manager.restore(step, args=ocp.args.Composite(**items))
             except Exception as e:
@@ -151,14 +147,3 @@ def _path(keys) -> str:
                 break
     return "/".join(parts)
 
-
-def _grain_save(iterator: Any):
-    import grain
-
-    return grain.checkpoint.CheckpointSave(iterator)
-
-
-def _grain_restore(iterator: Any):
-    import grain
-
-    return grain.checkpoint.CheckpointRestore(iterator)

@@ -6,8 +6,7 @@ field can be overridden on the command line (`--config.optimizer.learning_rate=1
 
 from __future__ import annotations
 
-from typing import Any
-
+import flax.linen as nn
 import jax
 from ml_collections import ConfigDict
 
@@ -85,11 +84,10 @@ def validate(config: ConfigDict, n_devices: int | None = None) -> None:
     if config.batch_size % jax.process_count():
         raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
                          f"{jax.process_count()} processes")
-    model_config(config)  # unknown preset or field: a clear error from the registry
+    build_model(config)  # unknown preset or field: a clear error from the registry
 
 
-def model_config(config: ConfigDict) -> Any:
-    """The model config that `config.model` describes (preset + overrides)."""
+def build_model(config: ConfigDict) -> nn.Module:
+    """The model that `config.model` describes: a registry preset plus field overrides."""
     fields = dict(config.model)
-    preset = fields.pop("preset")
-    return registry.config(preset, **fields)
+    return registry.build(fields.pop("preset"), **fields)

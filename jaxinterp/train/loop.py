@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -21,16 +22,15 @@ from ml_collections import ConfigDict
 
 from jaxinterp import data as data_lib
 from jaxinterp.interventions import from_spec
-from jaxinterp.models.transformer import Transformer
 from jaxinterp.train import sharding as sharding_lib
 from jaxinterp.train import state as state_lib
 from jaxinterp.train import step as step_lib
 from jaxinterp.train.checkpoint import Checkpointer
-from jaxinterp.train.config import model_config, validate
+from jaxinterp.train.config import build_model, validate
 from jaxinterp.train.metrics import MetricsWriter, Progress
 from jaxinterp.train.optimizer import make_optimizer, schedule
 
-EvalHook = Callable[[int, Any, Transformer], Mapping[str, float]]
+EvalHook = Callable[[int, Any, nn.Module], Mapping[str, float]]
 """`hook(step, params, model) -> {name: scalar}`, run at every eval (and at step 0)."""
 
 
@@ -39,7 +39,7 @@ class Result:
     """What `train` returns: the final state and model, and where it resumed from."""
 
     state: state_lib.TrainState
-    model: Transformer
+    model: nn.Module
     start_step: int
     workdir: str
 
@@ -69,7 +69,7 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding_lib.make_mesh(config.mesh)
     rules = sharding_lib.rules_from_config(config.logical_axis_rules)
-    model = Transformer(model_config(config))
+    model = build_model(config)
     optimizer = make_optimizer(config.optimizer, config.num_train_steps)
     lr_schedule = schedule(config.optimizer, config.num_train_steps)
 
@@ -108,8 +108,11 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
                                  z_loss=config.z_loss, accum_steps=config.grad_accum_steps)
     eval_fn = functools.partial(step_lib.eval_step, model=model, interventions=interventions)
     train_step, eval_step = step_lib.compile_steps(mesh, shardings, train_fn, eval_fn)
-    to_global = functools.partial(data_lib.to_global, mesh=mesh,
-                                  batch_spec=jax.sharding.PartitionSpec(sharding_lib.BATCH))
+    batch_spec = jax.sharding.PartitionSpec(sharding_lib.BATCH)
+
+    def global_batch(local: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """This process's token rows -> the global next-token batch, sharded over the mesh."""
+        return data_lib.to_global(data_lib.language_model_batch(local), mesh, batch_spec)
 
     writer = MetricsWriter(workdir)
     progress = Progress(config.num_train_steps, config.batch_size * seq_len, start)
@@ -118,7 +121,7 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
         rows = []
         it = _iterator(eval_source, config, shuffle=False, num_epochs=1)
         for _, batch in zip(range(config.eval_batches), it, strict=False):
-            rows.append(jax.device_get(eval_step(state, to_global(_lm(batch)))))
+            rows.append(jax.device_get(eval_step(state, global_batch(batch))))
         scalars = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
         for hook in eval_hooks:
             scalars.update(hook(step, state.params, model))
@@ -140,7 +143,7 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
     pending = None
     try:
         for step in range(start, config.num_train_steps):
-            batch = to_global(_lm(next(train_it)))
+            batch = global_batch(next(train_it))
             state, metrics = train_step(state, batch)
             if pending is not None:  # the previous step's metrics; this step is in flight
                 _report(*pending, check, writer, progress, config)
@@ -166,10 +169,6 @@ def _report(step, metrics, check, writer, progress, config) -> None:
     if step % config.log_every_steps == 0 or step == config.num_train_steps:
         progress.log(step, {k: values[k] for k in ("loss", "accuracy") if k in values})
         writer.flush()
-
-
-def _lm(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return data_lib.language_model_batch(batch["tokens"])
 
 
 def _iterator(source, config: ConfigDict, *, shuffle: bool, num_epochs: int | None):

@@ -21,10 +21,15 @@ TINY = {
 }
 
 
+def _merged(overrides) -> dict:
+    """TINY updated with `overrides`, whose dotted keys are spelled with `__` (model__d_model)."""
+    return {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}}
+
+
 def tiny_config(**overrides):
     """The flagship config with TINY and `overrides` (dotted keys use `__`: model__d_model)."""
     config = induction_heads.get_config()
-    for key, value in {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}}.items():
+    for key, value in _merged(overrides).items():
         *parents, leaf = key.split(".")
         node = config
         for p in parents:
@@ -35,8 +40,7 @@ def tiny_config(**overrides):
 
 def cli(**overrides) -> list[str]:
     """The same overrides as command-line flags."""
-    items = {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}}
-    return [f"--config.{k}={v}" for k, v in items.items()]
+    return [f"--config.{k}={v}" for k, v in _merged(overrides).items()]
 
 
 def binary(module: str, workdir: str, *flags: str, devices: int = 8, env: dict | None = None,
