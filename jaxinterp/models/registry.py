@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 
+from jaxinterp.models.preset import Preset
 from jaxinterp.models.transformer import Transformer, TransformerConfig
 
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """A model class, its config class, and the config fields that define the variant."""
-
-    module: Callable[..., nn.Module]
-    config: type
-    fields: dict[str, Any]
-    doc: str
-
-
-PRESETS: dict[str, Preset] = {
+_TRANSFORMER_PRESETS: dict[str, Preset] = {
     "gpt2_small": Preset(
         Transformer, TransformerConfig,
         dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257,
@@ -43,6 +32,24 @@ PRESETS: dict[str, Preset] = {
         "A small LLaMA-style decoder: RMSNorm, rotary, SwiGLU, grouped-query attention "
         "(8 query / 2 KV heads), no biases, untied unembedding."),
 }
+
+# Every family module defines `PRESETS: dict[str, Preset]`; add new families to this tuple.
+_FAMILIES: tuple[dict[str, Preset], ...] = (
+    _TRANSFORMER_PRESETS,
+)
+
+
+def _merge(families: tuple[dict[str, Preset], ...]) -> dict[str, Preset]:
+    merged: dict[str, Preset] = {}
+    for family in families:
+        clash = sorted(set(merged) & set(family))
+        if clash:
+            raise ValueError(f"preset names defined twice: {clash}")
+        merged.update(family)
+    return merged
+
+
+PRESETS: dict[str, Preset] = _merge(_FAMILIES)
 
 
 def presets() -> dict[str, str]:
