@@ -1,0 +1,154 @@
+"""Pieces shared by the image models: input checks, patch embedding, pooling, classifier head.
+
+Images are NHWC floats, `[batch, height, width, channels]`. A patch model cuts them into
+non-overlapping `patch x patch` squares, read in row-major order (patch `(i, j)` is token
+`i * (width // patch) + j`), and maps each square linearly to `d_model` features: the
+"conv patch embedding" of ViT (Dosovitskiy et al. 2021) and MLP-Mixer (Tolstikhin et al.
+2021), a convolution with kernel = stride = patch. The parameter layout is the Flax/big_vision
+one, `W_patch [patch, patch, channels, d_model]` (timm's `proj.weight` transposed), and the
+counts match timm's `patch_embed.proj` (weight plus bias).
+
+Public API (kept stable for the other vision families):
+  IMAGE_AXES, TOKEN_AXES, POOLED_AXES       site axis names
+  check_images(images, image_size, channels, who)   clear ValueError on bad input
+  n_patches(image_size, patch_size) -> int
+  PatchEmbed(patch_size, d_model, ...)(images) -> [batch, n_patches, d_model]
+  pool(x, kind) -> [batch, d_model]         "token" (position 0) or "mean" (over positions)
+  ClassifierHead(num_classes, ...)(x) -> logits [batch, num_classes] float32
+  count_params(tree) -> int; check_positive(config, *fields); check_dtypes(config)
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinterp.layers.common import param
+
+IMAGE_AXES = ("batch", "height", "width", "channels")
+TOKEN_AXES = ("batch", "pos", "d_model")
+POOLED_AXES = ("batch", "d_model")
+POOLS = ("token", "mean")
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def check_images(images: jax.Array, image_size: int | tuple[int, int], channels: int,
+                 who: str) -> None:
+    """Raises ValueError unless `images` is a float `[batch, image_size, image_size, channels]`.
+
+    `who` names the model in the message (e.g. "ViT").
+    """
+    h, w = _pair(image_size)
+    if images.ndim != 4:
+        raise ValueError(f"{who} expects NHWC images [batch, height, width, channels], got an "
+                         f"array of shape {images.shape}")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(f"{who} expects float images, got dtype {images.dtype} (convert and "
+                         "normalise, e.g. images / 255.0)")
+    if tuple(images.shape[1:]) != (h, w, channels):
+        raise ValueError(f"{who} was configured for images of shape [batch, {h}, {w}, "
+                         f"{channels}] (image_size={image_size}, in_channels={channels}), got "
+                         f"{tuple(images.shape)}")
+
+
+def n_patches(image_size: int | tuple[int, int], patch_size: int) -> int:
+    """Number of `patch_size` squares in an image; ValueError if they do not tile it."""
+    h, w = _pair(image_size)
+    if patch_size <= 0 or h % patch_size or w % patch_size:
+        raise ValueError(f"patch_size={patch_size} must be positive and divide the image size "
+                         f"{h}x{w}")
+    return (h // patch_size) * (w // patch_size)
+
+
+class PatchEmbed(nn.Module):
+    """images [batch, H, W, C] -> tokens [batch, (H/p)*(W/p), d_model] (row-major patches).
+
+    Parameters: `W_patch [patch, patch, channels, d_model]`, `b_patch [d_model]`.
+    """
+
+    patch_size: int
+    d_model: int
+    use_bias: bool = True
+    init_range: float = 0.02
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        b, h, w, c = images.shape
+        p = self.patch_size
+        n_patches((h, w), p)
+        gh, gw = h // p, w // p
+        # [b, gh, p, gw, p, c] -> [b, gh, gw, p, p, c]: one row per patch, pixels in (y, x, c) order
+        patches = images.reshape(b, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
+        patches = patches.reshape(b, gh * gw, p, p, c).astype(self.dtype)
+        kernel = param(self, "W_patch", nn.initializers.normal(self.init_range),
+                       (p, p, c, self.d_model), (None, None, None, "embed"), self.param_dtype)
+        # contract the patch's pixels (y, x) and channels c
+        out = jnp.einsum("bnyxc,yxcd->bnd", patches, kernel.astype(self.dtype))
+        if self.use_bias:
+            out = out + param(self, "b_patch", nn.initializers.zeros, (self.d_model,),
+                              ("embed",), self.param_dtype)
+        return out.astype(self.dtype)
+
+
+def pool(x: jax.Array, kind: str) -> jax.Array:
+    """x [batch, pos, d] -> [batch, d]: the class token (`"token"`, position 0) or the mean."""
+    if kind == "token":
+        return x[:, 0]
+    if kind == "mean":
+        return x.mean(axis=1)
+    raise ValueError(f"unknown pool {kind!r}; choose from {POOLS}")
+
+
+class ClassifierHead(nn.Module):
+    """x [batch, d] -> logits [batch, num_classes] (float32) = x W_head + b_head.
+
+    `init_range=0` initialises `W_head` to zeros (big_vision's choice); otherwise normal.
+    """
+
+    num_classes: int
+    use_bias: bool = True
+    init_range: float = 0.02
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        init = (nn.initializers.normal(self.init_range) if self.init_range
+                else nn.initializers.zeros)
+        w = param(self, "W_head", init, (x.shape[-1], self.num_classes), ("embed", "vocab"),
+                  self.param_dtype)
+        logits = jnp.einsum("bd,dk->bk", x.astype(self.dtype), w.astype(self.dtype))  # contract d
+        if self.use_bias:
+            logits = logits + param(self, "b_head", nn.initializers.zeros, (self.num_classes,),
+                                    ("vocab",), self.param_dtype)
+        return logits.astype(jnp.float32)
+
+
+def count_params(tree) -> int:
+    """Total number of array elements in a (possibly boxed or abstract) parameter tree."""
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(tree))))
+
+
+def check_positive(config, *fields: str) -> None:
+    """Raises ValueError unless each named field of `config` is a positive int."""
+    for f in fields:
+        v = getattr(config, f)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{type(config).__name__}.{f} must be a positive int, got {v!r}")
+
+
+def check_dtypes(config) -> None:
+    """Raises ValueError unless `config.dtype` and `config.param_dtype` name dtypes."""
+    for f in ("dtype", "param_dtype"):
+        try:
+            jnp.dtype(getattr(config, f))
+        except TypeError:
+            raise ValueError(f"{type(config).__name__}.{f}={getattr(config, f)!r} is not a "
+                             "dtype") from None
