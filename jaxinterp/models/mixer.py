@@ -1,0 +1,283 @@
+"""MLP-Mixer (Tolstikhin et al. 2021, "MLP-Mixer: An all-MLP Architecture for Vision").
+
+images [batch, H, W, C] float -> logits [batch, num_classes] float32.
+
+The image is cut into `patch x patch` squares (a conv "stem" with kernel = stride = patch), giving
+tokens [batch, pos, d_model]. Each block mixes information across tokens, then across channels:
+
+    x = x + (MLP_tokens(LN(x)ᵀ))ᵀ       token mixing: one MLP shared by all channels, over positions
+    x = x + MLP_channels(LN(x))         channel mixing: one MLP shared by all positions
+    MLP(u) = Dense_1(gelu(Dense_0(u)))  (gelu: tanh approximation, Flax's `nn.gelu` default)
+
+then LayerNorm, mean over tokens, and a linear head (initialised to zero).
+
+Parameter tree: the original Flax one (google-research/vision_transformer
+`vit_jax/models_mixer.py`), so a released checkpoint's `params` maps on leaf for leaf:
+
+    stem/{kernel [p, p, C, d_model], bias}
+    MixerBlock_{i}/LayerNorm_0/{scale, bias}
+    MixerBlock_{i}/token_mixing/Dense_0/{kernel [pos, tokens_mlp_dim], bias}, Dense_1/...
+    MixerBlock_{i}/LayerNorm_1/{scale, bias}
+    MixerBlock_{i}/channel_mixing/Dense_0/{kernel [d_model, channels_mlp_dim], bias}, Dense_1/...
+    pre_head_layer_norm/{scale, bias}    head/{kernel [d_model, num_classes], bias}
+
+The only differences are the logical-axis boxes (`nn.LogicallyPartitioned`; `nn.meta.unbox`
+removes them) and, with `scan_layers=True`, one `MixerBlock` subtree stacked over blocks.
+
+Sites:
+  hook_embed                                      [batch, pos, d_model]  (after the stem)
+  blocks.{i}.hook_resid_pre                       [batch, pos, d_model]
+  blocks.{i}.token_mixing.hook_pre|hook_post      [batch, d_model, d_mlp] (d_mlp = tokens_mlp_dim;
+                                                   before / after gelu; one row per channel)
+  blocks.{i}.hook_token_out                       [batch, pos, d_model]
+  blocks.{i}.hook_resid_mid                       [batch, pos, d_model]
+  blocks.{i}.channel_mixing.hook_pre|hook_post    [batch, pos, d_mlp]    (d_mlp = channels_mlp_dim)
+  blocks.{i}.hook_channel_out                     [batch, pos, d_model]
+  blocks.{i}.hook_resid_post                      [batch, pos, d_model]
+  hook_pooled                                     [batch, d_model] (after the final norm and mean)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxinterp.layers.common import activation, param
+from jaxinterp.models.preset import Preset
+from jaxinterp.models.vision_common import (
+    IMAGE_AXES,
+    POOLED_AXES,
+    TOKEN_AXES,
+    check_images,
+    n_patches,
+)
+from jaxinterp.sites import COLLECTION, site
+from jaxinterp.sites import layer as site_layer
+
+_lecun = nn.initializers.lecun_normal()
+
+
+@dataclasses.dataclass(frozen=True)
+class MixerConfig:
+    """Hyperparameters of an MLP-Mixer (field names follow the original `MlpMixer`).
+
+    Attributes:
+      num_classes: classifier outputs.
+      image_size: input height = width.
+      in_channels: input channels.
+      patch_size: side of the square patches (must divide `image_size`).
+      num_blocks: number of Mixer blocks.
+      hidden_dim: channels per token (d_model).
+      tokens_mlp_dim: hidden width of the token-mixing MLP.
+      channels_mlp_dim: hidden width of the channel-mixing MLP.
+      eps: LayerNorm epsilon (Flax default 1e-6).
+      act_fn: activation (`jaxinterp.layers.common.ACTIVATIONS`); the original is "gelu_new"
+        (Flax `nn.gelu`, tanh approximation).
+      dtype: compute dtype; LayerNorm statistics run in float32.
+      param_dtype: parameter dtype.
+      scan_layers: stack the blocks with `nn.scan` (parameters under `MixerBlock`, stacked).
+    """
+
+    num_classes: int = 1000
+    image_size: int = 224
+    in_channels: int = 3
+    patch_size: int = 16
+    num_blocks: int = 8
+    hidden_dim: int = 512
+    tokens_mlp_dim: int = 256
+    channels_mlp_dim: int = 2048
+    eps: float = 1e-6
+    act_fn: str = "gelu_new"
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+
+    def __post_init__(self):
+        for f in ("num_classes", "image_size", "in_channels", "patch_size", "num_blocks",
+                  "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"MixerConfig.{f} must be a positive int, got {v!r}")
+        n_patches(self.image_size, self.patch_size)  # raises if the patches do not tile
+        activation(self.act_fn)  # raises on an unknown name
+        for f in ("dtype", "param_dtype"):
+            try:
+                jnp.dtype(getattr(self, f))
+            except TypeError:
+                raise ValueError(f"MixerConfig.{f}={getattr(self, f)!r} is not a dtype") from None
+
+    @property
+    def n_tokens(self) -> int:
+        return n_patches(self.image_size, self.patch_size)
+
+
+class Dense(nn.Module):
+    """Flax `nn.Dense` with the same parameters (`kernel [in, out]`, `bias [out]`, lecun-normal /
+    zero init) carrying logical axis names. x: [..., in] -> [..., out]."""
+
+    features: int
+    axes: tuple[str | None, str | None] = ("embed", "mlp")
+    kernel_init: nn.initializers.Initializer = _lecun
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = param(self, "kernel", self.kernel_init, (x.shape[-1], self.features), self.axes,
+                  self.param_dtype)
+        b = param(self, "bias", nn.initializers.zeros, (self.features,), (self.axes[1],),
+                  self.param_dtype)
+        y = jnp.einsum("...i,io->...o", x.astype(self.dtype), k.astype(self.dtype))  # contract in
+        return (y + b.astype(self.dtype)).astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+    """Flax `nn.LayerNorm` parameters (`scale`, `bias`) over the last axis, statistics in
+    float32. x: [..., d] -> [..., d]."""
+
+    eps: float = 1e-6
+    axis_name: str = "embed"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        scale = param(self, "scale", nn.initializers.ones, (d,), (self.axis_name,),
+                      self.param_dtype)
+        bias = param(self, "bias", nn.initializers.zeros, (d,), (self.axis_name,),
+                     self.param_dtype)
+        xf = x.astype(jnp.float32)
+        xf = xf - xf.mean(-1, keepdims=True)
+        xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
+        return (xf * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
+class MlpBlock(nn.Module):
+    """`Dense_1(act(Dense_0(x)))` with sites on the hidden units. x: [b, rows, d] -> [b, rows, d].
+
+    `axes` names the axes of x's leading two dims in the sites (the hidden site is
+    `(*axes, "d_mlp")`); `kernel_axes` are the logical names of `Dense_0`'s kernel.
+    """
+
+    mlp_dim: int
+    axes: tuple[str, str]
+    kernel_axes: tuple[str, str]
+    act_fn: str = "gelu_new"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        hidden_axes = (*self.axes, "d_mlp")
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = Dense(self.mlp_dim, self.kernel_axes, name="Dense_0", **kw)(x)
+        h = site(self, "hook_pre", h, hidden_axes)
+        h = site(self, "hook_post", activation(self.act_fn)(h).astype(self.dtype),
+                       hidden_axes)
+        return Dense(x.shape[-1], self.kernel_axes[::-1], name="Dense_1", **kw)(h)
+
+
+class MixerBlock(nn.Module):
+    """One Mixer block. x: [batch, pos, d_model] -> ([batch, pos, d_model], None).
+
+    `layer` is the block index: a Python int when unrolled, a traced int under `nn.scan`.
+    """
+
+    config: MixerConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
+        c = self.config
+        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        with site_layer(self, "blocks", layer, c.num_blocks):
+            x = site(self, "hook_resid_pre", x, TOKEN_AXES)
+            y = LayerNorm(c.eps, name="LayerNorm_0", **kw)(x)
+            y = jnp.swapaxes(y, 1, 2)  # [batch, d_model, pos]: the token MLP acts on positions
+            y = MlpBlock(c.tokens_mlp_dim, ("batch", "d_model"), ("pos", "mlp"), c.act_fn,
+                         name="token_mixing", **kw)(y)
+            y = site(self, "hook_token_out", jnp.swapaxes(y, 1, 2), TOKEN_AXES)
+            x = site(self, "hook_resid_mid", x + y, TOKEN_AXES)
+            y = LayerNorm(c.eps, name="LayerNorm_1", **kw)(x)
+            y = MlpBlock(c.channels_mlp_dim, ("batch", "pos"), ("embed", "mlp"), c.act_fn,
+                         name="channel_mixing", **kw)(y)
+            y = site(self, "hook_channel_out", y, TOKEN_AXES)
+            return site(self, "hook_resid_post", x + y, TOKEN_AXES), None
+
+
+class Mixer(nn.Module):
+    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+
+    config: MixerConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        check_images(images, c.image_size, c.in_channels, "Mixer")
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        images = site(self, "hook_image", images.astype(dtype), IMAGE_AXES)
+        x = _Stem(c.patch_size, c.hidden_dim, dtype, pd, name="stem")(images)
+        x = site(self, "hook_embed", x, TOKEN_AXES)
+        if c.scan_layers:
+            stack = nn.scan(
+                MixerBlock,
+                variable_axes={"params": 0, COLLECTION: 0},
+                split_rngs={"params": True},
+                length=c.num_blocks,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            x, _ = stack(c, name="MixerBlock")(x, jnp.arange(c.num_blocks, dtype=jnp.int32))
+        else:
+            for i in range(c.num_blocks):
+                x, _ = MixerBlock(c, name=f"MixerBlock_{i}")(x, i)
+        x = LayerNorm(c.eps, name="pre_head_layer_norm", dtype=dtype, param_dtype=pd)(x)
+        x = site(self, "hook_pooled", x.mean(axis=1), POOLED_AXES)
+        head = Dense(c.num_classes, ("embed", "vocab"), nn.initializers.zeros, dtype=dtype,
+                     param_dtype=pd, name="head")
+        return head(x).astype(jnp.float32)
+
+
+class _Stem(nn.Module):
+    """Flax `nn.Conv(d_model, (p, p), strides=(p, p))` on an image that the patches tile:
+    images [b, H, W, C] -> tokens [b, (H/p)*(W/p), d_model], patches in row-major order."""
+
+    patch_size: int
+    features: int
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        b, h, w, c = images.shape
+        p = self.patch_size
+        kernel = param(self, "kernel", _lecun, (p, p, c, self.features),
+                       (None, None, None, "embed"), self.param_dtype)
+        bias = param(self, "bias", nn.initializers.zeros, (self.features,), ("embed",),
+                     self.param_dtype)
+        patches = images.reshape(b, h // p, p, w // p, p, c)
+        # contract each patch's rows y, columns x and channels c
+        out = jnp.einsum("bgyhxc,yxcd->bghd", patches, kernel.astype(self.dtype))
+        return (out + bias.astype(self.dtype)).reshape(b, -1, self.features).astype(self.dtype)
+
+
+def _preset(blocks: int, hidden: int, tokens_mlp: int, channels_mlp: int, patch: int,
+            doc: str) -> Preset:
+    return Preset(Mixer, MixerConfig,
+                  dict(num_blocks=blocks, hidden_dim=hidden, tokens_mlp_dim=tokens_mlp,
+                       channels_mlp_dim=channels_mlp, patch_size=patch, image_size=224,
+                       num_classes=1000), doc)
+
+
+PRESETS: dict[str, Preset] = {
+    "mixer_s32": _preset(8, 512, 256, 2048, 32, "Mixer-S/32 (19.1M parameters; paper: 19M)."),
+    "mixer_s16": _preset(8, 512, 256, 2048, 16, "Mixer-S/16 (18.5M parameters; paper: 18M)."),
+    "mixer_b32": _preset(12, 768, 384, 3072, 32, "Mixer-B/32 (60.3M parameters; paper: 60M)."),
+    "mixer_b16": _preset(12, 768, 384, 3072, 16, "Mixer-B/16 (59.9M parameters; paper: 59M)."),
+    "mixer_l16": _preset(24, 1024, 512, 4096, 16,
+                         "Mixer-L/16 (208.2M parameters; paper: 207M)."),
+}
+"""The paper's Table 1 configurations at 224x224 with 1000 classes (counts: see
+tests/test_param_counts_mixer.py)."""
