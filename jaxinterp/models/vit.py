@@ -1,0 +1,317 @@
+"""Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words") and the
+Kolmogorov-Arnold Transformer (KAT; Yang & Wang 2024), a ViT whose MLP is a GR-KAN.
+
+images [batch, H, W, C] float -> logits [batch, num_classes] float32.
+
+Layout as in google-research/vision_transformer and timm's `vit_*_patch16_224`: a conv patch
+embedding, a class token prepended at position 0, learned positions (one per token, class token
+included), pre-LN blocks (LayerNorm eps 1e-6, exact GELU MLP), a final LayerNorm, then the class
+token's features (or the mean over tokens, `pool="mean"`) through a linear head. Attention and
+MLP are `jaxinterp.layers.Attention` (non-causal) and `jaxinterp.layers.MLP`, so sites are named
+as in the transformer:
+
+  hook_embed       [batch, pos, d_model]  class token (pos 0) then the patch embeddings
+  hook_pos_embed   [batch, pos, d_model]  learned positions
+  blocks.{i}.hook_resid_pre, hook_attn_out, hook_resid_mid, hook_mlp_out, hook_resid_post
+  blocks.{i}.ln1.hook_normalized, blocks.{i}.ln2.hook_normalized
+  blocks.{i}.attn.hook_q|hook_k|hook_v|hook_z          [batch, pos, head, d_head]
+  blocks.{i}.attn.hook_attn_scores|hook_pattern        [batch, head, query_pos, key_pos]
+  blocks.{i}.mlp.hook_pre|hook_post                    [batch, pos, d_mlp]
+  ln_final.hook_normalized  [batch, pos, d_model];  hook_pooled [batch, d_model]
+where pos = 1 + (H / patch) * (W / patch) with a class token (patches row-major).
+
+KAT (`mlp_type="grkan"`, reference Adamdad/kat `KAN`): the MLP becomes
+`x -> rational_1 -> fc1 -> rational_2 -> fc2`, i.e. GR-KAN -> GR-KAN, each GR-KAN being a
+group-rational activation followed by a linear map. A group rational is P(x) / Q(x) with
+P of degree 5 and Q(x) = 1 + |b_1 x| + ... + |b_4 x^4| (Padé "safe" form, rational_kat_cu's
+`Rational_CUDA_A_1DGroup`); channels are split into `kan_groups` contiguous groups, each with
+its own denominator, the numerator shared by all groups (rational_kat_cu `KAT_Group`:
+`weight_numerator [1, 6]`, `weight_denominator [groups, 4]`). rational_1 starts as the identity,
+rational_2 as GELU (KAT's `act_init`; the reference presets use swish, see `kat_*` docs). KAT
+MLP sites: `mlp.hook_pre` [batch, pos, d_mlp] = fc1's output, `mlp.hook_post` = rational_2 of
+it (what fc2 reads), `mlp.hook_rational_in` [batch, pos, d_model] = rational_1's output.
+
+Parameter counts equal timm's: vit_tiny_patch16_224 5,717,416; vit_small 22,050,664;
+vit_base 86,567,656 (tests/test_param_counts_vision.py derives them independently).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxinterp.layers.attention import Attention
+from jaxinterp.layers.common import ACTIVATIONS, param
+from jaxinterp.layers.mlp import MLP, NEURON_AXES
+from jaxinterp.layers.norms import LayerNorm
+from jaxinterp.models import vision_common as vc
+from jaxinterp.models.preset import Preset
+
+# The module, not the `jaxinterp.sites` function that `jaxinterp/__init__` binds over it.
+sites = importlib.import_module("jaxinterp.sites")
+
+RESID_AXES = vc.TOKEN_AXES
+MLP_TYPES = ("mlp", "grkan")
+
+# Initial rational coefficients (numerator a_0..a_5, denominator b_1..b_4) of the GR-KAN
+# activations. "identity" is exact (P(x) = x, Q = 1). "gelu" is a least-squares fit of the
+# safe rational P / (1 + sum |b_k x^k|) to exact GELU on [-3, 3] (max error 0.016 there; we
+# fitted it with scipy.optimize.least_squares, as rational_kat_cu fits its `init.json`).
+RATIONAL_INITS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "identity": ((0.0, 1.0, 0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0)),
+    "gelu": ((5.67155008e-03, 5.05188454e-01, 3.84284260e-01, 7.70393733e-02, 1.09429433e-03,
+              1.93815271e-05), (1.09570334e-02, 1.51697829e-01, 1.17918302e-10, 1.20017667e-09)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """Hyperparameters of a ViT (and of KAT, `mlp_type="grkan"`).
+
+    Attributes:
+      image_size: height = width of the input images.
+      patch_size: side of the square patches (must divide image_size).
+      in_channels: image channels (3 for RGB).
+      num_classes: classes of the head.
+      n_layers, d_model, n_heads, d_head, d_mlp: transformer sizes (timm: depth, embed_dim,
+        num_heads, embed_dim // num_heads, mlp_ratio * embed_dim).
+      act_fn: MLP activation ("gelu" = exact, as timm's nn.GELU); unused by "grkan".
+      mlp_type: "mlp" (ViT) or "grkan" (KAT).
+      kan_groups: GR-KAN groups (KAT: 8); must divide d_model and d_mlp.
+      kan_act_init: initial shape of KAT's second rational, "gelu" or "identity".
+      class_token: prepend a learned class token (then pos = 1 + n_patches).
+      pool: "token" (class token's features) or "mean" (mean over all tokens), after ln_final.
+      eps: LayerNorm epsilon (1e-6 in ViT/timm).
+      init_range: standard deviation of the normal initialiser of weights.
+      head_init_range: the head's; 0 means zeros (big_vision).
+      dtype, param_dtype: compute and parameter dtypes.
+      scan_layers: stack blocks with nn.scan; remat: rematerialise blocks in the backward pass.
+    """
+
+    image_size: int = 224
+    patch_size: int = 16
+    in_channels: int = 3
+    num_classes: int = 1000
+    n_layers: int = 12
+    d_model: int = 192
+    n_heads: int = 3
+    d_head: int = 64
+    d_mlp: int = 768
+    act_fn: str = "gelu"
+    mlp_type: Literal["mlp", "grkan"] = "mlp"
+    kan_groups: int = 8
+    kan_act_init: str = "gelu"
+    class_token: bool = True
+    pool: Literal["token", "mean"] = "token"
+    eps: float = 1e-6
+    init_range: float = 0.02
+    head_init_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+    remat: bool = False
+
+    def __post_init__(self):
+        vc.check_positive(self, "image_size", "patch_size", "in_channels", "num_classes",
+                          "n_layers", "d_model", "n_heads", "d_head", "d_mlp", "kan_groups")
+        vc.n_patches(self.image_size, self.patch_size)
+        if self.act_fn not in ACTIVATIONS:
+            raise ValueError(f"act_fn={self.act_fn!r}; choose from {sorted(ACTIVATIONS)}")
+        if self.mlp_type not in MLP_TYPES:
+            raise ValueError(f"mlp_type={self.mlp_type!r}; choose from {MLP_TYPES}")
+        if self.mlp_type == "grkan":
+            for f in ("d_model", "d_mlp"):
+                if getattr(self, f) % self.kan_groups:
+                    raise ValueError(f"kan_groups={self.kan_groups} must divide {f}="
+                                     f"{getattr(self, f)}")
+            if self.kan_act_init not in RATIONAL_INITS:
+                raise ValueError(f"kan_act_init={self.kan_act_init!r}; choose from "
+                                 f"{sorted(RATIONAL_INITS)}")
+        if self.pool not in vc.POOLS:
+            raise ValueError(f"pool={self.pool!r}; choose from {vc.POOLS}")
+        if self.pool == "token" and not self.class_token:
+            raise ValueError("pool='token' needs class_token=True (or use pool='mean')")
+        vc.check_dtypes(self)
+
+    @property
+    def n_tokens(self) -> int:
+        """Sequence length: patches plus the class token."""
+        return vc.n_patches(self.image_size, self.patch_size) + int(self.class_token)
+
+
+def group_rational(x: jax.Array, numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+    """KAT's group rational P(x) / (1 + sum_k |b_k x^k|) over the last axis of x.
+
+    Args:
+      x: [..., d]; d is split into `groups` contiguous groups of d // groups channels.
+      numerator: [groups or 1, m + 1] coefficients a_0..a_m (one row shared by all groups).
+      denominator: [groups, n] coefficients b_1..b_n.
+
+    Returns:
+      [..., d], float32 math, cast back to x's dtype.
+    """
+    groups = denominator.shape[0]
+    d = x.shape[-1]
+    xf = x.astype(jnp.float32).reshape(*x.shape[:-1], groups, d // groups)  # [..., g, d/g]
+    num = jnp.broadcast_to(numerator, (groups, numerator.shape[-1])).astype(jnp.float32)
+    den = denominator.astype(jnp.float32)
+    m, n = num.shape[-1] - 1, den.shape[-1]
+    powers = [jnp.ones_like(xf)]
+    for _ in range(max(m, n)):
+        powers.append(powers[-1] * xf)
+    p = sum(num[:, k][:, None] * powers[k] for k in range(m + 1))
+    q = 1.0 + sum(jnp.abs(den[:, k - 1][:, None] * powers[k]) for k in range(1, n + 1))
+    return (p / q).reshape(x.shape).astype(x.dtype)
+
+
+class GroupRational(nn.Module):
+    """KAT's `KAT_Group` activation. x: [..., d] -> [..., d].
+
+    Parameters: `numerator [1, 6]` (shared), `denominator [groups, 4]`.
+    """
+
+    groups: int = 8
+    init: str = "gelu"
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        a0, b0 = RATIONAL_INITS[self.init]
+        num = param(self, "numerator", lambda *_: jnp.asarray([a0], self.param_dtype),
+                    (1, len(a0)), (None, None), self.param_dtype)
+        den = param(self, "denominator",
+                    lambda *_: jnp.tile(jnp.asarray([b0], self.param_dtype), (self.groups, 1)),
+                    (self.groups, len(b0)), (None, None), self.param_dtype)
+        return group_rational(x, num, den)
+
+
+class GRKANFeedForward(nn.Module):
+    """KAT's feed-forward: rational_1 -> fc1 -> rational_2 -> fc2. x: [batch, pos, d_model].
+
+    Parameters: `rational_1`, `W_in [d_model, d_mlp]`, `b_in`, `rational_2`, `W_out`, `b_out`.
+    """
+
+    d_mlp: int
+    groups: int = 8
+    act_init: str = "gelu"
+    init_range: float = 0.02
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d_model = x.shape[-1]
+        pd = self.param_dtype
+        init, zeros = nn.initializers.normal(self.init_range), nn.initializers.zeros
+        h = GroupRational(self.groups, "identity", pd, name="rational_1")(x)
+        h = sites.site(self, "hook_rational_in", h, RESID_AXES)
+        w_in = param(self, "W_in", init, (d_model, self.d_mlp), ("embed", "mlp"), pd)
+        pre = jnp.einsum("bpm,mn->bpn", h, w_in.astype(self.dtype))  # contract d_model
+        pre = pre + param(self, "b_in", zeros, (self.d_mlp,), ("mlp",), pd)
+        pre = sites.site(self, "hook_pre", pre.astype(self.dtype), NEURON_AXES)
+        post = GroupRational(self.groups, self.act_init, pd, name="rational_2")(pre)
+        post = sites.site(self, "hook_post", post, NEURON_AXES)
+        w_out = param(self, "W_out", init, (self.d_mlp, d_model), ("mlp", "embed"), pd)
+        out = jnp.einsum("bpn,nm->bpm", post, w_out.astype(self.dtype))  # contract d_mlp
+        out = out + param(self, "b_out", zeros, (d_model,), ("embed",), pd)
+        return out.astype(self.dtype)
+
+
+class ViTBlock(nn.Module):
+    """Pre-LN encoder block. x: [batch, pos, d_model] -> ([batch, pos, d_model], None)."""
+
+    config: ViTConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        with sites.layer(self, "blocks", layer, c.n_layers):
+            resid_pre = sites.site(self, "hook_resid_pre", x, RESID_AXES)
+            h = LayerNorm(c.eps, dtype, pd, name="ln1")(resid_pre, RESID_AXES)
+            attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False,
+                             init_range=c.init_range, dtype=dtype, param_dtype=pd, name="attn")
+            attn_out = sites.site(self, "hook_attn_out", attn(h), RESID_AXES)
+            resid_mid = sites.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
+            h = LayerNorm(c.eps, dtype, pd, name="ln2")(resid_mid, RESID_AXES)
+            if c.mlp_type == "grkan":
+                mlp = GRKANFeedForward(d_mlp=c.d_mlp, groups=c.kan_groups,
+                                       act_init=c.kan_act_init, init_range=c.init_range,
+                                       dtype=dtype, param_dtype=pd, name="mlp")
+            else:
+                mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, init_range=c.init_range, dtype=dtype,
+                          param_dtype=pd, name="mlp")
+            mlp_out = sites.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
+            return sites.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
+
+
+class ViT(nn.Module):
+    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+
+    config: ViTConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        vc.check_images(images, c.image_size, c.in_channels, "ViT")
+        batch = images.shape[0]
+        x = vc.PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
+                          param_dtype=pd, name="patch_embed")(images)
+        if c.class_token:
+            cls = param(self, "cls_token", nn.initializers.zeros, (c.d_model,), ("embed",), pd)
+            cls = jnp.broadcast_to(cls.astype(dtype), (batch, 1, c.d_model))
+            x = jnp.concatenate([cls, x], axis=1)
+        x = sites.site(self, "hook_embed", x, RESID_AXES)
+        w_pos = param(self, "pos_embed", nn.initializers.normal(c.init_range),
+                      (c.n_tokens, c.d_model), ("pos", "embed"), pd)
+        pos = jnp.broadcast_to(w_pos.astype(dtype), (batch, c.n_tokens, c.d_model))
+        x = x + sites.site(self, "hook_pos_embed", pos, RESID_AXES)
+
+        block = nn.remat(ViTBlock) if c.remat else ViTBlock
+        if c.scan_layers:
+            stack = nn.scan(block, variable_axes={"params": 0, sites.COLLECTION: 0},
+                            split_rngs={"params": True, "dropout": True}, length=c.n_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
+        else:
+            for i in range(c.n_layers):
+                x, _ = block(c, name=f"blocks_{i}")(x, i)
+
+        x = LayerNorm(c.eps, dtype, pd, name="ln_final")(x, RESID_AXES)
+        pooled = sites.site(self, "hook_pooled", vc.pool(x, c.pool), vc.POOLED_AXES)
+        return vc.ClassifierHead(c.num_classes, init_range=c.head_init_range, dtype=dtype,
+                                 param_dtype=pd, name="head")(pooled)
+
+
+def _vit(d_model: int, n_heads: int, **kw) -> dict:
+    return dict(image_size=224, patch_size=16, in_channels=3, num_classes=1000, n_layers=12,
+                d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads, d_mlp=4 * d_model,
+                **kw)
+
+
+PRESETS: dict[str, Preset] = {
+    "vit_ti16": Preset(ViT, ViTConfig, _vit(192, 3),
+                       "ViT-Ti/16 at 224x224, 1000 classes (timm vit_tiny_patch16_224, "
+                       "5,717,416 parameters)."),
+    "vit_s16": Preset(ViT, ViTConfig, _vit(384, 6),
+                      "ViT-S/16 at 224x224, 1000 classes (timm vit_small_patch16_224, "
+                      "22,050,664 parameters)."),
+    "vit_b16": Preset(ViT, ViTConfig, _vit(768, 12),
+                      "ViT-B/16 at 224x224, 1000 classes (timm vit_base_patch16_224, "
+                      "86,567,656 parameters)."),
+    "kat_t": Preset(ViT, ViTConfig, _vit(192, 3, mlp_type="grkan", kan_groups=8),
+                    "KAT-T (Adamdad/kat kat_tiny_patch16_224): ViT-Ti/16 with GR-KAN MLPs, "
+                    "5,718,328 parameters (ViT-Ti + 2 x 38 rational coefficients per block)."),
+    "kat_s": Preset(ViT, ViTConfig, _vit(384, 6, mlp_type="grkan", kan_groups=8),
+                    "KAT-S (Adamdad/kat kat_small_patch16_224): ViT-S/16 with GR-KAN MLPs, "
+                    "22,051,576 parameters."),
+    "kat_b": Preset(ViT, ViTConfig, _vit(768, 12, mlp_type="grkan", kan_groups=8),
+                    "KAT-B (Adamdad/kat kat_base_patch16_224): ViT-B/16 with GR-KAN MLPs, "
+                    "86,568,568 parameters."),
+}
