@@ -1,18 +1,122 @@
 """Attention-head detectors: how much each head attends where a known mechanism would.
 
-Scores follow TransformerLens's head detector with "mul" scoring: the attention mass a head puts
-on the positions a detection pattern marks, averaged over the query positions where the pattern
-is defined and over the batch. A perfect head scores 1, a uniform causal head about 1/pos.
+Two kinds of score live here.
+
+*Detection-pattern scores* follow TransformerLens's `head_detector` exactly: a detection pattern
+`D [query_pos, key_pos]` marks where a head with the mechanism would attend, and the "mul" score
+of a head is `sum(A * D) / sum(A)` over one sequence's pattern `A` (optionally with the BOS
+column and the diagonal zeroed first), averaged over sequences. `detection_score` implements
+it; `previous_token_pattern`, `duplicate_token_pattern` and `induction_pattern` build
+TransformerLens's three detection patterns. Because `sum(A)` counts every query row, rows where
+the mechanism has no target lower the score: a perfect previous-token head scores
+`(pos - 1) / pos`.
+
+*Mechanism scores* average the attention mass only over the query positions where the
+mechanism is defined: `previous_token_score` and `induction_score` (for sequences with a known
+repeat, as in the flagship experiment), `attention_sink_score`, `retrieval_score` (Wu et al.
+2024), `successor_score` (Gould et al. 2023, from weights) and `classify_heads` (active or
+dormant, Guo et al. 2024). A perfect head scores 1.
+
+Patterns are `[batch, head, query_pos, key_pos]` (one layer, as `ji.run` captures
+`blocks.{i}.attn.hook_pattern`) and scores are `[head]`; stack layers for `[layer, head]`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
 
+def _check_pattern(pattern: jax.Array) -> None:
+    if pattern.ndim != 4 or pattern.shape[-1] != pattern.shape[-2]:
+        raise ValueError("pattern must be [batch, head, query_pos, key_pos] with "
+                         f"query_pos == key_pos, got shape {pattern.shape}")
+
+
+def _check_tokens(tokens: jax.Array, pattern: jax.Array) -> None:
+    if tokens.ndim != 2 or tokens.shape != (pattern.shape[0], pattern.shape[-1]):
+        raise ValueError(f"tokens must be [batch, pos] = {(pattern.shape[0], pattern.shape[-1])} "
+                         f"to match the pattern, got shape {tokens.shape}")
+
+
+# -- TransformerLens detection patterns and "mul" scoring --------------------------------------
+
+
+def previous_token_pattern(n_pos: int) -> jax.Array:
+    """[query_pos, key_pos] with ones at (q, q - 1): TransformerLens's previous-token pattern."""
+    return jnp.eye(n_pos, k=-1)
+
+
+def duplicate_token_pattern(tokens: jax.Array) -> jax.Array:
+    """[batch, query_pos, key_pos]: ones where key k < q holds the same token as query q."""
+    same = tokens[:, :, None] == tokens[:, None, :]  # [batch, q, k]
+    return jnp.tril(same, k=-1).astype(jnp.float32)
+
+
+def induction_pattern(tokens: jax.Array) -> jax.Array:
+    """[batch, query_pos, key_pos]: ones at key k + 1 for every earlier duplicate k of query q's
+    token (the token after the previous occurrence), TransformerLens's induction pattern."""
+    dup = duplicate_token_pattern(tokens)
+    shifted = jnp.pad(dup[:, :, :-1], ((0, 0), (0, 0), (1, 0)))  # column k -> k + 1
+    return jnp.tril(shifted)
+
+
+def detection_score(
+    pattern: jax.Array,
+    detection: jax.Array,
+    *,
+    exclude_bos: bool = False,
+    exclude_current_token: bool = False,
+    error_measure: Literal["mul", "abs"] = "mul",
+) -> jax.Array:
+    """TransformerLens's head-detector score of each head, averaged over the batch.
+
+    Args:
+      pattern: [batch, head, query_pos, key_pos] attention pattern.
+      detection: [query_pos, key_pos] or [batch, query_pos, key_pos] detection pattern (lower
+        triangular, e.g. from `induction_pattern(tokens)`).
+      exclude_bos: zero the attention to (and, for "abs", the error at) key position 0 first.
+      exclude_current_token: zero the diagonal first.
+      error_measure: "mul": `sum(A * D) / sum(A)`; "abs": `1 - mean(|A - D|) * pos`, rounded to
+        3 decimals as TransformerLens does.
+
+    Returns:
+      [head] scores (for "mul", in [0, 1]).
+    """
+    _check_pattern(pattern)
+    n = pattern.shape[-1]
+    detection = jnp.asarray(detection, jnp.float32)
+    if detection.ndim == 2:
+        detection = jnp.broadcast_to(detection, (pattern.shape[0], n, n))
+    if detection.shape != (pattern.shape[0], n, n):
+        raise ValueError(f"detection pattern must be [query_pos, key_pos] or [batch, query_pos, "
+                         f"key_pos] for a pattern of shape {pattern.shape}, got {detection.shape}")
+    keep = jnp.ones((n, n))
+    if exclude_bos:
+        keep = keep.at[:, 0].set(0.0)
+    if exclude_current_token:
+        keep = keep * (1 - jnp.eye(n))
+    a = pattern.astype(jnp.float32)
+    d = detection[:, None]  # [batch, 1, q, k]
+    if error_measure == "mul":
+        a = a * keep
+        per_seq = (a * d).sum(axis=(-2, -1)) / a.sum(axis=(-2, -1))  # [batch, head]
+    elif error_measure == "abs":
+        err = jnp.abs(a - d) * keep
+        per_seq = 1 - jnp.round(err.mean(axis=(-2, -1)) * n, 3)
+    else:
+        raise ValueError(f"error_measure={error_measure!r}; choose 'mul' or 'abs'")
+    return per_seq.mean(axis=0)
+
+
+# -- mechanism scores --------------------------------------------------------------------------
+
+
 def previous_token_score(pattern: jax.Array) -> jax.Array:
-    """Mean attention from each position to the one before it.
+    """Mean attention from each position to the one before it (query positions 1..pos-1).
 
     Args:
       pattern: [batch, head, query_pos, key_pos] attention pattern (rows sum to 1).
@@ -20,6 +124,7 @@ def previous_token_score(pattern: jax.Array) -> jax.Array:
     Returns:
       [head] scores in [0, 1].
     """
+    _check_pattern(pattern)
     diag = jnp.diagonal(pattern, offset=-1, axis1=-2, axis2=-1)  # [batch, head, pos - 1]
     return diag.mean(axis=(0, 2))
 
@@ -39,8 +144,174 @@ def induction_score(pattern: jax.Array, period: int, start: int = 0) -> jax.Arra
     Returns:
       [head] scores in [0, 1].
     """
+    _check_pattern(pattern)
     n = pattern.shape[-1]
     if start + 2 * period > n + 1 or period < 2:
         raise ValueError(f"period={period}, start={start} do not fit {n} positions twice")
     q = jnp.arange(start + period, min(start + 2 * period, n))
     return pattern[:, :, q, q - period + 1].mean(axis=(0, 2))
+
+
+def attention_sink_score(
+    pattern: jax.Array,
+    *,
+    position: int = 0,
+    tokens: jax.Array | None = None,
+    sink_token: int | None = None,
+) -> jax.Array:
+    """Mean attention mass on the sink: key `position` (default the first token), or every key
+    holding `sink_token` (then `tokens` is required), over query positions after the first.
+
+    Attention sinks (Xiao et al. 2023, "Efficient Streaming Language Models with Attention
+    Sinks"; Gu et al. 2024, "When Attention Sink Emerges") put most of their mass there.
+
+    Args:
+      pattern: [batch, head, query_pos, key_pos].
+      position: the sink's key position (used when `sink_token` is None).
+      tokens: [batch, pos] token ids (only with `sink_token`).
+      sink_token: a token id; the sink is every key position holding it.
+
+    Returns:
+      [head] scores in [0, 1].
+    """
+    _check_pattern(pattern)
+    n = pattern.shape[-1]
+    if sink_token is None:
+        if not -n <= position < n:
+            raise ValueError(f"position={position} is outside a sequence of {n} positions")
+        mass = pattern[..., position]  # [batch, head, q]
+    else:
+        if tokens is None:
+            raise ValueError("sink_token needs tokens [batch, pos]")
+        _check_tokens(tokens, pattern)
+        is_sink = (tokens == sink_token).astype(pattern.dtype)  # [batch, key]
+        mass = jnp.einsum("bhqk,bk->bhq", pattern, is_sink)  # contract key_pos
+    return mass[..., 1:].astype(jnp.float32).mean(axis=(0, 2))
+
+
+def retrieval_score(pattern: jax.Array, tokens: jax.Array, needle: jax.Array,
+                    answer: jax.Array) -> jax.Array:
+    """Retrieval-head score (Wu et al. 2024, "Retrieval Head Mechanistically Explains
+    Long-Context Factuality"), with teacher forcing.
+
+    At each answer query position q the model emits token `tokens[q + 1]`. The head
+    *copies and pastes* at q when its most-attended key j lies in the needle and holds that
+    token: `argmax_k A[q, k] = j`, `needle[j]`, `tokens[j] == tokens[q + 1]`. The score is the
+    number of such copies divided by the number of needle tokens, averaged over the batch.
+
+    Args:
+      pattern: [batch, head, query_pos, key_pos].
+      tokens: [batch, pos] token ids.
+      needle: [batch, pos] bool, the needle span in the context.
+      answer: [batch, pos] bool, the query positions that emit the answer (q + 1 < pos).
+
+    Returns:
+      [head] scores in [0, 1] (1: every needle token was copied by this head).
+    """
+    _check_pattern(pattern)
+    _check_tokens(tokens, pattern)
+    for name, m in (("needle", needle), ("answer", answer)):
+        if jnp.shape(m) != tokens.shape:
+            raise ValueError(f"{name} must be a [batch, pos] mask like tokens {tokens.shape}, "
+                             f"got {jnp.shape(m)}")
+    needle, answer = jnp.asarray(needle, bool), jnp.asarray(answer, bool)
+    n = tokens.shape[1]
+    emitted = jnp.concatenate([tokens[:, 1:], jnp.full_like(tokens[:, :1], -1)], axis=1)
+    top = jnp.argmax(pattern, axis=-1)  # [batch, head, q]
+    top_token = jnp.take_along_axis(tokens[:, None, :], top, axis=-1)  # [batch, head, q]
+    top_in_needle = jnp.take_along_axis(needle[:, None, :], top, axis=-1)
+    valid_q = answer & (jnp.arange(n) < n - 1)
+    copies = top_in_needle & (top_token == emitted[:, None, :]) & valid_q[:, None, :]
+    return (copies.sum(-1) / jnp.maximum(needle.sum(-1), 1)[:, None]).mean(axis=0)
+
+
+def classify_heads(
+    pattern: jax.Array,
+    z: jax.Array,
+    *,
+    sink_threshold: float = 0.5,
+    norm_fraction: float = 0.1,
+    position: int = 0,
+) -> dict[str, jax.Array]:
+    """Active or dormant heads (Guo et al. 2024, "Active-Dormant Attention Heads").
+
+    A dormant head parks its attention on the sink and writes (almost) nothing: its mean
+    attention mass on key `position` is at least `sink_threshold` AND the mean norm of its
+    output `hook_z` over query positions after the first is below `norm_fraction` times the
+    median of that norm over the heads given. Every other head is active.
+
+    Args:
+      pattern: [batch, head, query_pos, key_pos] (one layer) or [layer, batch, head, q, k].
+      z: the same layer(s)' `hook_z`, [batch, pos, head, d_head] or [layer, batch, pos, head,
+        d_head].
+
+    Returns:
+      `{"active": bool [..., head], "sink_mass": [..., head], "z_norm": [..., head]}` with a
+      leading layer axis when one was given.
+    """
+    if pattern.ndim == 5:
+        if z.ndim != 5 or z.shape[0] != pattern.shape[0]:
+            raise ValueError(f"pattern {pattern.shape} has a layer axis; z must be [layer, "
+                             f"batch, pos, head, d_head] with the same layers, got {z.shape}")
+        sink = jnp.stack([attention_sink_score(p, position=position) for p in pattern])
+        norms = jnp.linalg.norm(z[:, :, 1:].astype(jnp.float32), axis=-1).mean(axis=(1, 2))
+    else:
+        _check_pattern(pattern)
+        b, h, n, _ = pattern.shape
+        if z.ndim != 4 or z.shape[:3] != (b, n, h):
+            raise ValueError(f"z must be [batch, pos, head, d_head] = ({b}, {n}, {h}, ...) for "
+                             f"a pattern of shape {pattern.shape}, got {z.shape}")
+        sink = attention_sink_score(pattern, position=position)
+        norms = jnp.linalg.norm(z[:, 1:].astype(jnp.float32), axis=-1).mean(axis=(0, 1))
+    dormant = (sink >= sink_threshold) & (norms < norm_fraction * jnp.median(norms))
+    return {"active": ~dormant, "sink_mass": sink, "z_norm": norms}
+
+
+def successor_score(model, variables, sequences: Sequence[Sequence[int]]) -> jax.Array:
+    """Successor-head score of every head (Gould et al. 2023, "Successor Heads"), from weights.
+
+    For each token t_i of each ordinal sequence (e.g. the ids of "Monday", "Tuesday", ...), the
+    head's OV circuit is applied to t_i's *effective embedding* (the token embedding plus the
+    layer-0 MLP's output on it, the paper's MLP0 embedding; just the embedding for
+    attention-only models): `logits = U(OV_h(norm1(x)))`, where U applies the final norm and
+    the unembedding. The head *increments* t_i when, among the tokens of its sequence, the
+    successor t_{i+1} gets the highest logit. The score is the fraction of (token, successor)
+    pairs that the head increments.
+
+    Args:
+      model: a `jaxinterp.models.Transformer` (unrolled or scanned).
+      variables: its variables.
+      sequences: ordinal sequences of token ids, each of length >= 2.
+
+    Returns:
+      [layer, head] scores in [0, 1].
+    """
+    from jaxinterp.analysis._weights import transformer_weights
+
+    seqs = [list(map(int, s)) for s in sequences]
+    if not seqs or any(len(s) < 2 for s in seqs):
+        raise ValueError("sequences must be a non-empty list of token-id lists of length >= 2")
+    c = model.config
+    if any(t < 0 or t >= c.d_vocab for s in seqs for t in s):
+        raise ValueError(f"sequence token ids must be in [0, d_vocab={c.d_vocab})")
+    w = transformer_weights(model, variables)
+    tokens = jnp.asarray(sorted({t for s in seqs for t in s}))
+    x = w.embed(tokens)  # [token, d_model]
+    if not c.attn_only:
+        x = x + w.mlp(0, w.norm(0, "ln2", x))
+    scores = []
+    for layer in range(c.n_layers):
+        h = w.norm(layer, "ln1", x)
+        v = jnp.einsum("tm,nmd->tnd", h, w.kv_heads(layer, "V"))  # contract d_model
+        if w.has_bias:
+            v = v + w.kv_heads(layer, "b_V")
+        out = jnp.einsum("tnd,ndm->tnm", v, w.block(layer)["attn"]["W_O"])  # contract d_head
+        logits = w.unembed(out)  # [token, head, vocab]
+        hits = []
+        for s in seqs:
+            idx = jnp.searchsorted(tokens, jnp.asarray(s))
+            cand = logits[idx][:, :, jnp.asarray(s)]  # [len, head, len]
+            best = jnp.argmax(cand[:-1], axis=-1)  # [len - 1, head]
+            hits.append(best == jnp.arange(1, len(s))[:, None])
+        scores.append(jnp.concatenate(hits).mean(axis=0))
+    return jnp.stack(scores)
