@@ -5,10 +5,15 @@ layer-0 previous-token head to its mean leaves the clamped arm clearly lower."""
 import json
 import os
 
+import numpy as np
 import pytest
 
+import jaxinterp as ji
 from configs import induction_heads
-from experiments.induction_heads import run_experiment
+from experiments.induction_heads import probe_sequences, run_experiment
+from jaxinterp.analysis import heads
+from jaxinterp.train import load_params
+from jaxinterp.train.config import build_model
 
 # The flagship config with fewer steps, a higher learning rate and less data; the model and the
 # data's structure are the flagship's. The circuit forms by step 300-400 of 600.
@@ -48,6 +53,20 @@ def test_clamping_the_previous_token_head_stops_the_induction_head(tmp_path):
     assert clamped["best_induction_score_final"] < base["best_induction_score_final"] - 0.3, (
         summary)
     assert clamped["formation_step"] is None
+
+    # The head detectors (TransformerLens patterns, "mul" scoring) find the circuit in the
+    # trained baseline: the induction head in layer 1, the previous-token head in layer 0.
+    config = small_config()
+    model = build_model(config)
+    params = load_params(os.path.join(workdir, "baseline"))
+    probe, _, _ = probe_sequences(config)
+    _, cache = ji.run(model, {"params": params}, probe, capture="blocks.*.attn.hook_pattern")
+    patterns = [cache[f"blocks.{i}.attn.hook_pattern"] for i in range(2)]
+    ind = np.stack([heads.detection_score(p, heads.induction_pattern(probe)) for p in patterns])
+    prev = np.stack([heads.detection_score(p, heads.previous_token_pattern(probe.shape[1]))
+                     for p in patterns])
+    assert np.unravel_index(ind.argmax(), ind.shape)[0] == 1 and ind.max() > 0.3, ind
+    assert np.unravel_index(prev.argmax(), prev.shape)[0] == 0 and prev.max() > 0.3, prev
     assert clamped["final_repeat_loss"] > base["final_repeat_loss"] + 0.5, summary
 
     for name in ("loss_curves.png", "head_scores.png", "summary.json"):
