@@ -1,15 +1,51 @@
-"""Multi-head (and grouped-query) self-attention with TransformerLens parameters and sites.
+"""Multi-head (and grouped-query) self-attention with TransformerLens parameters and sites,
+and the attention variants used in interpretability and quantisation research.
 
 Parameters (logical axes in brackets):
   W_Q [heads, embed, kv]  = [n_heads, d_model, d_head]      b_Q [n_heads, d_head]
   W_K, W_V                = [n_kv_heads, d_model, d_head]    b_K, b_V [n_kv_heads, d_head]
   W_O [heads, kv, embed]  = [n_heads, d_head, d_model]       b_O [d_model]
+  gated only:  W_G [embed, heads] = [d_model, n_heads]       b_G [n_heads]
+  linear only: q_fmap.W [n_heads, d_head, d_feature], q_fmap.b; k_fmap.W [n_kv_heads, ...], k_fmap.b
 
 Sites (relative to the module, e.g. `blocks.0.attn.hook_q`):
   hook_q [batch, pos, head, d_head]; hook_k, hook_v [batch, pos, head, d_head] (head = KV head
   under grouped-query attention); hook_rot_q, hook_rot_k after rotary (rotary only);
-  hook_attn_scores [batch, head, query_pos, key_pos] (scaled, masked with the dtype's most
-  negative value); hook_pattern (softmax of the scores); hook_z [batch, pos, head, d_head].
+  hook_attn_scores, hook_pattern [batch, head, query_pos, key_pos]; hook_z [batch, pos, head,
+  d_head] (what W_O multiplies: head h's contribution to the output is z[..., h, :] W_O[h]);
+  linear only: hook_q_features, hook_k_features [batch, pos, head, 2 * d_feature];
+  gated only: hook_gate [batch, pos, head].
+
+`attention_type` (S = q·k / sqrt(d_head), masked entries are excluded everywhere; n = pos):
+  "softmax"  hook_attn_scores = S (masked with the dtype's most negative value);
+             hook_pattern = softmax(S) over keys.
+  "sigmoid"  Ramapuram et al. 2024, "Theory, Analysis, and Best Practices for Sigmoid
+             Self-Attention" (arXiv:2409.04431): hook_attn_scores = S + b with b = -log(n)
+             (n = number of positions, including register tokens); hook_pattern = sigmoid of it
+             (masked entries are exactly 0). Rows need not sum to 1.
+  "softplus" LSSA with re-weighting (LSSAR), Gao & Spratling 2025, "Softplus Attention with
+             Re-weighting Boosts Length Extrapolation in Large Language Models"
+             (arXiv:2501.13428). With N_i the number of keys query i sees (i + 1 causal, n
+             bidirectional) and q̂, k̂ the L2-normalised query and key:
+               hook_attn_scores  S'_ij = log(d_head) * log(N_i) * q̂_i·k̂_j
+               A_ij = softplus(S'_ij) / sum_{j' visible} softplus(S'_ij')        (LSSA)
+             and, when `softplus_power` p > 0, the re-weighting
+               R_ij = relu(N_i A_ij - o_i) ** p,  o_i = 0 if N_i <= 3 else 1,
+               hook_pattern = R_ij / (sum_j' R_ij' + 1e-8)                        (LSSAR)
+             (p = 0: hook_pattern = A, plain LSSA). N_i A_ij > 1 exactly where a weight beats
+             the uniform 1/N_i, so re-weighting keeps and sharpens the above-uniform weights.
+  "clipped_softmax"  Bondarenko et al. 2023, "Quantizable Transformers: Removing Outliers by
+             Helping Attention Heads Do Nothing" (arXiv:2306.12929): hook_attn_scores = S;
+             hook_pattern = clip((zeta - gamma) softmax(S) + gamma, 0, 1), with gamma <= 0 so
+             that small weights become exactly 0 (and zeta >= 1 so large ones can reach 1).
+  "linear"   Hedgehog linear attention (see `jaxinterp.layers.linear_attention`):
+             hook_attn_scores = phi_q(q_i)·phi_k(k_j) (0 where masked; no 1/sqrt(d_head));
+             hook_pattern = scores / row sums. Computed in the masked quadratic form, so the
+             exact implied pattern is available at every length.
+
+`gated=True` (Bondarenko et al. 2023, gated attention, the "linear, all features" gate of their
+code): hook_gate = sigmoid(x W_G + b_G) [batch, pos, head] from the attention input x, and
+hook_z = hook_gate[..., None] * (pattern v), so a head can output (nearly) nothing.
 """
 
 from __future__ import annotations
@@ -20,11 +56,16 @@ import jax.numpy as jnp
 
 from jaxinterp import sites
 from jaxinterp.layers.common import param
+from jaxinterp.layers.linear_attention import HedgehogFeatureMap
 from jaxinterp.layers.norms import RMSNorm
 from jaxinterp.layers.rotary import apply_rotary
 
 HEAD_AXES = ("batch", "pos", "head", "d_head")
+FEATURE_AXES = ("batch", "pos", "head", "d_feature")
 PATTERN_AXES = ("batch", "head", "query_pos", "key_pos")
+GATE_AXES = ("batch", "pos", "head")
+ATTENTION_TYPES = ("softmax", "sigmoid", "softplus", "clipped_softmax", "linear")
+_REWEIGHT_EPS = 1e-8
 
 
 class Attention(nn.Module):
@@ -40,11 +81,19 @@ class Attention(nn.Module):
     rotary_base: float = 10000.0
     init_range: float = 0.02
     eps: float = 1e-6
+    attention_type: str = "softmax"  # one of ATTENTION_TYPES (see the module docstring)
+    gated: bool = False  # per-head sigmoid output gate (hook_gate)
+    clip_zeta: float = 1.0  # clipped_softmax stretch: zeta >= 1
+    clip_gamma: float = -0.03  # clipped_softmax stretch: gamma <= 0
+    softplus_power: float = 15.0  # softplus re-weighting power p (0: no re-weighting)
+    linear_feature_dim: int | None = None  # Hedgehog d_feature; None: = d_head
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        check_attention_options(self.attention_type, self.clip_zeta, self.clip_gamma,
+                                self.softplus_power, self.linear_feature_dim)
         _, n_pos, d_model = x.shape
         h, dh = self.n_heads, self.d_head
         kvh = self.n_kv_heads or h
@@ -73,23 +122,97 @@ class Attention(nn.Module):
             k = sites.site(
                 self, "hook_rot_k", apply_rotary(k, positions, self.rotary_dim, self.rotary_base),
                 HEAD_AXES)
+        if self.attention_type == "linear":
+            df = self.linear_feature_dim or dh
+            q = sites.site(self, "hook_q_features",
+                           HedgehogFeatureMap(df, pd, name="q_fmap")(q), FEATURE_AXES)
+            k = sites.site(self, "hook_k_features",
+                           HedgehogFeatureMap(df, pd, name="k_fmap")(k), FEATURE_AXES)
         if kvh != h:  # grouped-query attention: each KV head serves h // kvh query heads
             k = jnp.repeat(k, h // kvh, axis=2)
             v = jnp.repeat(v, h // kvh, axis=2)
 
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)  # contract d_head
-        scores = scores / jnp.sqrt(jnp.float32(dh))
-        if self.causal:
-            mask = jnp.tril(jnp.ones((n_pos, n_pos), bool))
-            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-        scores = sites.site(self, "hook_attn_scores", scores, PATTERN_AXES)
-        pattern = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        mask = jnp.tril(jnp.ones((n_pos, n_pos), bool)) if self.causal else None
+        if self.attention_type == "softmax":
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)  # contract d_head
+            scores = scores / jnp.sqrt(jnp.float32(dh))
+            if self.causal:
+                scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+            scores = sites.site(self, "hook_attn_scores", scores, PATTERN_AXES)
+            pattern = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        else:
+            scores, pattern = self._variant_pattern(q, k, mask, n_pos)
         pattern = sites.site(self, "hook_pattern", pattern, PATTERN_AXES)
 
         z = jnp.einsum("bhqk,bkhd->bqhd", pattern, v)  # contract key_pos
+        if self.gated:
+            w_g = param(self, "W_G", init, (d_model, h), ("embed", "heads"), pd)
+            logits = jnp.einsum("bpm,mh->bph", x, w_g.astype(self.dtype))  # contract d_model
+            logits = logits + param(self, "b_G", zeros, (h,), ("heads",), pd)
+            gate = jax.nn.sigmoid(logits.astype(jnp.float32)).astype(self.dtype)
+            gate = sites.site(self, "hook_gate", gate, GATE_AXES)
+            z = (gate[..., None] * z).astype(self.dtype)
         z = sites.site(self, "hook_z", z, HEAD_AXES)
         w_o = param(self, "W_O", init, (h, dh, d_model), ("heads", "kv", "embed"), pd)
         out = jnp.einsum("bqhd,hdm->bqm", z, w_o.astype(self.dtype))  # contract head, d_head
         if self.use_bias:
             out = out + param(self, "b_O", zeros, (d_model,), ("embed",), pd)
         return out.astype(self.dtype)
+
+    def _variant_pattern(self, q: jax.Array, k: jax.Array, mask: jax.Array | None,
+                         n_pos: int) -> tuple[jax.Array, jax.Array]:
+        """(hook_attn_scores, pattern) [batch, head, query_pos, key_pos] for the non-softmax
+        attention types; q, k: [batch, pos, head, d] (features for "linear")."""
+        neg = jnp.finfo(jnp.float32).min
+        keep = jnp.ones((n_pos, n_pos), bool) if mask is None else mask
+        qf, kf = q.astype(jnp.float32), k.astype(jnp.float32)
+        kind = self.attention_type
+        if kind == "linear":
+            scores = jnp.einsum("bqhf,bkhf->bhqk", qf, kf)  # contract features
+            scores = sites.site(self, "hook_attn_scores", jnp.where(keep, scores, 0.0),
+                                PATTERN_AXES)
+            pattern = scores / scores.sum(-1, keepdims=True)
+            return scores, pattern.astype(self.dtype)
+        if kind == "softplus":
+            qn = qf / jnp.maximum(jnp.linalg.norm(qf, axis=-1, keepdims=True), 1e-12)
+            kn = kf / jnp.maximum(jnp.linalg.norm(kf, axis=-1, keepdims=True), 1e-12)
+            n_keys = keep.sum(-1).astype(jnp.float32)[:, None]  # [query_pos, 1]: N_i
+            scale = jnp.log(jnp.float32(self.d_head)) * jnp.log(n_keys)
+            scores = scale * jnp.einsum("bqhd,bkhd->bhqk", qn, kn)  # contract d_head
+            scores = sites.site(self, "hook_attn_scores", jnp.where(keep, scores, neg),
+                                PATTERN_AXES)
+            a = jnp.where(keep, jax.nn.softplus(scores), 0.0)
+            a = a / a.sum(-1, keepdims=True)
+            if self.softplus_power:
+                offset = jnp.where(n_keys <= 3, 0.0, 1.0)
+                r = jnp.where(keep, jax.nn.relu(n_keys * a - offset) ** self.softplus_power, 0.0)
+                a = r / (r.sum(-1, keepdims=True) + _REWEIGHT_EPS)
+            return scores, a.astype(self.dtype)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", qf, kf) / jnp.sqrt(jnp.float32(self.d_head))
+        if kind == "sigmoid":
+            scores = scores - jnp.log(jnp.float32(n_pos))  # b = -log(n)
+        scores = sites.site(self, "hook_attn_scores", jnp.where(keep, scores, neg), PATTERN_AXES)
+        if kind == "sigmoid":
+            pattern = jnp.where(keep, jax.nn.sigmoid(scores), 0.0)
+        else:  # clipped_softmax
+            p = jax.nn.softmax(scores, axis=-1)
+            pattern = jnp.clip((self.clip_zeta - self.clip_gamma) * p + self.clip_gamma, 0.0, 1.0)
+            pattern = jnp.where(keep, pattern, 0.0)
+        return scores, pattern.astype(self.dtype)
+
+
+def check_attention_options(attention_type: str, clip_zeta: float, clip_gamma: float,
+                            softplus_power: float, linear_feature_dim: int | None) -> None:
+    """Raises ValueError for an unknown attention type or out-of-range variant settings."""
+    if attention_type not in ATTENTION_TYPES:
+        raise ValueError(f"attention_type={attention_type!r}; choose from {ATTENTION_TYPES}")
+    if not (clip_gamma <= 0.0 and clip_zeta >= 1.0):
+        raise ValueError(f"clipped softmax needs clip_gamma <= 0 <= 1 <= clip_zeta (it stretches "
+                         f"softmax to [gamma, zeta] and clips to [0, 1]); got "
+                         f"clip_gamma={clip_gamma}, clip_zeta={clip_zeta}")
+    if not softplus_power >= 0:
+        raise ValueError(f"softplus_power={softplus_power} must be >= 0 (0: no re-weighting)")
+    if linear_feature_dim is not None and (not isinstance(linear_feature_dim, int)
+                                           or linear_feature_dim <= 0):
+        raise ValueError(f"linear_feature_dim={linear_feature_dim!r} must be a positive int "
+                         "(or None for d_head)")

@@ -12,6 +12,21 @@ Sites (TransformerLens hook names):
   blocks.{i}.mlp.hook_pre|hook_post (and hook_pre_linear if gated)  [batch, pos, d_mlp]
   ln_final.hook_normalized                                          [batch, pos, d_model]
 Attention-only models have no MLP and no hook_resid_mid (as in TransformerLens).
+Attention variants add sites (`blocks.{i}.attn.hook_gate` [batch, pos, head] when gated,
+`hook_q_features|hook_k_features` for linear attention; see `jaxinterp.layers.attention`).
+Mixture-of-experts MLPs (`mlp_type="moe"`) have `blocks.{i}.mlp.hook_router_logits|
+hook_router_weights` [batch, pos, expert], `hook_pre|hook_post` [batch, pos, expert, d_mlp]
+and `hook_expert_out` [batch, pos, expert, d_model] (see `jaxinterp.layers.moe`).
+
+Register tokens (`n_register_tokens` = R > 0; Darcet et al. 2024, "Vision Transformers Need
+Registers"; the learned sink token of Xiao et al. 2024, "Efficient Streaming Language Models
+with Attention Sinks"): R learned vectors `W_reg` [R, d_model] are prepended to the sequence
+after the token and learned position embeddings (registers get no learned position; under rotary
+they occupy rotary positions 0..R-1 and the tokens R..R+pos-1, which leaves relative positions
+between tokens unchanged). hook_embed and hook_pos_embed are [batch, pos, d_model] over the
+tokens only; every block site and ln_final.hook_normalized see the full sequence of R + pos
+positions (registers first, so token t is at position R + t there, and causal attention lets
+every token see every register). The logits drop the register positions: [batch, pos, vocab].
 
 Parameter names follow TransformerLens (`embed.W_E`, `pos_embed.W_pos`, `blocks_{i}.attn.W_Q`,
 `blocks_{i}.mlp.W_in`, `unembed.W_U`, ...). With `scan_layers=True` the blocks live under
@@ -29,12 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import sites
-from jaxinterp.layers.attention import Attention
+from jaxinterp.layers.attention import Attention, check_attention_options
 from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.mlp import MLP
+from jaxinterp.layers.moe import AUX_COLLECTION, MoE, check_moe_options
 from jaxinterp.layers.norms import NORMS, make_norm
 
 RESID_AXES = ("batch", "pos", "d_model")
+MLP_TYPES = ("dense", "moe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +70,12 @@ class TransformerConfig:
       d_vocab_out: number of output classes; None means `d_vocab`.
       n_key_value_heads: KV heads for grouped-query attention; None means `n_heads`.
       act_fn: "gelu" (exact), "gelu_new" (tanh, GPT-2), "relu" or "silu".
-      gated_mlp: GLU-family MLP (`act(x W_gate) * x W_in`; SwiGLU with silu).
+      gated_mlp: GLU-family MLP (`act(x W_gate) * x W_in`): SwiGLU with act_fn "silu", GeGLU
+        with "gelu"/"gelu_new", ReGLU with "relu". Applies to each expert when `mlp_type="moe"`.
+      mlp_type: "dense" (the MLP above) or "moe" (top-k mixture of experts,
+        `jaxinterp.layers.moe.MoE`; each expert is an MLP of width d_mlp).
+      n_experts: experts per MoE layer (mlp_type "moe").
+      experts_per_token: experts each token is routed to (k in top-k; 1 <= k <= n_experts).
       attn_only: no MLPs (the induction-head models of Elhage et al. 2021).
       normalization_type: "LN" (LayerNorm), "RMS" (RMSNorm) or None; pre-norm.
       positional_embedding_type: "standard" (learned, added to the embedding), "rotary" or "none".
@@ -61,6 +83,19 @@ class TransformerConfig:
       rotary_base: rotary frequency base.
       causal: causal (decoder) or bidirectional (encoder) attention.
       qk_norm: RMSNorm on queries and keys per head.
+      attention_type: "softmax", "sigmoid" (sigmoid(S - log n), Ramapuram et al. 2024),
+        "softplus" (LSSA/LSSAR, Gao & Spratling 2025), "clipped_softmax" (Bondarenko et al.
+        2023) or "linear" (Hedgehog, Zhang et al. 2024). Exact formulas and sites:
+        `jaxinterp.layers.attention`.
+      gated_attention: per-head sigmoid gate on each head's output computed from the block
+        input (Bondarenko et al. 2023); adds `blocks.{i}.attn.hook_gate` [batch, pos, head].
+      clip_zeta, clip_gamma: clipped softmax `clip((zeta - gamma) softmax + gamma, 0, 1)`;
+        need gamma <= 0 and zeta >= 1.
+      softplus_power: re-weighting power p of softplus attention (0: plain LSSA).
+      linear_feature_dim: Hedgehog feature map width per half (phi has twice as many
+        features); None means d_head.
+      n_register_tokens: learned register / sink tokens prepended to every sequence (see the
+        module docstring); their positions are dropped from the logits.
       use_bias: biases in attention and MLP projections (GPT-2: True, LLaMA: False).
       tie_embeddings: unembed with `W_E.T` (GPT-2) instead of a separate `W_U`.
       unembed_bias: a `b_U` bias on the logits.
@@ -83,6 +118,9 @@ class TransformerConfig:
     n_key_value_heads: int | None = None
     act_fn: str = "gelu_new"
     gated_mlp: bool = False
+    mlp_type: Literal["dense", "moe"] = "dense"
+    n_experts: int = 8
+    experts_per_token: int = 2
     attn_only: bool = False
     normalization_type: Literal["LN", "RMS"] | None = "LN"
     positional_embedding_type: Literal["standard", "rotary", "none"] = "standard"
@@ -90,6 +128,13 @@ class TransformerConfig:
     rotary_base: float = 10000.0
     causal: bool = True
     qk_norm: bool = False
+    attention_type: str = "softmax"
+    gated_attention: bool = False
+    clip_zeta: float = 1.0
+    clip_gamma: float = -0.03
+    softplus_power: float = 15.0
+    linear_feature_dim: int | None = None
+    n_register_tokens: int = 0
     use_bias: bool = True
     tie_embeddings: bool = False
     unembed_bias: bool = True
@@ -122,6 +167,15 @@ class TransformerConfig:
         rd = self.rotary_dim
         if rd is not None and (rd <= 0 or rd % 2 or rd > self.d_head):
             raise ValueError(f"rotary_dim={rd} must be even and in (0, d_head={self.d_head}]")
+        check_attention_options(self.attention_type, self.clip_zeta, self.clip_gamma,
+                                self.softplus_power, self.linear_feature_dim)
+        if self.mlp_type not in MLP_TYPES:
+            raise ValueError(f"mlp_type={self.mlp_type!r}; choose from {MLP_TYPES}")
+        if self.mlp_type == "moe" and not self.attn_only:
+            check_moe_options(self.n_experts, self.experts_per_token)
+        r = self.n_register_tokens
+        if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+            raise ValueError(f"n_register_tokens={r!r} must be an int >= 0")
         for f in ("dtype", "param_dtype"):
             try:
                 jnp.dtype(getattr(self, f))
@@ -151,6 +205,9 @@ class Block(nn.Module):
                 rotary_dim=(c.rotary_dim or c.d_head)
                 if c.positional_embedding_type == "rotary" else None,
                 rotary_base=c.rotary_base, init_range=c.init_range, eps=c.eps,
+                attention_type=c.attention_type, gated=c.gated_attention, clip_zeta=c.clip_zeta,
+                clip_gamma=c.clip_gamma, softplus_power=c.softplus_power,
+                linear_feature_dim=c.linear_feature_dim,
                 dtype=dtype, param_dtype=pd, name="attn")
             h = resid_pre if ln1 is None else ln1(resid_pre, RESID_AXES)
             attn_out = sites.site(self, "hook_attn_out", attn(h), RESID_AXES)
@@ -158,11 +215,19 @@ class Block(nn.Module):
                 return sites.site(self, "hook_resid_post", resid_pre + attn_out, RESID_AXES), None
             resid_mid = sites.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
             ln2 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln2")
-            mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, gated=c.gated_mlp, use_bias=c.use_bias,
-                      init_range=c.init_range, dtype=dtype, param_dtype=pd, name="mlp")
+            mlp = _make_mlp(c, dtype, pd)
             h = resid_mid if ln2 is None else ln2(resid_mid, RESID_AXES)
             mlp_out = sites.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
             return sites.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
+
+
+def _make_mlp(c: TransformerConfig, dtype, pd) -> nn.Module:
+    if c.mlp_type == "moe":
+        return MoE(d_mlp=c.d_mlp, n_experts=c.n_experts, experts_per_token=c.experts_per_token,
+                   act_fn=c.act_fn, gated=c.gated_mlp, use_bias=c.use_bias,
+                   init_range=c.init_range, dtype=dtype, param_dtype=pd, name="mlp")
+    return MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, gated=c.gated_mlp, use_bias=c.use_bias,
+               init_range=c.init_range, dtype=dtype, param_dtype=pd, name="mlp")
 
 
 class Transformer(nn.Module):
@@ -183,12 +248,17 @@ class Transformer(nn.Module):
             pos = PosEmbed(c.n_ctx, c.d_model, c.init_range, pd, name="pos_embed")
             x = x + sites.site(self, "hook_pos_embed",
                                pos(tokens.shape[-1], tokens.shape[0]).astype(dtype), RESID_AXES)
+        n_reg = c.n_register_tokens
+        if n_reg:
+            w_reg = param(self, "W_reg", init, (n_reg, c.d_model), ("register", "embed"), pd)
+            regs = jnp.broadcast_to(w_reg.astype(dtype), (x.shape[0], n_reg, c.d_model))
+            x = jnp.concatenate([regs, x], axis=1)
 
         block = nn.remat(Block) if c.remat else Block
         if c.scan_layers:
             stack = nn.scan(
                 block,
-                variable_axes={"params": 0, sites.COLLECTION: 0},
+                variable_axes={"params": 0, sites.COLLECTION: 0, AUX_COLLECTION: 0},
                 split_rngs={"params": True, "dropout": True},
                 length=c.n_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
@@ -201,6 +271,8 @@ class Transformer(nn.Module):
         ln_final = make_norm(c.normalization_type, c.eps, dtype, pd, "ln_final")
         if ln_final is not None:
             x = ln_final(x, RESID_AXES)
+        if n_reg:
+            x = x[:, n_reg:]  # register positions are not predictions
         d_out = c.d_vocab_out or c.d_vocab
         if c.tie_embeddings:
             if d_out != c.d_vocab:
