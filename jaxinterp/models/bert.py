@@ -1,0 +1,196 @@
+"""BERT-family encoder (Devlin et al. 2019, arXiv:1810.04805) with TransformerLens sites.
+
+Inputs: tokens [batch, pos] int, optional token_type_ids [batch, pos] int (default all 0).
+Output: final hidden states [batch, pos, d_model], or, with `mlm_head=True`, masked-LM logits
+[batch, pos, d_vocab] (float32). Attention is bidirectional over every position (no padding
+mask: batch sequences of equal length).
+
+Unlike the pre-norm `Transformer`, BERT blocks are post-norm:
+    resid_mid  = resid_pre + Attn(resid_pre);          x1  = ln1(resid_mid)
+    resid_post = x1 + MLP(x1);                         out = ln2(resid_post)
+and the embedding is LayerNorm(word + position + token type).
+
+Sites (names as TransformerLens's `HookedEncoder`):
+  hook_embed, hook_pos_embed, hook_token_type_embed, embed_ln.hook_normalized  [batch, pos, d_model]
+  blocks.{i}.hook_resid_pre, hook_attn_out, hook_resid_mid, ln1.hook_normalized, hook_mlp_out,
+    hook_resid_post, ln2.hook_normalized, hook_normalized_resid_post          [batch, pos, d_model]
+  blocks.{i}.attn.hook_q|hook_k|hook_v|hook_z                       [batch, pos, head, d_head]
+  blocks.{i}.attn.hook_attn_scores|hook_pattern           [batch, head, query_pos, key_pos]
+  blocks.{i}.mlp.hook_pre|hook_post                                 [batch, pos, d_mlp]
+  mlm_head.hook_pre|hook_post, mlm_head.ln.hook_normalized           (with `mlm_head`)
+`blocks.{i}.hook_normalized_resid_post` is block i's output: Hugging Face's
+`hidden_states[i + 1]` (and `hidden_states[0]` is `blocks.0.hook_resid_pre`).
+
+Parameter names: `embed.W_E`, `pos_embed.W_pos`, `token_type_embed.W_E`, `embed_ln.{w,b}`,
+`blocks_{i}.attn.W_Q...`, `blocks_{i}.mlp.W_in...`, `blocks_{i}.ln1|ln2.{w,b}`,
+`mlm_head.W`, `mlm_head.b`, `mlm_head.ln.{w,b}`, `b_U` (the decoder is tied to `W_E`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinterp.layers.attention import Attention
+from jaxinterp.layers.common import ACTIVATIONS, activation, param
+from jaxinterp.layers.mlp import MLP
+from jaxinterp.layers.norms import LayerNorm
+from jaxinterp.models.preset import Preset
+from jaxinterp.models.transformer import Embed, PosEmbed
+from jaxinterp.sites import COLLECTION, site
+from jaxinterp.sites import layer as layer_scope
+
+RESID_AXES = ("batch", "pos", "d_model")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Hyperparameters of a BERT-family encoder (TransformerLens names where they exist).
+
+    Attributes:
+      n_layers, d_model, n_heads, d_head, d_mlp, d_vocab: sizes, as in `TransformerConfig`.
+      n_ctx: size of the learned position table (Hugging Face `max_position_embeddings`).
+      n_token_types: size of the token-type (segment) table (`type_vocab_size`).
+      act_fn: MLP activation, "gelu" (exact, BERT) or any of `layers.common.ACTIVATIONS`.
+      eps: LayerNorm epsilon (BERT: 1e-12).
+      mlm_head: add the masked-LM head (dense + act + LayerNorm + tied decoder + bias) and
+        return its logits instead of the final hidden states.
+      init_range, dtype, param_dtype, scan_layers: as in `TransformerConfig`.
+    """
+
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    d_head: int = 16
+    d_mlp: int = 256
+    d_vocab: int = 128
+    n_ctx: int = 128
+    n_token_types: int = 2
+    act_fn: str = "gelu"
+    eps: float = 1e-12
+    mlm_head: bool = True
+    init_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+
+    def __post_init__(self):
+        for f in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx",
+                  "n_token_types"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) <= 0:
+                raise ValueError(f"BertConfig.{f} must be a positive int, got "
+                                 f"{getattr(self, f)!r}")
+        if self.act_fn not in ACTIVATIONS:
+            raise ValueError(f"act_fn={self.act_fn!r}; choose from {sorted(ACTIVATIONS)}")
+
+
+class BertBlock(nn.Module):
+    """One post-norm encoder block. x: [batch, pos, d_model] -> ([batch, pos, d_model], None)."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        with layer_scope(self, "blocks", layer, c.n_layers):
+            resid_pre = site(self, "hook_resid_pre", x, RESID_AXES)
+            attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False, use_bias=True,
+                             init_range=c.init_range, dtype=dtype, param_dtype=pd, name="attn")
+            attn_out = site(self, "hook_attn_out", attn(resid_pre), RESID_AXES)
+            resid_mid = site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
+            h = LayerNorm(c.eps, dtype, pd, name="ln1")(resid_mid, RESID_AXES)
+            mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, use_bias=True, init_range=c.init_range,
+                      dtype=dtype, param_dtype=pd, name="mlp")
+            mlp_out = site(self, "hook_mlp_out", mlp(h), RESID_AXES)
+            resid_post = site(self, "hook_resid_post", h + mlp_out, RESID_AXES)
+            out = LayerNorm(c.eps, dtype, pd, name="ln2")(resid_post, RESID_AXES)
+            return site(self, "hook_normalized_resid_post", out, RESID_AXES), None
+
+
+class MLMHead(nn.Module):
+    """BERT's prediction-head transform: x [batch, pos, d_model] -> LN(act(x W + b))."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        w = param(self, "W", nn.initializers.normal(c.init_range), (c.d_model, c.d_model),
+                  ("embed", "mlp"), pd)
+        b = param(self, "b", nn.initializers.zeros, (c.d_model,), ("embed",), pd)
+        pre = jnp.einsum("bpm,mn->bpn", x, w.astype(dtype)) + b  # contract d_model
+        pre = site(self, "hook_pre", pre.astype(dtype), RESID_AXES)
+        post = site(self, "hook_post", activation(c.act_fn)(pre), RESID_AXES)
+        return LayerNorm(c.eps, dtype, pd, name="ln")(post, RESID_AXES)
+
+
+class Bert(nn.Module):
+    """tokens [batch, pos] int (+ token_type_ids) -> hidden [batch, pos, d_model] or logits."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, token_type_ids: jax.Array | None = None) -> jax.Array:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        _check_ids(tokens, "tokens", c.d_vocab, c.n_ctx)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(tokens)
+        elif token_type_ids.shape != tokens.shape:
+            raise ValueError(f"token_type_ids shape {token_type_ids.shape} != tokens shape "
+                             f"{tokens.shape}")
+        _check_ids(token_type_ids, "token_type_ids", c.n_token_types, c.n_ctx)
+        batch, n_pos = tokens.shape
+
+        embed = Embed(c.d_vocab, c.d_model, c.init_range, pd, name="embed")
+        x = site(self, "hook_embed", embed(tokens).astype(dtype), RESID_AXES)
+        pos = PosEmbed(c.n_ctx, c.d_model, c.init_range, pd, name="pos_embed")(n_pos, batch)
+        x = x + site(self, "hook_pos_embed", pos.astype(dtype), RESID_AXES)
+        types = Embed(c.n_token_types, c.d_model, c.init_range, pd, name="token_type_embed")
+        x = x + site(self, "hook_token_type_embed", types(token_type_ids).astype(dtype),
+                           RESID_AXES)
+        x = LayerNorm(c.eps, dtype, pd, name="embed_ln")(x, RESID_AXES)
+
+        if c.scan_layers:
+            stack = nn.scan(BertBlock, variable_axes={"params": 0, COLLECTION: 0},
+                            split_rngs={"params": True, "dropout": True}, length=c.n_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
+        else:
+            for i in range(c.n_layers):
+                x, _ = BertBlock(c, name=f"blocks_{i}")(x, i)
+        if not c.mlm_head:
+            return x
+        h = MLMHead(c, name="mlm_head")(x)
+        logits = embed.attend(h)  # tied decoder: contract d_model with W_E
+        logits = logits + param(self, "b_U", nn.initializers.zeros, (c.d_vocab,), ("vocab",), pd)
+        return logits.astype(jnp.float32)
+
+
+def _check_ids(ids: jax.Array, what: str, size: int, n_ctx: int) -> None:
+    if ids.ndim != 2:
+        raise ValueError(f"{what} must be [batch, pos], got shape {ids.shape}")
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise ValueError(f"{what} must be integers, got dtype {ids.dtype}")
+    if ids.shape[1] > n_ctx:
+        raise ValueError(f"sequence length {ids.shape[1]} exceeds n_ctx={n_ctx}")
+    if not isinstance(ids, jax.core.Tracer):  # concrete: JAX would silently clamp the gather
+        t = np.asarray(ids)
+        if t.size and (t.min() < 0 or t.max() >= size):
+            bad = t[(t < 0) | (t >= size)]
+            raise ValueError(f"{what}: id {int(bad[0])} is outside [0, {size})")
+
+
+PRESETS: dict[str, Preset] = {
+    "bert_base": Preset(
+        Bert, BertConfig,
+        dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=30522,
+             n_ctx=512, n_token_types=2, act_fn="gelu", eps=1e-12, mlm_head=True),
+        "BERT base (Hugging Face `bert-base-uncased` shape) with its masked-LM head."),
+}
