@@ -8,6 +8,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxinterp.models import mixer
 from jaxinterp.models.preset import Preset
 from jaxinterp.models.transformer import Transformer, TransformerConfig
 
@@ -36,6 +37,7 @@ _TRANSFORMER_PRESETS: dict[str, Preset] = {
 # Every family module defines `PRESETS: dict[str, Preset]`; add new families to this tuple.
 _FAMILIES: tuple[dict[str, Preset], ...] = (
     _TRANSFORMER_PRESETS,
+    mixer.PRESETS,
 )
 
 
