@@ -6,3 +6,76 @@ side effects.
 """
 
 from __future__ import annotations
+
+
+def plot_attention_pattern(pattern, labels=None, *, title: str = "", max_heads: int = 16):
+    """Attention patterns as heatmaps, one panel per head.
+
+    Args:
+      pattern: [query_pos, key_pos] (one head) or [head, query_pos, key_pos] (one layer, one
+        example, e.g. `cache["blocks.1.attn.hook_pattern"][0]`).
+      labels: one string per position (token strings), shown on both axes.
+      title: figure title.
+      max_heads: at most this many panels.
+
+    Returns:
+      A matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    p = np.asarray(pattern, np.float32)
+    if p.ndim == 2:
+        p = p[None]
+    if p.ndim != 3 or p.shape[-1] != p.shape[-2]:
+        raise ValueError(f"pattern must be [query_pos, key_pos] or [head, query_pos, key_pos], "
+                         f"got shape {np.shape(pattern)}")
+    n = p.shape[-1]
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} positions")
+    heads = min(p.shape[0], max_heads)
+    cols = min(heads, 4)
+    rows = -(-heads // cols)
+    size = 1.2 + 0.25 * n
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for h, ax in enumerate(axes.flat):
+        if h >= heads:
+            ax.axis("off")
+            continue
+        ax.imshow(p[h], vmin=0, vmax=1, cmap="Blues")
+        ax.set_title(f"head {h}" if p.shape[0] > 1 else "pattern", fontsize=9)
+        ax.set_xlabel("key")
+        ax.set_ylabel("query")
+        if labels is not None:
+            ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+            ax.set_yticks(range(n), labels, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_head_scores(scores, *, title: str = "head scores", vmin: float = 0.0,
+                     vmax: float | None = None):
+    """A [layer, head] score matrix (e.g. stacked `heads.detection_score` results) as an
+    annotated heatmap. Returns a matplotlib Figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    s = np.asarray(scores, np.float32)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be [layer, head], got shape {s.shape}")
+    n_layers, n_heads = s.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n_heads, 0.8 + 0.5 * n_layers))
+    im = ax.imshow(s, vmin=vmin, vmax=vmax if vmax is not None else max(float(s.max()), 1e-9),
+                   cmap="viridis", aspect="auto")
+    for (layer, head), v in np.ndenumerate(s):
+        ax.text(head, layer, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w")
+    ax.set_xticks(range(n_heads))
+    ax.set_yticks(range(n_layers))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
