@@ -1,0 +1,422 @@
+"""Training SAEs and transcoders on activations streamed from a model, sharded like any training.
+
+    result = fit(SAEConfig(architecture="topk", d_in=64, d_sae=512, k=8,
+                           site="blocks.1.hook_resid_post"),
+                 TrainConfig(num_steps=2000, batch_size=4096),
+                 model, variables, token_batches)
+
+The stream: a jitted function runs the model (`jaxinterp.run` with `capture=[site]`) on a token
+batch [batch, pos] and returns its activations flattened to rows [batch * pos, d]; with
+`buffer_batches > 1`, that many model batches are pooled and shuffled (one permutation of the
+pool per refill) before being cut into training batches, so a training batch mixes tokens of
+many sequences. Every array lives on a `(data, fsdp, tensor)` mesh from
+`jaxinterp.train.sharding`: activation rows are split over the data axes, SAE parameters are
+placed by their logical axes (`d_sae` like `mlp`, over `tensor`).
+
+The step: Adam with linear warmup (`jaxinterp.train.optimizer`); with unit-norm decoders, the
+gradient's component along each decoder row is removed before the update and rows are
+renormalised after it (Bricken et al. 2023). Dead latents: `steps_since_fired[s]` counts steps
+since latent s was last non-zero on any row of a batch; a latent is dead once it reaches
+`dead_after_steps`. Every `resample_every` steps (until `resample_until`) dead latents are
+resampled as in "Towards Monosemanticity": inputs are drawn with probability proportional to
+their squared reconstruction loss squared; a dead latent's decoder row becomes the unit vector
+of its drawn input (centred by `b_dec`; for a transcoder, the drawn target), its encoder column
+that direction times 0.2 x the mean encoder norm of live latents, its encoder bias 0 (and its
+JumpReLU threshold `threshold_init`), and its Adam moments are reset to 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from ml_collections import ConfigDict
+
+from jaxinterp.run import run
+from jaxinterp.sae.model import LATENT_AXIS, SAE, SAEConfig, loss
+from jaxinterp.sites import sites as list_sites
+from jaxinterp.train import sharding as sharding_lib
+from jaxinterp.train import state as state_lib
+from jaxinterp.train.metrics import Progress
+from jaxinterp.train.optimizer import make_optimizer, schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train an SAE.
+
+    Attributes:
+      num_steps: optimizer steps.
+      batch_size: activation rows per step (global; divisible by the mesh's data x fsdp).
+      learning_rate: Adam's peak learning rate.
+      warmup_steps: linear warmup from 0.
+      b1, b2: Adam's moment decay rates.
+      buffer_batches: model batches pooled and shuffled per refill (1 and `shuffle=False`:
+        rows in model order).
+      shuffle: shuffle each pooled buffer.
+      dead_after_steps: a latent that has not fired for this many steps is dead.
+      resample_every: resample dead latents every this many steps; 0 disables.
+      resample_until: no resampling at or after this step (0 means `num_steps`).
+      init_b_dec_mean: start `b_dec` at the mean of the first batch's targets.
+      log_every: steps between metric reads (and progress lines).
+      seed: initialisation, shuffling and resampling seed.
+    """
+
+    num_steps: int = 1000
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    warmup_steps: int = 50
+    b1: float = 0.9
+    b2: float = 0.999
+    buffer_batches: int = 4
+    shuffle: bool = True
+    dead_after_steps: int = 200
+    resample_every: int = 0
+    resample_until: int = 0
+    init_b_dec_mean: bool = True
+    log_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        for f in ("num_steps", "batch_size", "buffer_batches", "dead_after_steps", "log_every"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"TrainConfig.{f} must be a positive int, got {v!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive, got "
+                             f"{self.learning_rate!r}")
+        for f in ("warmup_steps", "resample_every", "resample_until"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"TrainConfig.{f} must be >= 0, got {getattr(self, f)}")
+
+
+@struct.dataclass
+class SAEState:
+    """step: int32 scalar; params, opt_state: as in `jaxinterp.train.state.TrainState`;
+    rng: raw PRNG key data; steps_since_fired: [d_sae] int32."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+    steps_since_fired: jax.Array
+
+
+def optimizer(tc: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Adam (no weight decay, no clipping) with linear warmup to a constant learning rate."""
+    cfg = ConfigDict(dict(name="adamw", learning_rate=tc.learning_rate, schedule="constant",
+                          warmup_steps=tc.warmup_steps, min_lr_ratio=1.0, b1=tc.b1, b2=tc.b2,
+                          eps=1e-8, weight_decay=0.0, grad_clip_norm=0.0))
+    return make_optimizer(cfg, tc.num_steps), schedule(cfg, tc.num_steps)
+
+
+def create_state(config: SAEConfig, tx: optax.GradientTransformation, mesh: Mesh,
+                 rules=sharding_lib.DEFAULT_RULES, seed: int = 0) -> tuple[SAEState, SAEState]:
+    """A fresh state placed on `mesh` by logical-axis `rules`, and its shardings."""
+    example = np.zeros((1, config.d_in), np.float32)
+    train_state, sh = state_lib.create(SAE(config), tx, example, seed, mesh, rules)
+    replicated = NamedSharding(mesh, P())
+    counts = jax.device_put(jnp.zeros((config.d_sae,), jnp.int32), replicated)
+    state = SAEState(train_state.step, train_state.params, train_state.opt_state,
+                     train_state.rng, counts)
+    shardings = SAEState(sh.step, sh.params, sh.opt_state, sh.rng, replicated)
+    return state, shardings
+
+
+def train_step(state: SAEState, x: jax.Array, y: jax.Array, *, config: SAEConfig,
+               tx: optax.GradientTransformation, lr_schedule: optax.Schedule,
+               dead_after_steps: int) -> tuple[SAEState, dict[str, jax.Array]]:
+    """One update on activations x [batch, d_in] -> targets y [batch, d_out] (SAE: y = x)."""
+    dead = state.steps_since_fired >= dead_after_steps
+    (total, m), grads = jax.value_and_grad(loss, has_aux=True)(state.params, x, y, config, dead)
+    if config.normalize_decoder:
+        grads = {**grads, "W_dec": _remove_parallel(grads["W_dec"], state.params["W_dec"])}
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if config.normalize_decoder:
+        params = {**params, "W_dec": unit_rows(params["W_dec"])}
+    fired = jnp.any(m["acts"] != 0, axis=0)  # [d_sae]
+    counts = jnp.where(fired, 0, state.steps_since_fired + 1)
+    metrics = {k: v for k, v in m.items() if k not in ("acts", "per_example_mse")}
+    metrics.update(loss=total, learning_rate=lr_schedule(state.step),
+                   dead_fraction=jnp.mean((counts >= dead_after_steps).astype(jnp.float32)))
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                        steps_since_fired=counts)
+    return new, metrics
+
+
+def compile_train_step(mesh: Mesh, shardings: SAEState, **kwargs: Any) -> Callable[..., Any]:
+    """`train_step` jitted with explicit shardings (rows over the data axes), donating the
+    old state. `kwargs` are `train_step`'s keyword arguments."""
+    rows = sharding_lib.batch_sharding(mesh)
+    return jax.jit(functools.partial(train_step, **kwargs),
+                   in_shardings=(shardings, rows, rows),
+                   out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=(0,))
+
+
+def resample_dead(state: SAEState, x: jax.Array, y: jax.Array, key: jax.Array, *,
+                  config: SAEConfig, dead_after_steps: int) -> tuple[SAEState, jax.Array]:
+    """Reinitialises dead latents toward high-loss inputs (see the module docstring).
+
+    Args:
+      state: the train state.
+      x, y: a batch of inputs [batch, d_in] and targets [batch, d_out] to draw from.
+      key: PRNG key.
+
+    Returns:
+      (state, number of latents resampled). Live latents, `b_dec` and the Adam moments of
+      live latents are unchanged, bit for bit.
+    """
+    params = state.params
+    dead = state.steps_since_fired >= dead_after_steps  # [d_sae]
+    _, m = loss(params, x, y, config)
+    weight = jnp.square(m["per_example_mse"])  # [batch]
+    total = jnp.sum(weight)
+    p = jnp.where(total > 0, weight / jnp.where(total > 0, total, 1.0), 1.0 / x.shape[0])
+    idx = jax.random.choice(key, x.shape[0], (config.d_sae,), p=p)  # one input per latent
+    src = x[idx] if config.transcoder else x[idx] - params["b_dec"]  # [d_sae, d_in]
+    tgt = y[idx] if config.transcoder else src  # [d_sae, d_out]
+    enc_dir, dec_dir = unit_rows(src), unit_rows(tgt)
+    enc_norm = jnp.linalg.norm(params["W_enc"], axis=0)  # [d_sae]
+    n_alive = jnp.sum(~dead)
+    alive_norm = jnp.where(n_alive > 0, jnp.sum(jnp.where(dead, 0.0, enc_norm))
+                           / jnp.maximum(n_alive, 1), 1.0)
+    fresh = {"W_enc": enc_dir.T * 0.2 * alive_norm, "b_enc": jnp.zeros_like(params["b_enc"]),
+             "W_dec": dec_dir}
+    if "log_threshold" in params:
+        fresh["log_threshold"] = jnp.full_like(params["log_threshold"],
+                                               math.log(config.threshold_init))
+    params = _where_latent(dead, {**params, **fresh}, params)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    pstruct = jax.tree.structure(params)
+
+    def is_param_tree(t):
+        return jax.tree.structure(t) == pstruct and not isinstance(t, jax.Array)
+
+    opt_state = jax.tree.map(lambda t: _where_latent(dead, zeros, t) if is_param_tree(t) else t,
+                             state.opt_state, is_leaf=is_param_tree)
+    counts = jnp.where(dead, 0, state.steps_since_fired)
+    new = state.replace(params=params, opt_state=opt_state, steps_since_fired=counts)
+    return new, jnp.sum(dead)
+
+
+def activation_fn(model: nn.Module, site: str, out_site: str = ""
+                  ) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]:
+    """`fn(variables, tokens [batch, pos]) -> (x [batch*pos, d_in], y [batch*pos, d_out])`.
+
+    The model runs through `jaxinterp.run` with `capture=[site]` (and `out_site`, whose
+    values are the targets of a transcoder; without it `y` is `x`). Site values
+    [batch, pos, ...] are flattened to rows [batch * pos, prod(...)] (e.g. `hook_z`'s heads
+    concatenated).
+    """
+    capture = (site,) if not out_site else (site, out_site)
+
+    def fn(variables, tokens):
+        _, cache = run(model, variables, tokens, capture=capture)
+        x = _rows(cache[site])
+        return x, (_rows(cache[out_site]) if out_site else x)
+
+    return fn
+
+
+def site_width(model: nn.Module, tokens: Any, site: str) -> int:
+    """Width of `site`'s rows (product of its axes after [batch, pos]); errors list the
+    nearest names for an unknown site."""
+    shapes = list_sites(model, tokens)
+    if site not in shapes:
+        close = difflib.get_close_matches(site, list(shapes), n=5, cutoff=0.4) or list(shapes)[:5]
+        raise ValueError(f"{site!r} is not a site of this model (an SAE reads exactly one "
+                         f"site, no patterns). Nearest valid names: {', '.join(close)}.")
+    shape = shapes[site].shape
+    if len(shape) < 3:
+        raise ValueError(f"site {site!r} has shape {shape}; an SAE reads a site shaped "
+                         "[batch, pos, ...]")
+    return math.prod(shape[2:])
+
+
+def stream(acts: Callable[..., tuple[jax.Array, jax.Array]], variables: Any,
+           token_batches: Iterable[Any], *, batch_size: int, buffer_batches: int = 1,
+           shuffle: bool = True, key: jax.Array | None = None, mesh: Mesh | None = None
+           ) -> Iterator[tuple[jax.Array, jax.Array]]:
+    """Training batches `(x [batch_size, d_in], y [batch_size, d_out])` of activations.
+
+    Args:
+      acts: e.g. `jax.jit(activation_fn(model, site))`.
+      variables: the model's variables.
+      token_batches: iterable of token arrays [batch, pos] (or dicts with "inputs").
+      batch_size: rows per training batch; rows left over from a buffer are dropped.
+      buffer_batches: model batches pooled per refill.
+      shuffle: permute each pooled buffer (with keys split from `key`).
+      mesh: where to place rows (over the data axes); default: wherever `acts` puts them.
+    """
+    key = jax.random.key(0) if key is None else key
+    out_sh = None if mesh is None else sharding_lib.batch_sharding(mesh)
+    pool = jax.jit(functools.partial(_pool, shuffle=shuffle), out_shardings=out_sh)
+    cut = jax.jit(functools.partial(_cut, size=batch_size), out_shardings=out_sh)
+    batches = iter(token_batches)
+    while True:
+        chunk = []
+        for _ in range(buffer_batches):
+            tokens = next(batches, None)
+            if tokens is None:
+                return
+            if isinstance(tokens, dict):
+                tokens = tokens["inputs"]
+            chunk.append(acts(variables, tokens))
+        key, sub = jax.random.split(key)
+        xs, ys = pool(sub, [c[0] for c in chunk], [c[1] for c in chunk])
+        n = xs.shape[0] // batch_size
+        if n == 0:
+            raise ValueError(f"a buffer of {buffer_batches} model batch(es) has {xs.shape[0]} "
+                             f"rows, fewer than batch_size={batch_size}; raise buffer_batches "
+                             "or the model batch size")
+        for i in range(n):
+            yield cut(xs, ys, i)
+
+
+@dataclasses.dataclass
+class FitResult:
+    """params: trained SAE parameters; state: the final SAEState; history: metrics (floats)
+    at every `log_every` step, with `step`."""
+
+    params: dict[str, jax.Array]
+    state: SAEState
+    history: list[dict[str, float]]
+
+
+def fit(config: SAEConfig, tc: TrainConfig, model: nn.Module, variables: Any,
+        token_batches: Iterable[Any], *, mesh: Mesh | None = None,
+        rules=sharding_lib.DEFAULT_RULES, verbose: bool = True) -> FitResult:
+    """Trains an SAE (or transcoder) on `config.site` of `model` as `tc` says.
+
+    Args:
+      config: the SAE; `config.site` (and `out_site` for a transcoder) name the model's sites.
+      tc: training settings.
+      model, variables: the model whose activations are streamed.
+      token_batches: iterable of token batches [batch, pos] (or dicts with "inputs").
+      mesh: default `make_mesh({"data": -1, "fsdp": 1, "tensor": 1})` (every device on data).
+      verbose: print a progress line every `log_every` steps.
+
+    Raises:
+      ValueError: if the site is unknown (listing the nearest names), its width is not
+        `config.d_in` (`d_out` for `out_site`), or the batch does not divide the data axes.
+    """
+    if not config.site:
+        raise ValueError("SAEConfig.site must name the model site to train on")
+    if config.transcoder and not config.out_site:
+        raise ValueError("a transcoder needs SAEConfig.out_site (e.g. 'blocks.0.hook_mlp_out')")
+    mesh = mesh or sharding_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if tc.batch_size % ways:
+        raise ValueError(f"TrainConfig.batch_size={tc.batch_size} is not divisible by the "
+                         f"mesh's data x fsdp = {ways}")
+    batches = iter(token_batches)
+    first = next(batches)
+    first_tokens = first["inputs"] if isinstance(first, dict) else first
+    for name, want, field in ((config.site, config.d_in, "d_in"),
+                              (config.out_site, config.d_output, "d_out")):
+        if name and (width := site_width(model, first_tokens, name)) != want:
+            raise ValueError(f"site {name!r} has width {width}, but SAEConfig.{field}={want}")
+
+    tx, lr_schedule = optimizer(tc)
+    state, shardings = create_state(config, tx, mesh, rules, tc.seed)
+    rows = sharding_lib.batch_sharding(mesh)
+    acts = jax.jit(activation_fn(model, config.site, config.out_site), out_shardings=(rows, rows))
+    key = jax.random.key(tc.seed + 1)
+    key, stream_key = jax.random.split(key)
+    data = stream(acts, variables, _chain(first, batches), batch_size=tc.batch_size,
+                  buffer_batches=tc.buffer_batches, shuffle=tc.shuffle, key=stream_key,
+                  mesh=mesh)
+    step_fn = compile_train_step(mesh, shardings, config=config, tx=tx, lr_schedule=lr_schedule,
+                                 dead_after_steps=tc.dead_after_steps)
+    resample = jax.jit(functools.partial(resample_dead, config=config,
+                                         dead_after_steps=tc.dead_after_steps),
+                       in_shardings=(shardings, rows, rows, None),
+                       out_shardings=(shardings, NamedSharding(mesh, P())))
+    until = tc.resample_until or tc.num_steps
+    progress = Progress(tc.num_steps, tc.batch_size)
+    history: list[dict[str, float]] = []
+    for step in range(tc.num_steps):
+        try:
+            x, y = next(data)
+        except StopIteration:
+            raise ValueError(f"token_batches ran out after {step} steps "
+                             f"(num_steps={tc.num_steps})") from None
+        if step == 0 and tc.init_b_dec_mean:
+            b_dec = jax.device_put(jnp.mean(y, axis=0), shardings.params["b_dec"])
+            state = state.replace(params={**state.params, "b_dec": b_dec})
+        state, metrics = step_fn(state, x, y)
+        done = step + 1
+        if tc.resample_every and done % tc.resample_every == 0 and done < until:
+            key, sub = jax.random.split(key)
+            state, n = resample(state, x, y, sub)
+            metrics = {**metrics, "resampled": n}
+        if done % tc.log_every == 0 or done == tc.num_steps:
+            row = {k: float(v) for k, v in metrics.items()}
+            history.append({"step": done, **row})
+            if verbose:
+                shown = {k: row[k] for k in ("mse", "explained_variance", "l0", "dead_fraction")}
+                progress.log(done, shown)
+    return FitResult(params=state.params, state=state, history=history)
+
+
+def unit_rows(w: jax.Array) -> jax.Array:
+    """Rows of `w` [n, d] scaled to unit L2 norm (zero rows stay zero)."""
+    norm = jnp.linalg.norm(w, axis=-1, keepdims=True)
+    return w / jnp.where(norm > 0, norm, 1.0)
+
+
+def _remove_parallel(g: jax.Array, w: jax.Array) -> jax.Array:
+    """g - <g, w> w per row: the part of the gradient that keeps unit rows at unit norm."""
+    w = unit_rows(w)
+    return g - jnp.sum(g * w, axis=-1, keepdims=True) * w
+
+
+def _where_latent(mask: jax.Array, new: dict[str, jax.Array], old: dict[str, jax.Array]
+                  ) -> dict[str, jax.Array]:
+    """`new` for latents where `mask` [d_sae] holds, `old` elsewhere (b_dec: always old)."""
+    out = {}
+    for name, value in old.items():
+        axis = LATENT_AXIS.get(name)
+        if axis is None:
+            out[name] = value
+            continue
+        shape = [1] * value.ndim
+        shape[axis] = value.shape[axis]
+        out[name] = jnp.where(mask.reshape(shape), new[name], value)
+    return out
+
+
+def _rows(a: jax.Array) -> jax.Array:
+    """[batch, pos, ...] -> [batch * pos, prod(...)]."""
+    return a.reshape(a.shape[0] * a.shape[1], -1).astype(jnp.float32)
+
+
+def _pool(key, xs, ys, shuffle: bool):
+    x, y = jnp.concatenate(xs), jnp.concatenate(ys)
+    if not shuffle:
+        return x, y
+    perm = jax.random.permutation(key, x.shape[0])
+    return x[perm], y[perm]
+
+
+def _cut(x, y, i, size: int):
+    return (jax.lax.dynamic_slice_in_dim(x, i * size, size),
+            jax.lax.dynamic_slice_in_dim(y, i * size, size))
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
