@@ -1,0 +1,302 @@
+"""RaftMLP (Tatsunami & Taki 2022, "RaftMLP: How Much Can Be Done Without Attention and with
+Less Spatial Locality?", arXiv:2108.04384; reference code okojoalg/raft-mlp).
+
+images [batch, H, W, C] float -> logits [batch, num_classes] float32.
+
+A hierarchy of levels (stages). Each level embeds its input with a cross-scale MLP embedding
+(patches of several sizes around the same centre, stride = the smallest, concatenated and
+mapped by one Dense), then runs `depth` raft blocks on the feature map x [batch, h, w, C]:
+
+    channels are cut into r "rafts": C = r * c_o, channel index = raft * c_o + o
+    vertical mixing:   x += MLP_v(LN(x)) where, for each (o, column w), one MLP mixes the
+                       r*h values {x[y, w, raft*c_o + o] : raft, y}  (rafts x rows)
+    horizontal mixing: x += MLP_h(LN(x)), the same along each row (rafts x columns)
+    channel mixing:    x += MLP_c(LN(x)) per position, C -> 4C -> C
+    MLP(u) = fc2(gelu(fc1(u))), token MLPs widen by `token_expansion` (2), exact-erf gelu
+
+then LayerNorm, mean over positions, and a linear classifier (the reference's `shortcut=False`).
+
+The reference's token-mixing LayerNorms see each token's channels in the order (o, raft) (its
+`PermutedBlock` rearranges `(c1 c2)` with c1 = o, c2 = raft); ours do too, so the LayerNorm
+vectors of a reference checkpoint map on unchanged. Parameters are named after the reference
+modules: `levels_{l}/embedding/fc`, `levels_{l}/blocks_{j}/vertical_mixing/{norm, mlp/{fc1,
+fc2}}`, `.../horizontal_mixing/...`, `.../channel_norm`, `.../channel_mixing/{fc1, fc2}`, `norm`,
+`classifier`; as Flax `kernel [in, out]` (torch's `weight` transposed), `bias`, `scale`.
+
+Differences from the reference: inputs must have the configured size (the reference resizes
+other sizes bicubically); no dropout or stochastic depth (inference and plain training only).
+
+Sites (blocks are numbered across levels, 0 .. sum(depths)-1; r = raft size, c_o = C / r):
+  levels_{l}.hook_embed                         [batch, height, width, d_model]
+  blocks.{i}.hook_resid_pre                     [batch, height, width, d_model]
+  blocks.{i}.vertical_mixing.mlp.hook_pre|hook_post   [batch, raft_channel, width, d_mlp]
+                                                (d_mlp = token_expansion * r * h)
+  blocks.{i}.hook_vertical_out, hook_resid_vertical         [batch, height, width, d_model]
+  blocks.{i}.horizontal_mixing.mlp.hook_pre|hook_post [batch, raft_channel, height, d_mlp]
+  blocks.{i}.hook_horizontal_out, hook_resid_mid             [batch, height, width, d_model]
+  blocks.{i}.channel_mixing.hook_pre|hook_post  [batch, height, width, d_mlp]
+  blocks.{i}.hook_channel_out, hook_resid_post               [batch, height, width, d_model]
+  hook_pooled                                   [batch, d_model]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxinterp.layers.common import activation
+from jaxinterp.models.mixer import Dense, LayerNorm
+from jaxinterp.models.preset import Preset
+from jaxinterp.models.vision_common import POOLED_AXES, check_images
+from jaxinterp.sites import layer as site_layer
+from jaxinterp.sites import site
+
+MAP_AXES = ("batch", "height", "width", "d_model")
+
+
+@dataclasses.dataclass(frozen=True)
+class RaftMLPConfig:
+    """Hyperparameters of a RaftMLP (one entry per level in the tuples).
+
+    Attributes:
+      num_classes: classifier outputs.
+      image_size: input height = width (every level's patch size must divide its input).
+      in_channels: input channels.
+      dims: channels C of each level.
+      depths: raft blocks per level.
+      patch_sizes: embedding stride of each level (the smallest embedding kernel).
+      raft_sizes: rafts r per level (must divide the level's C).
+      embedding_kernels: patch sizes of each level's cross-scale embedding; the first is the
+        level's patch size, each is a multiple of it and differs from it by an even number.
+      token_expansion: hidden width factor of the vertical / horizontal MLPs.
+      channel_expansion: hidden width factor of the channel MLP.
+      eps: LayerNorm epsilon (torch default 1e-5).
+      act_fn: activation ("gelu" = exact erf gelu, torch `nn.GELU`).
+      dtype, param_dtype: compute and parameter dtypes.
+    """
+
+    num_classes: int = 1000
+    image_size: int = 224
+    in_channels: int = 3
+    dims: tuple[int, ...] = (64, 128, 256, 512)
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    patch_sizes: tuple[int, ...] = (4, 2, 2, 2)
+    raft_sizes: tuple[int, ...] = (2, 2, 2, 2)
+    embedding_kernels: tuple[tuple[int, ...], ...] = ((4, 8), (2, 4), (2, 4), (2,))
+    token_expansion: int = 2
+    channel_expansion: int = 4
+    eps: float = 1e-5
+    act_fn: str = "gelu"
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        n = len(self.dims)
+        for f in ("depths", "patch_sizes", "raft_sizes", "embedding_kernels"):
+            if len(getattr(self, f)) != n:
+                raise ValueError(f"RaftMLPConfig.{f} has {len(getattr(self, f))} entries but "
+                                 f"dims has {n}: give one per level")
+        for f in ("num_classes", "image_size", "in_channels", "token_expansion",
+                  "channel_expansion"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"RaftMLPConfig.{f} must be a positive int, got {v!r}")
+        size = self.image_size
+        for lvl, (d, depth, p, r, ks) in enumerate(zip(
+                self.dims, self.depths, self.patch_sizes, self.raft_sizes,
+                self.embedding_kernels, strict=True)):
+            if min(d, depth, p, r) <= 0:
+                raise ValueError(f"level {lvl}: dims, depths, patch_sizes and raft_sizes must "
+                                 f"be positive, got {d}, {depth}, {p}, {r}")
+            if d % r:
+                raise ValueError(f"level {lvl}: raft_size {r} must divide dim {d}")
+            if size % p:
+                raise ValueError(f"level {lvl}: patch_size {p} must divide the level's input "
+                                 f"size {size} (image_size={self.image_size})")
+            if not ks or ks[0] != p or any(k % p or (k - p) % 2 for k in ks):
+                raise ValueError(f"level {lvl}: embedding_kernels {ks} must start with the "
+                                 f"patch size {p} and be multiples of it differing from it by "
+                                 "an even number")
+            size //= p
+        activation(self.act_fn)
+
+    def resolutions(self) -> tuple[int, ...]:
+        """Side of each level's feature map (224 -> (56, 28, 14, 7) for the presets)."""
+        out, size = [], self.image_size
+        for p in self.patch_sizes:
+            size //= p
+            out.append(size)
+        return tuple(out)
+
+
+class CrossScaleEmbedding(nn.Module):
+    """x [b, H, W, C_in] -> [b, H/s, W/s, d_model], s = min(kernels).
+
+    For each kernel k: the k x k patch centred on each stride-s cell (zero padding (k - s)/2),
+    features in (channel, row, column) order (torch `nn.Unfold`); all kernels concatenated,
+    then one Dense `fc`.
+    """
+
+    kernels: tuple[int, ...]
+    features: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = self.kernels[0]
+        parts = []
+        for k in self.kernels:
+            pad = (k - s) // 2
+            # [b, H/s, W/s, C_in * k * k], feature index = c * k * k + row * k + column
+            parts.append(jax.lax.conv_general_dilated_patches(
+                x, (k, k), (s, s), [(pad, pad), (pad, pad)],
+                dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        return Dense(self.features, ("embed", "embed_out"), dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="fc")(jnp.concatenate(parts, -1))
+
+
+class _Mlp(nn.Module):
+    """`fc2(act(fc1(norm?)))` on the last axis with hidden sites. x: [..., d] -> [..., d]."""
+
+    hidden: int
+    axes: tuple[str, ...]
+    act_fn: str
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, u: jax.Array) -> jax.Array:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = site(self, "hook_pre", Dense(self.hidden, ("embed", "mlp"), name="fc1", **kw)(u),
+                 self.axes)
+        h = site(self, "hook_post", activation(self.act_fn)(h).astype(self.dtype), self.axes)
+        return Dense(u.shape[-1], ("mlp", "embed"), name="fc2", **kw)(h)
+
+
+class RaftTokenMixing(nn.Module):
+    """Vertical (`axis="height"`) or horizontal (`"width"`) raft mixing, without the residual.
+
+    x [b, h, w, C] -> [b, h, w, C]: LayerNorm per position (channels read in (o, raft) order),
+    then for each raft channel o and each column (vertical) / row (horizontal) one MLP over
+    the r x h (or r x w) values of that channel group along the column (row).
+    """
+
+    raft_size: int
+    expansion: int
+    axis: str
+    eps: float
+    act_fn: str
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        r, co = self.raft_size, c // self.raft_size
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        # channel index raft * co + o -> LayerNorm over channels ordered (o, raft)
+        x_or = x.reshape(b, h, w, r, co).swapaxes(3, 4).reshape(b, h, w, c)
+        y = LayerNorm(self.eps, name="norm", **kw)(x_or).reshape(b, h, w, co, r)
+        if self.axis == "height":  # rows of the MLP: (o, column); features: (raft, y)
+            u = y.transpose(0, 3, 2, 4, 1).reshape(b, co, w, r * h)
+            back = (0, 4, 2, 3, 1)  # [b, co, w, r, h] -> [b, h, w, r, co]
+            n = h
+        else:  # rows: (o, row); features: (raft, x)
+            u = y.transpose(0, 3, 1, 4, 2).reshape(b, co, h, r * w)
+            back = (0, 2, 4, 3, 1)  # [b, co, h, r, w] -> [b, h, w, r, co]
+            n = w
+        out = _Mlp(self.expansion * r * n, ("batch", "raft_channel", self.axis_other, "d_mlp"),
+                   self.act_fn, name="mlp", **kw)(u)
+        return out.reshape(b, co, out.shape[2], r, n).transpose(back).reshape(b, h, w, c)
+
+    @property
+    def axis_other(self) -> str:
+        return "width" if self.axis == "height" else "height"
+
+
+class RaftBlock(nn.Module):
+    """Vertical, horizontal and channel mixing with residuals. x: [b, h, w, C] -> same."""
+
+    config: RaftMLPConfig
+    level: int
+    index: int  # block number across all levels (site names)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        r = c.raft_sizes[self.level]
+        with site_layer(self, "blocks", self.index, sum(c.depths)):
+            x = site(self, "hook_resid_pre", x, MAP_AXES)
+            for axis, name, resid in (("height", "vertical", "hook_resid_vertical"),
+                                      ("width", "horizontal", "hook_resid_mid")):
+                mix = RaftTokenMixing(r, c.token_expansion, axis, c.eps, c.act_fn,
+                                      name=f"{name}_mixing", **kw)
+                y = site(self, f"hook_{name}_out", mix(x), MAP_AXES)
+                x = site(self, resid, x + y, MAP_AXES)
+            y = LayerNorm(c.eps, name="channel_norm", **kw)(x)
+            y = _Mlp(c.channel_expansion * x.shape[-1], ("batch", "height", "width", "d_mlp"),
+                     c.act_fn, name="channel_mixing", **kw)(y)
+            y = site(self, "hook_channel_out", y, MAP_AXES)
+            return site(self, "hook_resid_post", x + y, MAP_AXES)
+
+
+class RaftLevel(nn.Module):
+    """Cross-scale embedding then the level's raft blocks. [b, H, W, C_in] -> [b, h, w, C]."""
+
+    config: RaftMLPConfig
+    level: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        x = CrossScaleEmbedding(c.embedding_kernels[self.level], c.dims[self.level],
+                                name="embedding", **kw)(x)
+        x = site(self, "hook_embed", x, MAP_AXES)
+        first = sum(c.depths[:self.level])
+        for j in range(c.depths[self.level]):
+            x = RaftBlock(c, self.level, first + j, name=f"blocks_{j}")(x)
+        return x
+
+
+class RaftMLP(nn.Module):
+    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+
+    config: RaftMLPConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        check_images(images, c.image_size, c.in_channels, "RaftMLP")
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        x = images.astype(dtype)
+        for lvl in range(len(c.dims)):
+            x = RaftLevel(c, lvl, name=f"levels_{lvl}")(x)
+        x = LayerNorm(c.eps, name="norm", dtype=dtype, param_dtype=pd)(x)
+        x = site(self, "hook_pooled", x.mean(axis=(1, 2)), POOLED_AXES)
+        head = Dense(c.num_classes, ("embed", "vocab"), dtype=dtype, param_dtype=pd,
+                     name="classifier")
+        return head(x).astype(jnp.float32)
+
+
+def _preset(dims: tuple[int, ...], doc: str) -> Preset:
+    return Preset(RaftMLP, RaftMLPConfig,
+                  dict(dims=dims, depths=(2, 2, 6, 2), patch_sizes=(4, 2, 2, 2),
+                       raft_sizes=(2, 2, 2, 2), embedding_kernels=((4, 8), (2, 4), (2, 4), (2,)),
+                       token_expansion=2, channel_expansion=4, image_size=224, num_classes=1000),
+                  doc)
+
+
+PRESETS: dict[str, Preset] = {
+    "raftmlp_s": _preset((64, 128, 256, 512),
+                         "RaftMLP-S (okojoalg/raft-mlp imagenet-raft-mlp-cross-mlp-emb-s)."),
+    "raftmlp_m": _preset((96, 192, 384, 768),
+                         "RaftMLP-M (okojoalg/raft-mlp imagenet-raft-mlp-cross-mlp-emb-m)."),
+    "raftmlp_l": _preset((128, 192, 512, 1024),
+                         "RaftMLP-L (okojoalg/raft-mlp imagenet-raft-mlp-cross-mlp-emb-l)."),
+}
