@@ -8,7 +8,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxinterp.models import mixer, vit
+from jaxinterp.models import mixer, raftmlp, vit
 from jaxinterp.models.preset import Preset
 from jaxinterp.models.transformer import Transformer, TransformerConfig
 
@@ -38,6 +38,7 @@ _TRANSFORMER_PRESETS: dict[str, Preset] = {
 _FAMILIES: tuple[dict[str, Preset], ...] = (
     _TRANSFORMER_PRESETS,
     mixer.PRESETS,
+    raftmlp.PRESETS,
     vit.PRESETS,
 )
 
