@@ -86,6 +86,38 @@ def test_mixer_hand_count_s16():
     assert n_params("mixer_s16") == 393_728 + 17_620_512 + 1_024 + 513_000 == 18_528_264
 
 
+# -- RaftMLP ----------------------------------------------------------------------------------
+RAFT = {  # name: dims (depths 2,2,6,2; patches 4,2,2,2; rafts 2; kernels (4,8),(2,4),(2,4),(2,))
+    "raftmlp_s": (64, 128, 256, 512),
+    "raftmlp_m": (96, 192, 384, 768),
+    "raftmlp_l": (128, 192, 512, 1024),
+}
+RAFT_PAPER_M = {"raftmlp_s": 9.9, "raftmlp_m": 21.4, "raftmlp_l": 36.2}
+
+
+def raft_count(dims, classes: int = 1000) -> int:
+    depths, patches, rafts = (2, 2, 6, 2), (4, 2, 2, 2), (2, 2, 2, 2)
+    kernels = ((4, 8), (2, 4), (2, 4), (2,))
+    total, c_in, side = 0, 3, 224
+    for d, depth, p, r, ks in zip(dims, depths, patches, rafts, kernels, strict=True):
+        side //= p
+        total += dense(c_in * sum(k * k for k in ks), d)  # CrossScaleMLPEmbedding.fc
+        permuted = layer_norm(d) + dense(side * r, 2 * side * r) + dense(2 * side * r, side * r)
+        channel = layer_norm(d) + dense(d, 4 * d) + dense(4 * d, d)
+        total += depth * (2 * permuted + channel)  # vertical + horizontal PermutedBlock, channel
+        c_in = d
+    return total + layer_norm(dims[-1]) + dense(dims[-1], classes)
+
+
+@pytest.mark.parametrize("name", sorted(RAFT))
+def test_raftmlp_counts(name):
+    """Published: RaftMLP paper (arXiv:2108.04384v2) Table of ImageNet results, "#params (M)",
+    to 0.1M (S 9.9, M 21.4, L 36.2)."""
+    got = n_params(name)
+    assert got == raft_count(RAFT[name])
+    assert round(got / 1e6, 1) == RAFT_PAPER_M[name]
+
+
 def test_every_mixer_family_preset_is_counted():
     counted = set(MIXER) | set(globals().get("RAFT", {})) | set(globals().get("MSMLP", {}))
     family = {n for n in PRESETS if n.startswith(("mixer_", "raftmlp_", "msmlp_"))}
