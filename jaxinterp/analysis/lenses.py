@@ -228,7 +228,7 @@ def lens_kl(model: nn.Module, variables: Any, tokens: jax.Array,
     """Mean KL(model's distribution || lens distribution) per residual stream, [n_layers + 1]
     (nats, averaged over batch and positions); the logit lens when `lens` is None. The last
     entry is 0 up to float error."""
-    c = _check_transformer(model)
+    _check_transformer(model)
     if lens is not None:
         _check_lens(model, lens)
     logits, stack = residual_stack(model, variables, tokens)
