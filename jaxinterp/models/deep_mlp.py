@@ -1,0 +1,190 @@
+"""Deep MLPs on flattened images, as in Bachmann, Anagnostidis & Hofmann 2023, "Scaling MLPs:
+A Tale of Inductive Bias" (reference: gregorbachmann/scaling_mlps, `BottleneckMLP`).
+
+images [batch, H, W, C] float -> flatten -> linear_in (H*W*C -> d_model) -> n_layers blocks
+`x + W_out gelu(W_in LN(x) + b_in) + b_out` (pre-LN inverted bottleneck, d_mlp = expansion *
+d_model) -> linear_out (d_model -> num_classes). As in the reference code there is no norm
+between the last block and the head; `final_norm=True` adds a LayerNorm there (not part of the
+published models). "B-{n}/Wi-{w}" in the paper is n blocks of width w (thin) and 4w (wide).
+
+Flattening is row-major over (height, width, channels) of the NHWC image (the reference
+flattens CHW; only the order of linear_in's rows differs, not the function class or count).
+
+Sites (every activation is a vector per image, no positions):
+  hook_embed                                  [batch, d_model]  linear_in's output
+  blocks.{i}.hook_resid_pre, hook_mlp_out, hook_resid_post            [batch, d_model]
+  blocks.{i}.ln.hook_normalized                                       [batch, d_model]
+  blocks.{i}.mlp.hook_pre, blocks.{i}.mlp.hook_post                   [batch, d_mlp]
+  ln_final.hook_normalized (final_norm only)                          [batch, d_model]
+
+Parameter count of B-12/Wi-1024 at 64x64x3 with 1000 classes, from the reference code's layer
+list: 12,583,936 (linear_in) + 12 x 8,395,776 (LN + two linears) + 1,025,000 (linear_out)
+= 114,358,248.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxinterp.layers.common import ACTIVATIONS, activation, param
+from jaxinterp.layers.norms import LayerNorm
+from jaxinterp.models import vision_common as vc
+from jaxinterp.models.preset import Preset
+
+# The module, not the `jaxinterp.sites` function that `jaxinterp/__init__` binds over it.
+sites = importlib.import_module("jaxinterp.sites")
+
+VEC_AXES = ("batch", "d_model")
+NEURON_AXES = ("batch", "d_mlp")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepMLPConfig:
+    """Hyperparameters of a Scaling-MLPs bottleneck MLP.
+
+    Attributes:
+      image_size, in_channels: input images are [batch, image_size, image_size, in_channels].
+      num_classes: outputs.
+      n_layers: bottleneck blocks ("B-n").
+      d_model: thin width ("Wi-w"); d_mlp = expansion * d_model is the wide one.
+      expansion: wide / thin (4 in the paper).
+      act_fn: activation of the wide layer ("gelu" = exact, torch nn.GELU).
+      final_norm: LayerNorm before the head (False in the reference code).
+      eps: LayerNorm epsilon (torch default 1e-5).
+      init_range: standard deviation of the normal initialiser of weights.
+      dtype, param_dtype: compute and parameter dtypes.
+      scan_layers: stack blocks with nn.scan.
+    """
+
+    image_size: int = 64
+    in_channels: int = 3
+    num_classes: int = 1000
+    n_layers: int = 12
+    d_model: int = 1024
+    expansion: int = 4
+    act_fn: str = "gelu"
+    final_norm: bool = False
+    eps: float = 1e-5
+    init_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+
+    def __post_init__(self):
+        vc.check_positive(self, "image_size", "in_channels", "num_classes", "n_layers",
+                          "d_model", "expansion")
+        if self.act_fn not in ACTIVATIONS:
+            raise ValueError(f"act_fn={self.act_fn!r}; choose from {sorted(ACTIVATIONS)}")
+        vc.check_dtypes(self)
+
+    @property
+    def d_mlp(self) -> int:
+        return self.expansion * self.d_model
+
+
+class _Dense(nn.Module):
+    """x [batch, d_in] -> [batch, d_out] = x W + b (parameters `W`, `b`)."""
+
+    features: int
+    axes: tuple[str, str]
+    init_range: float
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = param(self, "W", nn.initializers.normal(self.init_range),
+                  (x.shape[-1], self.features), self.axes, self.param_dtype)
+        y = jnp.einsum("bi,io->bo", x, w.astype(self.dtype))  # contract d_in
+        b = param(self, "b", nn.initializers.zeros, (self.features,), self.axes[1:],
+                  self.param_dtype)
+        return (y + b).astype(self.dtype)
+
+
+class Bottleneck(nn.Module):
+    """Inverted bottleneck: x [batch, d_model] -> W_out act(W_in x + b_in) + b_out."""
+
+    d_mlp: int
+    act_fn: str
+    init_range: float
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d_model, pd = x.shape[-1], self.param_dtype
+        init, zeros = nn.initializers.normal(self.init_range), nn.initializers.zeros
+        w_in = param(self, "W_in", init, (d_model, self.d_mlp), ("embed", "mlp"), pd)
+        pre = jnp.einsum("bm,mn->bn", x, w_in.astype(self.dtype))  # contract d_model
+        pre = pre + param(self, "b_in", zeros, (self.d_mlp,), ("mlp",), pd)
+        pre = sites.site(self, "hook_pre", pre.astype(self.dtype), NEURON_AXES)
+        post = sites.site(self, "hook_post", activation(self.act_fn)(pre), NEURON_AXES)
+        w_out = param(self, "W_out", init, (self.d_mlp, d_model), ("mlp", "embed"), pd)
+        out = jnp.einsum("bn,nm->bm", post, w_out.astype(self.dtype))  # contract d_mlp
+        return (out + param(self, "b_out", zeros, (d_model,), ("embed",), pd)).astype(self.dtype)
+
+
+class DeepMLPBlock(nn.Module):
+    """x + Bottleneck(LN(x)). x: [batch, d_model] -> ([batch, d_model], None)."""
+
+    config: DeepMLPConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        with sites.layer(self, "blocks", layer, c.n_layers):
+            resid_pre = sites.site(self, "hook_resid_pre", x, VEC_AXES)
+            h = LayerNorm(c.eps, dtype, pd, name="ln")(resid_pre, VEC_AXES)
+            out = Bottleneck(c.d_mlp, c.act_fn, c.init_range, dtype, pd, name="mlp")(h)
+            out = sites.site(self, "hook_mlp_out", out, VEC_AXES)
+            return sites.site(self, "hook_resid_post", resid_pre + out, VEC_AXES), None
+
+
+class DeepMLP(nn.Module):
+    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+
+    config: DeepMLPConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        vc.check_images(images, c.image_size, c.in_channels, "DeepMLP")
+        x = images.reshape(images.shape[0], -1).astype(dtype)  # [batch, H*W*C]
+        x = _Dense(c.d_model, (None, "embed"), c.init_range, dtype, pd, name="linear_in")(x)
+        x = sites.site(self, "hook_embed", x, VEC_AXES)
+        if c.scan_layers:
+            stack = nn.scan(DeepMLPBlock, variable_axes={"params": 0, sites.COLLECTION: 0},
+                            split_rngs={"params": True}, length=c.n_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
+        else:
+            for i in range(c.n_layers):
+                x, _ = DeepMLPBlock(c, name=f"blocks_{i}")(x, i)
+        if c.final_norm:
+            x = LayerNorm(c.eps, dtype, pd, name="ln_final")(x, VEC_AXES)
+        logits = _Dense(c.num_classes, ("embed", "vocab"), c.init_range, dtype, pd,
+                        name="linear_out")(x)
+        return logits.astype(jnp.float32)
+
+
+def _preset(n_layers: int, width: int) -> Preset:
+    return Preset(DeepMLP, DeepMLPConfig,
+                  dict(image_size=64, in_channels=3, num_classes=1000, n_layers=n_layers,
+                       d_model=width, expansion=4),
+                  f"Scaling-MLPs B-{n_layers}/Wi-{width} bottleneck MLP on 64x64x3 images, "
+                  "1000 classes (gregorbachmann/scaling_mlps BottleneckMLP).")
+
+
+PRESETS: dict[str, Preset] = {
+    "deep_mlp_b6_wi512": _preset(6, 512),
+    "deep_mlp_b6_wi1024": _preset(6, 1024),
+    "deep_mlp_b12_wi512": _preset(12, 512),
+    "deep_mlp_b12_wi1024": _preset(12, 1024),
+}
