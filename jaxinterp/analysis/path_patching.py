@@ -1,0 +1,212 @@
+"""Path patching: the effect of sender heads on the metric THROUGH chosen receivers only.
+
+Activation patching measures a head's total effect. Path patching (Wang et al. 2022,
+"Interpretability in the Wild: a Circuit for Indirect Object Identification in GPT-2 small",
+sec. 3.1 and appendix B; Goldowsky-Dill et al. 2023, "Localizing Model Behavior with Path
+Patching") restricts it to the paths sender -> receiver -> output, where the receivers are
+later heads' query, key or value inputs, or a residual-stream site (e.g. the last layer's
+`hook_resid_post`: the sender's direct effect on the logits). We implement the standard three runs:
+
+  (i)   run the clean and the corrupted input; cache every head's output `hook_z`
+        (and every `hook_mlp_out` if `freeze_mlps`).
+  (ii)  run the CLEAN input with the sender heads' `hook_z` patched from the corrupted run and
+        every other head's `hook_z` frozen to its clean value (MLPs too if `freeze_mlps`;
+        by default they are recomputed, as in Wang et al.); capture the receivers:
+        `blocks.{l}.attn.hook_q|k|v` of the receiver heads, or the receiver site.
+  (iii) run the CLEAN input with the receivers patched from run (ii) (a receiver head's
+        q / k / v for that head only, a receiver site at every position) and nothing else
+        changed; return `metric(output)`.
+
+Freezing in (ii) means a sender's change reaches the receivers only along the residual stream
+(and through MLPs unless frozen), not through other heads. As in Wang et al., the patch goes
+from the corrupted into the clean run (the opposite direction to `act_patch`), so a sender
+that matters makes the metric fall from its clean value. Under grouped-query attention a `k` or
+`v` receiver's head is a KV head.
+
+`path_patch(..., senders="each")` sweeps every head as the single sender: one compiled,
+vmapped call over one-hot sender masks (in chunks of `batch_size`), `[layer, head]`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinterp.analysis.patching import (
+    Metric,
+    check_batch_size,
+    check_metric,
+    check_pair,
+    chunked,
+)
+from jaxinterp.interventions import Patch
+from jaxinterp.run import run
+from jaxinterp.sites import sites as list_sites
+
+QKV = ("q", "k", "v")
+
+
+def _z(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def _mlp(layer: int) -> str:
+    return f"blocks.{layer}.hook_mlp_out"
+
+
+def _receiver_patches(receivers, shapes) -> tuple[tuple[str, tuple[bool, ...] | None], ...]:
+    """`((site name, head mask or None for the whole site), ...)`, validated against `shapes`."""
+    if isinstance(receivers, str):
+        if receivers not in shapes:
+            raise ValueError(f"receiver site {receivers!r} is not a site of this model; e.g. "
+                             f"{', '.join(n for n in shapes if 'resid' in n)}")
+        return ((receivers, None),)
+    masks: dict[str, np.ndarray] = {}
+    for r in receivers:
+        if not (isinstance(r, tuple | list) and len(r) == 3 and r[2] in QKV):
+            raise ValueError(f"receiver {r!r}: give (layer, head, 'q'|'k'|'v') tuples or one "
+                             "site name such as 'blocks.1.hook_resid_post'")
+        layer, head, which = int(r[0]), int(r[1]), r[2]
+        name = f"blocks.{layer}.attn.hook_{which}"
+        if name not in shapes:
+            raise ValueError(f"receiver {tuple(r)!r}: the model has no site {name!r}")
+        n = shapes[name].shape[2]
+        if not 0 <= head < n:
+            raise ValueError(f"receiver {tuple(r)!r}: head {head} out of range; {name} has "
+                             f"{n} heads (valid: 0..{n - 1})")
+        masks.setdefault(name, np.zeros(n, bool))[head] = True
+    if not masks:
+        raise ValueError("receivers is empty")
+    return tuple((name, tuple(bool(b) for b in m)) for name, m in masks.items())
+
+
+@functools.partial(jax.jit, static_argnames=("model", "metric", "receivers", "freeze_mlps"))
+def _path_metrics(variables, clean_inputs, clean_z, corrupted_z, clean_mlp, sender_masks,
+                  pos_mask, *, model, metric, receivers, freeze_mlps):
+    """metric after runs (ii) and (iii), for each sender mask: [senders].
+
+    clean_z, corrupted_z: [layer, batch, pos, head, d_head]; sender_masks [senders, layer, head];
+    pos_mask [pos] (sender positions); clean_mlp [layer, batch, pos, d_model] or None.
+    """
+    n_layers = clean_z.shape[0]
+
+    def one(senders):  # [layer, head]
+        where = senders[:, None, None, :, None] & pos_mask[None, None, :, None, None]
+        mixed = jnp.where(where, corrupted_z, clean_z)  # senders corrupted, the rest clean
+        ivs = [Patch(_z(i), mixed[i]) for i in range(n_layers)]
+        if freeze_mlps:
+            ivs += [Patch(_mlp(i), clean_mlp[i]) for i in range(n_layers)]
+        names = tuple(name for name, _ in receivers)
+        _, cache = run(model, variables, clean_inputs, capture=names, interventions=ivs)
+        ivs = [Patch(name, cache[name], heads=None if heads is None else np.asarray(heads))
+               for name, heads in receivers]
+        out, _ = run(model, variables, clean_inputs, interventions=ivs)
+        return metric(out)
+
+    return jax.vmap(one)(sender_masks)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "names"))
+def _capture(variables, inputs, *, model, names):
+    return run(model, variables, inputs, capture=names)[1]
+
+
+def path_patch(
+    model: nn.Module,
+    variables: Any,
+    clean_inputs: jax.Array,
+    corrupted_inputs: jax.Array,
+    metric: Metric,
+    senders: Sequence[tuple[int, int]] | str,
+    receivers: Sequence[tuple[int, int, str]] | str,
+    *,
+    sender_positions: Sequence[int] | np.ndarray | None = None,
+    freeze_mlps: bool = False,
+    batch_size: int | None = None,
+) -> jax.Array:
+    """Metric of the clean run with the senders' effect let through the receivers only.
+
+    Args:
+      model, variables: a jaxinterp transformer and its variables.
+      clean_inputs, corrupted_inputs: token arrays of the same shape `[batch, pos]`.
+      metric: `metric(model output) -> scalar`; hashable (a static argument of `jax.jit`).
+      senders: `[(layer, head), ...]` (patched together), or "each": every head alone.
+      receivers: `[(layer, head, "q" | "k" | "v"), ...]` (receiver heads' inputs) or one site
+        name, e.g. `"blocks.1.hook_resid_post"` (patched at every position).
+      sender_positions: positions (indices or a `[pos]` bool mask) at which the senders are
+        patched; default all.
+      freeze_mlps: freeze MLP outputs to their clean values in run (ii) as well (the default
+        recomputes them, so paths sender -> MLP -> receiver count).
+      batch_size: sender sets per compiled call when `senders="each"` (None: all at once).
+
+    Returns:
+      float32 scalar, or `[layer, head]` for `senders="each"`: the metric after run (iii) (see
+      the module docstring).
+
+    Raises:
+      ValueError: inputs of different shapes, a non-scalar metric, a sender or receiver out of
+        range or not a site of the model, `freeze_mlps` on an attention-only model.
+    """
+    check_pair(clean_inputs, corrupted_inputs)
+    check_batch_size(batch_size)
+    check_metric(model, variables, clean_inputs, metric)
+    shapes = list_sites(model, clean_inputs)
+    n_layers = sum(1 for n in shapes if n.endswith(".attn.hook_z"))
+    _, n_pos, n_heads, _ = shapes[_z(0)].shape
+    recv = _receiver_patches(receivers, shapes)
+    if freeze_mlps and _mlp(0) not in shapes:
+        raise ValueError("freeze_mlps=True, but this model has no MLPs (attention-only)")
+
+    if isinstance(senders, str):
+        if senders != "each":
+            raise ValueError(f"senders={senders!r}: give [(layer, head), ...] or 'each'")
+        sender_masks = np.eye(n_layers * n_heads, dtype=bool).reshape(-1, n_layers, n_heads)
+    else:
+        one = np.zeros((n_layers, n_heads), bool)
+        for s in senders:
+            if not (isinstance(s, tuple | list) and len(s) == 2):
+                raise ValueError(f"sender {s!r}: give (layer, head) tuples")
+            layer, head = int(s[0]), int(s[1])
+            if not (0 <= layer < n_layers and 0 <= head < n_heads):
+                raise ValueError(f"sender {tuple(s)!r} out of range: the model has {n_layers} "
+                                 f"layers and {n_heads} heads per layer")
+            one[layer, head] = True
+        if not one.any():
+            raise ValueError("senders is empty")
+        sender_masks = one[None]
+
+    pos_mask = np.ones(n_pos, bool)
+    if sender_positions is not None:
+        p = np.asarray(sender_positions)
+        if p.dtype == bool:
+            if p.shape != (n_pos,):
+                raise ValueError(f"sender_positions mask has shape {p.shape}, expected ({n_pos},)")
+            pos_mask = p
+        else:
+            p = p.reshape(-1)
+            if p.size == 0 or not np.issubdtype(p.dtype, np.integer) or (
+                    (p < -n_pos) | (p >= n_pos)).any():
+                raise ValueError(f"sender_positions {p.tolist()} must be indices in "
+                                 f"{-n_pos}..{n_pos - 1} or a bool mask")
+            pos_mask = np.zeros(n_pos, bool)
+            pos_mask[p] = True
+
+    z_names = tuple(_z(i) for i in range(n_layers))
+    mlp_names = tuple(_mlp(i) for i in range(n_layers)) if freeze_mlps else ()
+    clean = _capture(variables, clean_inputs, model=model, names=z_names + mlp_names)
+    corrupted = _capture(variables, corrupted_inputs, model=model, names=z_names)
+    clean_z = jnp.stack([clean[n] for n in z_names])
+    corrupted_z = jnp.stack([corrupted[n] for n in z_names])
+    clean_mlp = jnp.stack([clean[n] for n in mlp_names]) if freeze_mlps else None
+
+    fn = functools.partial(_path_metrics, variables, clean_inputs, clean_z, corrupted_z,
+                           clean_mlp, pos_mask=pos_mask, model=model, metric=metric,
+                           receivers=recv, freeze_mlps=freeze_mlps)
+    out = chunked(fn, [sender_masks], batch_size).astype(jnp.float32)
+    return out.reshape(n_layers, n_heads) if isinstance(senders, str) else out[0]
