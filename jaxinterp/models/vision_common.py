@@ -16,9 +16,12 @@ Public API (kept stable for the other vision families):
   pool(x, kind) -> [batch, d_model]         "token" (position 0) or "mean" (over positions)
   ClassifierHead(num_classes, ...)(x) -> logits [batch, num_classes] float32
   count_params(tree) -> int; check_positive(config, *fields); check_dtypes(config)
+  LayerNormParams(...)(d) -> (w, b); AppliedNorm(eps, ...)(x, w, b, axes): a shared LayerNorm
 """
 
 from __future__ import annotations
+
+import importlib
 
 import flax.linen as nn
 import jax
@@ -26,6 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp.layers.common import param
+
+# The module, not the `jaxinterp.sites` function that `jaxinterp/__init__` binds over it.
+_sites = importlib.import_module("jaxinterp.sites")
 
 IMAGE_AXES = ("batch", "height", "width", "channels")
 TOKEN_AXES = ("batch", "pos", "d_model")
@@ -152,3 +158,37 @@ def check_dtypes(config) -> None:
         except TypeError:
             raise ValueError(f"{type(config).__name__}.{f}={getattr(config, f)!r} is not a "
                              "dtype") from None
+
+
+class LayerNormParams(nn.Module):
+    """The weights `w`, `b` [d] of a LayerNorm used at several places (NiNformer and Activator
+    blocks apply one `nn.LayerNorm` twice). Each use is an `AppliedNorm` with its own name, so
+    each has its own site:
+
+        w, b = LayerNormParams(param_dtype, name="ln")(d_model)
+        h = AppliedNorm(eps, dtype, name="ln1")(x, w, b, axes)   # site <block>.ln1.hook_normalized
+    """
+
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, d: int) -> tuple[jax.Array, jax.Array]:
+        w = param(self, "w", nn.initializers.ones, (d,), ("embed",), self.param_dtype)
+        b = param(self, "b", nn.initializers.zeros, (d,), ("embed",), self.param_dtype)
+        return w, b
+
+
+class AppliedNorm(nn.Module):
+    """One use of a shared LayerNorm: (x - mean) / sqrt(var + eps) * w + b, in float32, with a
+    `hook_normalized` site."""
+
+    eps: float = 1e-5
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, w, b, axes: tuple[str, ...]) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        xf = xf - xf.mean(-1, keepdims=True)
+        xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
+        y = (xf * w.astype(jnp.float32) + b.astype(jnp.float32)).astype(self.dtype)
+        return _sites.site(self, "hook_normalized", y, axes)
