@@ -1,0 +1,168 @@
+"""Activator (Abdullah & Aydin 2024, "Activator: GLU Activation Function as the Core Component of
+a Vision Transformer"; reference: Abdullah-88/Activator `activator.py`, `train.py`).
+
+images [batch, H, W, C] float -> logits [batch, num_classes] float32.
+
+A ViT-shaped model whose attention is replaced by a GLU-style gating unit acting on each token
+on its own (the reference has no token mixing at all; tokens meet only in the final mean):
+
+    u = LN_g(gelu(x W_1 + b_1));  v = LN_g(x W_2 + b_2)     LN_g: one LayerNorm, used twice
+    gate(x) = (u * v) W_3 + b_3
+    block:  x = x + gate(LN(x));  x = x + W_out gelu(LN(x) W_in + b_in) + b_out
+            (LN: one LayerNorm used twice, as in the reference `ActivatorBlock`)
+
+Conv patch embedding (no class token, no positions), blocks, mean over tokens, linear head.
+`ffn=False` drops the second sub-block (the paper's "GLU only" variant, reference
+`activator_only_GEGLU.py`). GELU is exact (torch nn.GELU).
+
+Sites:
+  hook_embed                                          [batch, pos, d_model]
+  blocks.{i}.hook_resid_pre, hook_gate_out, hook_resid_mid, hook_mlp_out, hook_resid_post
+  blocks.{i}.ln1.hook_normalized, blocks.{i}.ln2.hook_normalized   [batch, pos, d_model]
+  blocks.{i}.gate.hook_u, hook_v, hook_gated                       [batch, pos, d_ffn]
+  blocks.{i}.mlp.hook_pre|hook_post                                [batch, pos, d_ffn]
+  hook_pooled                                                      [batch, d_model]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.mlp import MLP, NEURON_AXES
+from jaxinterp.models import vision_common as vc
+from jaxinterp.models.preset import Preset
+
+# The module, not the `jaxinterp.sites` function that `jaxinterp/__init__` binds over it.
+sites = importlib.import_module("jaxinterp.sites")
+
+RESID_AXES = vc.TOKEN_AXES
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivatorConfig:
+    """Hyperparameters of an Activator (defaults: the reference CIFAR-10 model).
+
+    Attributes:
+      image_size, patch_size, in_channels, num_classes: input and output shapes.
+      n_layers: blocks; d_model: token width; d_ffn: hidden width of gate and FFN.
+      ffn: keep the second (GELU MLP) sub-block.
+      eps: LayerNorm epsilon (torch default 1e-5).
+      init_range: standard deviation of the normal initialiser of weights.
+      dtype, param_dtype: compute and parameter dtypes.
+    """
+
+    image_size: int = 32
+    patch_size: int = 4
+    in_channels: int = 3
+    num_classes: int = 10
+    n_layers: int = 4
+    d_model: int = 256
+    d_ffn: int = 512
+    ffn: bool = True
+    eps: float = 1e-5
+    init_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        vc.check_positive(self, "image_size", "patch_size", "in_channels", "num_classes",
+                          "n_layers", "d_model", "d_ffn")
+        vc.n_patches(self.image_size, self.patch_size)
+        vc.check_dtypes(self)
+
+
+class ActivatorGate(nn.Module):
+    """x [batch, pos, d_model] -> (LN(gelu(x W_1 + b_1)) * LN(x W_2 + b_2)) W_3 + b_3."""
+
+    d_ffn: int
+    eps: float = 1e-5
+    init_range: float = 0.02
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d_model, pd = x.shape[-1], self.param_dtype
+        init, zeros = nn.initializers.normal(self.init_range), nn.initializers.zeros
+
+        def dense(name, h, d_in, d_out, axes):
+            w = param(self, f"W_{name}", init, (d_in, d_out), axes, pd)
+            b = param(self, f"b_{name}", zeros, (d_out,), axes[1:], pd)
+            return (jnp.einsum("bpi,io->bpo", h, w.astype(self.dtype)) + b).astype(self.dtype)
+
+        w_ln, b_ln = vc.LayerNormParams(pd, name="ln")(self.d_ffn)
+        u = activation("gelu")(dense("1", x, d_model, self.d_ffn, ("embed", "mlp")))
+        u = vc.AppliedNorm(self.eps, self.dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
+        u = sites.site(self, "hook_u", u, NEURON_AXES)
+        v = dense("2", x, d_model, self.d_ffn, ("embed", "mlp"))
+        v = vc.AppliedNorm(self.eps, self.dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
+        v = sites.site(self, "hook_v", v, NEURON_AXES)
+        g = sites.site(self, "hook_gated", u * v, NEURON_AXES)
+        return dense("3", g, self.d_ffn, d_model, ("mlp", "embed"))  # contract d_ffn
+
+
+class ActivatorBlock(nn.Module):
+    """x [batch, pos, d_model] -> ([batch, pos, d_model], None)."""
+
+    config: ActivatorConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer: int) -> tuple[jax.Array, None]:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        with sites.layer(self, "blocks", layer, c.n_layers):
+            w_ln, b_ln = vc.LayerNormParams(pd, name="ln")(c.d_model)
+            x = sites.site(self, "hook_resid_pre", x, RESID_AXES)
+            h = vc.AppliedNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, RESID_AXES)
+            gate = ActivatorGate(c.d_ffn, c.eps, c.init_range, dtype, pd, name="gate")(h)
+            x = x + sites.site(self, "hook_gate_out", gate, RESID_AXES)
+            if not c.ffn:
+                return sites.site(self, "hook_resid_post", x, RESID_AXES), None
+            x = sites.site(self, "hook_resid_mid", x, RESID_AXES)
+            h = vc.AppliedNorm(c.eps, dtype, name="ln2")(x, w_ln, b_ln, RESID_AXES)
+            mlp = MLP(d_mlp=c.d_ffn, act_fn="gelu", init_range=c.init_range, dtype=dtype,
+                      param_dtype=pd, name="mlp")
+            x = x + sites.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
+            return sites.site(self, "hook_resid_post", x, RESID_AXES), None
+
+
+class Activator(nn.Module):
+    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+
+    config: ActivatorConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        vc.check_images(images, c.image_size, c.in_channels, "Activator")
+        x = vc.PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
+                          param_dtype=pd, name="patch_embed")(images)
+        x = sites.site(self, "hook_embed", x, RESID_AXES)
+        for i in range(c.n_layers):
+            x, _ = ActivatorBlock(c, name=f"blocks_{i}")(x, i)
+        pooled = sites.site(self, "hook_pooled", vc.pool(x, "mean"), vc.POOLED_AXES)
+        return vc.ClassifierHead(c.num_classes, init_range=c.init_range, dtype=dtype,
+                                 param_dtype=pd, name="head")(pooled)
+
+
+PRESETS: dict[str, Preset] = {
+    "activator_c10": Preset(
+        Activator, ActivatorConfig,
+        dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
+             d_model=256, d_ffn=512, ffn=True),
+        "Activator, the reference CIFAR-10 model (32x32, patch 4, 4 blocks, d_model 256, "
+        "d_ffn 512; 2,650,890 parameters)."),
+    "activator_glu_only_c10": Preset(
+        Activator, ActivatorConfig,
+        dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
+             d_model=256, d_ffn=512, ffn=False),
+        "Activator without the second MLP (reference activator_only_GEGLU.py; 1,599,242 "
+        "parameters)."),
+}
