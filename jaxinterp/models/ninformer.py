@@ -1,0 +1,202 @@
+"""NiNformer (Abdullah & Aydin 2024, "NiNformer: A Network in Network Transformer with Token
+Mixing Generated Gating Function"; reference: Abdullah-88/NiNformer `ninformer.py`, `train.py`).
+
+images [batch, H, W, C] float -> logits [batch, num_classes] float32.
+
+Attention is replaced by a gating unit whose gate is computed by a whole MLP-Mixer block (the
+"network in network"), so the token mixing is dynamic:
+
+    gate(x)  = (x W_p + b_p) * Mixer(x)
+    Mixer(x) = y + MLP_c(LN_c(y)),  y = x + MLP_t(LN_t(x)ᵀ)ᵀ    (token MLP over positions)
+    block:     x = x + gate(LN(x));  x = x + MLP(LN(x))          (LN: one LayerNorm used twice,
+                                                                as in the reference `NiNBlock`)
+    MLP(u) = W_2 gelu(W_1 u + b_1) + b_2 (exact GELU, torch nn.GELU)
+
+Conv patch embedding (no class token, no positions), blocks, mean over tokens, linear head.
+The reference uses d_ffn for the hidden widths of all three MLPs (token, channel, FFN).
+
+Sites:
+  hook_embed                                                      [batch, pos, d_model]
+  blocks.{i}.hook_resid_pre, hook_gate_out, hook_resid_mid, hook_mlp_out, hook_resid_post
+  blocks.{i}.ln1.hook_normalized, blocks.{i}.ln2.hook_normalized  [batch, pos, d_model]
+  blocks.{i}.gate.hook_linear (x W_p + b_p), gate.hook_mixer (Mixer(x))   [batch, pos, d_model]
+  blocks.{i}.gate.mixer.token_mixing.hook_pre|hook_post           [batch, d_model, d_ffn]
+  blocks.{i}.gate.mixer.hook_token_out, hook_resid_mid, hook_channel_out  [batch, pos, d_model]
+  blocks.{i}.gate.mixer.channel_mixing.hook_pre|hook_post         [batch, pos, d_ffn]
+  blocks.{i}.mlp.hook_pre|hook_post                               [batch, pos, d_ffn]
+  hook_pooled                                                     [batch, d_model]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.mlp import MLP
+from jaxinterp.layers.norms import LayerNorm
+from jaxinterp.models import vision_common as vc
+from jaxinterp.models.preset import Preset
+
+# The module, not the `jaxinterp.sites` function that `jaxinterp/__init__` binds over it.
+sites = importlib.import_module("jaxinterp.sites")
+
+RESID_AXES = vc.TOKEN_AXES
+
+
+@dataclasses.dataclass(frozen=True)
+class NiNformerConfig:
+    """Hyperparameters of a NiNformer (defaults: the reference CIFAR-10 model).
+
+    Attributes:
+      image_size, patch_size, in_channels, num_classes: input and output shapes.
+      n_layers: blocks; d_model: token width; d_ffn: hidden width of the token, channel and
+        feed-forward MLPs.
+      eps: LayerNorm epsilon (torch default 1e-5).
+      init_range: standard deviation of the normal initialiser of weights.
+      dtype, param_dtype: compute and parameter dtypes.
+    """
+
+    image_size: int = 32
+    patch_size: int = 4
+    in_channels: int = 3
+    num_classes: int = 10
+    n_layers: int = 4
+    d_model: int = 256
+    d_ffn: int = 512
+    eps: float = 1e-5
+    init_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        vc.check_positive(self, "image_size", "patch_size", "in_channels", "num_classes",
+                          "n_layers", "d_model", "d_ffn")
+        vc.n_patches(self.image_size, self.patch_size)
+        vc.check_dtypes(self)
+
+
+class _TwoLayer(nn.Module):
+    """x [..., a, d_in] -> W_2 gelu(W_1 x + b_1) + b_2 over the last axis; sites hook_pre and
+    hook_post on the hidden layer with axes `hidden_axes`."""
+
+    d_hidden: int
+    hidden_axes: tuple[str, ...]
+    init_range: float
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d_in, pd = x.shape[-1], self.param_dtype
+        init, zeros = nn.initializers.normal(self.init_range), nn.initializers.zeros
+        w1 = param(self, "W_in", init, (d_in, self.d_hidden), (None, "mlp"), pd)
+        h = jnp.einsum("bai,ih->bah", x, w1.astype(self.dtype))  # contract d_in
+        h = h + param(self, "b_in", zeros, (self.d_hidden,), ("mlp",), pd)
+        h = sites.site(self, "hook_pre", h.astype(self.dtype), self.hidden_axes)
+        h = sites.site(self, "hook_post", activation("gelu")(h), self.hidden_axes)
+        w2 = param(self, "W_out", init, (self.d_hidden, d_in), ("mlp", None), pd)
+        out = jnp.einsum("bah,hi->bai", h, w2.astype(self.dtype))  # contract d_hidden
+        return (out + param(self, "b_out", zeros, (d_in,), (None,), pd)).astype(self.dtype)
+
+
+class MixerGateBlock(nn.Module):
+    """The MLP-Mixer block that computes the gate. x: [batch, pos, d_model] -> same."""
+
+    d_ffn: int
+    eps: float
+    init_range: float
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kw = dict(init_range=self.init_range, dtype=self.dtype, param_dtype=self.param_dtype)
+        h = LayerNorm(self.eps, self.dtype, self.param_dtype, name="ln_token")(x, RESID_AXES)
+        h = _TwoLayer(self.d_ffn, ("batch", "d_model", "d_mlp"), name="token_mixing", **kw)(
+            jnp.swapaxes(h, 1, 2))  # [batch, d_model, pos]: mix over positions
+        y = x + sites.site(self, "hook_token_out", jnp.swapaxes(h, 1, 2), RESID_AXES)
+        y = sites.site(self, "hook_resid_mid", y, RESID_AXES)
+        h = LayerNorm(self.eps, self.dtype, self.param_dtype, name="ln_channel")(y, RESID_AXES)
+        h = _TwoLayer(self.d_ffn, ("batch", "pos", "d_mlp"), name="channel_mixing", **kw)(h)
+        return y + sites.site(self, "hook_channel_out", h, RESID_AXES)
+
+
+class MixerGatingUnit(nn.Module):
+    """x [batch, pos, d_model] -> (x W_p + b_p) * MixerGateBlock(x)."""
+
+    d_ffn: int
+    eps: float
+    init_range: float
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d, pd = x.shape[-1], self.param_dtype
+        w = param(self, "W_proj", nn.initializers.normal(self.init_range), (d, d),
+                  ("embed", None), pd)
+        u = jnp.einsum("bpm,mn->bpn", x, w.astype(self.dtype))  # contract d_model
+        u = u + param(self, "b_proj", nn.initializers.zeros, (d,), (None,), pd)
+        u = sites.site(self, "hook_linear", u.astype(self.dtype), RESID_AXES)
+        v = MixerGateBlock(self.d_ffn, self.eps, self.init_range, self.dtype, pd,
+                           name="mixer")(x)
+        v = sites.site(self, "hook_mixer", v, RESID_AXES)
+        return u * v
+
+
+class NiNBlock(nn.Module):
+    """x [batch, pos, d_model] -> ([batch, pos, d_model], None)."""
+
+    config: NiNformerConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer: int) -> tuple[jax.Array, None]:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        with sites.layer(self, "blocks", layer, c.n_layers):
+            w_ln, b_ln = vc.LayerNormParams(pd, name="ln")(c.d_model)
+            x = sites.site(self, "hook_resid_pre", x, RESID_AXES)
+            h = vc.AppliedNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, RESID_AXES)
+            gate = MixerGatingUnit(c.d_ffn, c.eps, c.init_range, dtype, pd, name="gate")(h)
+            x = x + sites.site(self, "hook_gate_out", gate, RESID_AXES)
+            x = sites.site(self, "hook_resid_mid", x, RESID_AXES)
+            h = vc.AppliedNorm(c.eps, dtype, name="ln2")(x, w_ln, b_ln, RESID_AXES)
+            mlp = MLP(d_mlp=c.d_ffn, act_fn="gelu", init_range=c.init_range, dtype=dtype,
+                      param_dtype=pd, name="mlp")
+            x = x + sites.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
+            return sites.site(self, "hook_resid_post", x, RESID_AXES), None
+
+
+class NiNformer(nn.Module):
+    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+
+    config: NiNformerConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        vc.check_images(images, c.image_size, c.in_channels, "NiNformer")
+        x = vc.PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
+                          param_dtype=pd, name="patch_embed")(images)
+        x = sites.site(self, "hook_embed", x, RESID_AXES)
+        for i in range(c.n_layers):
+            x, _ = NiNBlock(c, name=f"blocks_{i}")(x, i)
+        pooled = sites.site(self, "hook_pooled", vc.pool(x, "mean"), vc.POOLED_AXES)
+        return vc.ClassifierHead(c.num_classes, init_range=c.init_range, dtype=dtype,
+                                 param_dtype=pd, name="head")(pooled)
+
+
+PRESETS: dict[str, Preset] = {
+    "ninformer_c10": Preset(
+        NiNformer, NiNformerConfig,
+        dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
+             d_model=256, d_ffn=512),
+        "NiNformer, the reference CIFAR-10 model (32x32, patch 4 -> 64 tokens, 4 blocks, "
+        "d_model 256, d_ffn 512; 2,652,170 parameters)."),
+}
