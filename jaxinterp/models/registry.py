@@ -8,7 +8,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxinterp.models import mixer, raftmlp, vit
+from jaxinterp.models import activator, deep_mlp, mixer, ninformer, raftmlp, vit
 from jaxinterp.models.preset import Preset
 from jaxinterp.models.transformer import Transformer, TransformerConfig
 
@@ -40,6 +40,9 @@ _FAMILIES: tuple[dict[str, Preset], ...] = (
     mixer.PRESETS,
     raftmlp.PRESETS,
     vit.PRESETS,
+    deep_mlp.PRESETS,
+    activator.PRESETS,
+    ninformer.PRESETS,
 )
 
 
