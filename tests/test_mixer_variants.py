@@ -169,3 +169,130 @@ def test_raftmlp_presets():
     assert set(RAFT_PRESETS) == {"raftmlp_s", "raftmlp_m", "raftmlp_l"}
     with pytest.raises(ValueError, match="configured for images"):
         RAFT.apply(RAFT_VARS, np.zeros((1, 16, 16, 2), np.float32))
+
+
+# -- MS-MLP -----------------------------------------------------------------------------------
+from jaxinterp.models.ms_mlp import MSMLP, MSMLPConfig, chunk_sizes  # noqa: E402
+
+MS_TINY = dict(num_classes=3, image_size=8, in_channels=2, patch_size=2, embed_dim=10,
+               depths=(1, 2), shift_size=3, shift_dist=(-1, 0, 1),
+               mix_size=((1, 3, 3), (1, 1, 3)), layer_scale_init=0.5)
+MS_CFG = MSMLPConfig(**MS_TINY)
+MS = MSMLP(MS_CFG)
+MS_VARS = randomize(MS.init(jax.random.key(0), IMAGES))
+MS_P = nn.meta.unbox(MS_VARS)["params"]
+
+
+def _conv_patch(x, p, k):
+    """torch Conv2d(kernel=stride=k) on NCHW x with our HWIO kernel."""
+    b, c, h, w = x.shape
+    patches = x.reshape(b, c, h // k, k, w // k, k).transpose(0, 2, 4, 3, 5, 1)  # b i j y x c
+    out = np.einsum("bijyxc,yxco->boij", patches, np.asarray(p["kernel"], np.float64))
+    return out + np.asarray(p["bias"])[None, :, None, None]
+
+
+def _depthwise(x, p, k):
+    """torch Conv2d(C, C, k, padding=k//2, groups=C) on NCHW x (cross-correlation)."""
+    w = np.asarray(p["kernel"], np.float64)[:, :, 0, :]  # [k, k, C]
+    pad = k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    h, wd = x.shape[2:]
+    out = sum(xp[:, :, dy:dy + h, dx:dx + wd] * w[dy, dx][None, :, None, None]
+              for dy in range(k) for dx in range(k))
+    return out + np.asarray(p["bias"])[None, :, None, None]
+
+
+def _ln_cf(x, p, eps):  # LayerNorm over channels of NCHW x
+    return _ln(x.transpose(0, 2, 3, 1), p, eps).transpose(0, 3, 1, 2)
+
+
+def ms_reference(params, images, hooks=None):
+    """MS-MLP forward following JegZheng/MS-MLP `ms_mlp.py` in NCHW; hooks "{i}.mlp_out" edit a
+    block's gamma-scaled MLP output, "{i}.mix_lr" its left-right branch (both NCHW)."""
+    hooks = hooks or {}
+    c = MS_CFG
+    eps = c.eps
+    x = np.asarray(images, np.float64).transpose(0, 3, 1, 2)
+    x = _ln_cf(_conv_patch(x, params["patch_embed"]["proj"], c.patch_size),
+               params["patch_embed"]["norm"], eps)
+    block = 0
+    for s, depth in enumerate(c.depths):
+        sp = params[f"layers_{s}"]
+        for j in range(depth):
+            bp = sp[f"blocks_{j}"]
+            sizes = chunk_sizes(x.shape[1], c.shift_size)
+            xs = np.split(x, np.cumsum(sizes)[:-1], axis=1)
+            lr = [_depthwise(np.roll(xg, sh, 3), bp[f"dwconv_lr_{g}"], k)
+                  for g, (xg, sh, k) in enumerate(zip(xs, c.shift_dist, c.mix_size[s],
+                                                      strict=True))]
+            td = [_depthwise(np.roll(xg, sh, 2), bp[f"dwconv_td_{g}"], k)
+                  for g, (xg, sh, k) in enumerate(zip(xs, c.shift_dist, c.mix_size[s],
+                                                      strict=True))]
+            lr = hooks.get(f"{block}.mix_lr", lambda v: v)(np.concatenate(lr, 1))
+            y = (lr + np.concatenate(td, 1)).transpose(0, 2, 3, 1)
+            y = _ln(y, bp["norm"], eps)
+            y = _dense(_gelu(_dense(y, bp["mlp"]["pwconv1"])), bp["mlp"]["pwconv2"])
+            y = (np.asarray(bp["gamma"]) * y).transpose(0, 3, 1, 2)
+            x = x + hooks.get(f"{block}.mlp_out", lambda v: v)(y)
+            block += 1
+        if s < len(c.depths) - 1:
+            x = _ln_cf(_conv_patch(x, sp["downsample"]["proj"], 2), sp["downsample"]["norm"],
+                       eps)
+    pooled = _ln(x.mean((2, 3)), params["norm"], eps)
+    return _dense(pooled, params["head"])
+
+
+def test_chunk_sizes_match_torch_chunk():
+    """torch.chunk(torch.zeros(d), n) sizes, written out: ceil(d/n) each, the rest last."""
+    assert chunk_sizes(96, 5) == (20, 20, 20, 20, 16)
+    assert chunk_sizes(192, 5) == (39, 39, 39, 39, 36)
+    assert chunk_sizes(10, 3) == (4, 4, 2)
+    assert chunk_sizes(20, 3) == (7, 7, 6)
+
+
+def test_msmlp_matches_reference():
+    assert_close(MS.apply(MS_VARS, IMAGES), ms_reference(MS_P, IMAGES), rtol=1e-5)
+
+
+def test_msmlp_sites():
+    names = ji.sites(MS, IMAGES)
+    assert names["hook_embed"].shape == (2, 4, 4, 10)
+    assert names["blocks.0.mlp.hook_post"].shape == (2, 4, 4, 40)
+    assert names["blocks.2.hook_mix_lr"].shape == (2, 2, 2, 20)
+    assert [n for n in names if n.endswith("hook_resid_post")] == [
+        f"blocks.{i}.hook_resid_post" for i in range(3)]
+    assert names["hook_pooled"].shape == (2, 20)
+
+
+def test_msmlp_ablations():
+    """Zero-ablate block 1's MLP output; Patch block 0's left-right branch with zeros on the
+    first 4 channels (the shift-left group)."""
+    def zero_group0(v):
+        v = v.copy()
+        v[:, :4] = 0.0
+        return v
+
+    mask = np.arange(10) < 4
+    _, cache = ji.run(MS, MS_VARS, IMAGES, capture="blocks.0.hook_mix_lr")
+    patched = np.where(mask, 0.0, np.asarray(cache["blocks.0.hook_mix_lr"]))
+    ivs = [ji.Ablate("blocks.1.hook_mlp_out"), ji.Patch("blocks.0.hook_mix_lr", patched)]
+    got, _ = ji.run(MS, MS_VARS, IMAGES, interventions=ivs)
+    want = ms_reference(MS_P, IMAGES, {"1.mlp_out": np.zeros_like, "0.mix_lr": zero_group0})
+    assert_close(got, want, rtol=1e-5)
+    assert np.abs(np.asarray(got) - ms_reference(MS_P, IMAGES)).max() > 1e-3
+
+
+def test_msmlp_jit_vmap():
+    got = jax.jit(jax.vmap(MS.apply, in_axes=(None, 0)))(MS_VARS, np.stack([IMAGES, -IMAGES]))
+    assert_close(got[1], ms_reference(MS_P, -IMAGES), rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(mix_size=((1, 3, 3),)), "mix_size has 1 stages"),
+    (dict(mix_size=((1, 2, 3), (1, 1, 3))), "odd kernel sizes"),
+    (dict(shift_dist=(0, 1)), "needs shift_size=3"),
+    (dict(image_size=6), "must be divisible"),
+])
+def test_msmlp_config_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        MSMLPConfig(**{**MS_TINY, **bad})

@@ -8,7 +8,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxinterp.models import activator, deep_mlp, mixer, ninformer, raftmlp, vit
+from jaxinterp.models import activator, deep_mlp, mixer, ms_mlp, ninformer, raftmlp, vit
 from jaxinterp.models.preset import Preset
 from jaxinterp.models.transformer import Transformer, TransformerConfig
 
@@ -39,6 +39,7 @@ _FAMILIES: tuple[dict[str, Preset], ...] = (
     _TRANSFORMER_PRESETS,
     mixer.PRESETS,
     raftmlp.PRESETS,
+    ms_mlp.PRESETS,
     vit.PRESETS,
     deep_mlp.PRESETS,
     activator.PRESETS,
