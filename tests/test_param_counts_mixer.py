@@ -118,6 +118,36 @@ def test_raftmlp_counts(name):
     assert round(got / 1e6, 1) == RAFT_PAPER_M[name]
 
 
+# -- MS-MLP -----------------------------------------------------------------------------------
+MSMLP = {"msmlp_t": (3, 3, 9, 3), "msmlp_s": (3, 3, 27, 3)}  # embed_dim 96, patch 4
+MSMLP_README_M = {"msmlp_t": 28, "msmlp_s": 50}
+MIX_SIZE = ((1, 1, 3, 5, 7), (1, 3, 3, 5, 7), (1, 5, 5, 5, 7), (1, 7, 7, 7, 7))
+
+
+def msmlp_count(depths, embed: int = 96, classes: int = 1000) -> int:
+    total = 4 * 4 * 3 * embed + embed + layer_norm(embed)  # PatchEmbed proj + norm
+    for s, depth in enumerate(depths):
+        d = embed * 2 ** s
+        size = -(-d // 5)  # torch.chunk(d, 5)
+        chunks = [min(size, d - i) for i in range(0, d, size)]
+        dw = sum(ch * k * k + ch for ch, k in zip(chunks, MIX_SIZE[s], strict=True))
+        block = 2 * dw + layer_norm(d) + dense(d, 4 * d) + dense(4 * d, d) + d  # + gamma
+        total += depth * block
+        if s < len(depths) - 1:
+            total += 2 * 2 * d * 2 * d + 2 * d + layer_norm(2 * d)  # downsample PatchEmbed
+    d = embed * 2 ** (len(depths) - 1)
+    return total + layer_norm(d) + dense(d, classes)
+
+
+@pytest.mark.parametrize("name", sorted(MSMLP))
+def test_msmlp_counts(name):
+    """The README's "Params" (28M, 50M) are the counts truncated to whole millions
+    (28,656,232 -> 28; rounding would give 29)."""
+    got = n_params(name)
+    assert got == msmlp_count(MSMLP[name])
+    assert got // 10**6 == MSMLP_README_M[name]
+
+
 def test_every_mixer_family_preset_is_counted():
     counted = set(MIXER) | set(globals().get("RAFT", {})) | set(globals().get("MSMLP", {}))
     family = {n for n in PRESETS if n.startswith(("mixer_", "raftmlp_", "msmlp_"))}
