@@ -75,7 +75,8 @@ class MoE(nn.Module):
         weights = jnp.einsum("bpk,bpke->bpe", top_p / top_p.sum(-1, keepdims=True),
                              chosen)  # scatter the k renormalised weights to their experts
         weights = sites.site(self, "hook_router_weights", weights, ROUTER_AXES)
-        self._sow_load_balancing(probs, chosen.sum(2))
+        if not self.is_initializing():  # keep `init`'s output to parameters only
+            self._sow_load_balancing(probs, chosen.sum(2))
 
         w_in = param(self, "W_in", init, (e, d_model, dm), ("expert", "embed", "mlp"), pd)
         pre = jnp.einsum("bpm,emn->bpen", x, w_in.astype(self.dtype))  # contract d_model
