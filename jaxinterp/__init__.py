@@ -9,7 +9,7 @@ interpretability research.
                            interventions=[ji.Add("blocks.1.hook_resid_post", vec, scale=4.0)])
 """
 
-from jaxinterp import analysis, interventions, models
+from jaxinterp import analysis, interventions, models, sites
 from jaxinterp.interventions import (
     Ablate,
     Add,
@@ -21,7 +21,6 @@ from jaxinterp.interventions import (
     Scale,
 )
 from jaxinterp.run import run
-from jaxinterp.sites import sites
 
 __all__ = [
     "Ablate",

@@ -29,6 +29,8 @@ import contextvars
 import dataclasses
 import difflib
 import fnmatch
+import sys
+import types
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -267,3 +269,16 @@ def sites(model: nn.Module, *inputs: Any, **apply_kwargs: Any) -> dict[str, jax.
     jax.eval_shape(trace, *inputs)
     return session.sorted(session.site_shapes)
 
+
+
+class _CallableModule(types.ModuleType):
+    """`jaxinterp.sites` is this module (`sites.site`, `sites.layer`, used by every model) and
+    also the function `jaxinterp.sites(model, *inputs)`: calling the module calls `sites`.
+    One name for both, so `from jaxinterp import sites` means the same thing wherever and
+    whenever it is imported."""
+
+    def __call__(self, model: nn.Module, *inputs: Any, **apply_kwargs: Any):
+        return sites(model, *inputs, **apply_kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

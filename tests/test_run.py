@@ -122,3 +122,12 @@ def test_sharded_batch_on_8_device_mesh_equals_single_device(axis_type):
     np.testing.assert_allclose(out, single_out, rtol=1e-5, atol=1e-5)
     for k in single_cache:
         np.testing.assert_allclose(cache[k], single_cache[k], rtol=1e-5, atol=1e-5)
+
+
+def test_sites_is_both_the_module_and_the_function():
+    # A model module imported after `jaxinterp` has loaded still gets the module from
+    # `from jaxinterp import sites` (it used to get the function).
+    from jaxinterp import sites
+
+    assert sites is ji.sites and callable(sites)
+    assert callable(sites.site) and callable(sites.layer)
