@@ -166,3 +166,45 @@ def test_scanned_equals_unrolled_moe_gated_registers():
                                    err_msg=name)
     _, state = scanned.apply(svars, tokens, mutable=["aux_loss"])
     assert state["aux_loss"]["blocks"]["mlp"]["load_balancing"][0].shape == (2,)
+
+
+# -- KAN feed-forward (mlp_type="kan") ---------------------------------------------------------
+
+
+def test_kan_mlp_matches_numpy_chebyshev():
+    model, variables, tokens = tiny(n_layers=1, mlp_type="kan", kan_basis="chebyshev", d_mlp=8)
+    _, cache = ji.run(model, variables, tokens, capture="blocks.0.*")
+    p = nn.meta.unbox(variables)["params"]["blocks_0"]["mlp"]
+
+    def kan(x, coef):  # Chebyshev KAN edge sum: T_n(tanh x) = cos(n arccos(tanh x))
+        n = np.arange(coef.shape[-1])
+        basis = np.cos(n * np.arccos(np.tanh(x))[..., None])  # [..., d_in, n_basis]
+        return np.einsum("...in,ijn->...j", basis, np.asarray(coef, np.float64))
+
+    x = np.asarray(cache["blocks.0.ln2.hook_normalized"], np.float64)
+    hidden = kan(x, p["kan_in"]["coef_chebyshev"])
+    assert_close(cache["blocks.0.mlp.kan_in.hook_post"], hidden, rtol=2e-4, atol_rel=2e-5)
+    assert_close(cache["blocks.0.hook_mlp_out"], kan(hidden, p["kan_out"]["coef_chebyshev"]),
+                 rtol=2e-4, atol_rel=2e-5)
+    assert cache["blocks.0.mlp.kan_in.hook_edge"].shape == (3, 10, 32, 8)
+
+
+@pytest.mark.slow
+def test_kan_mlp_bspline_scanned_equals_unrolled():
+    model = ji.models.build("gpt2_small", n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=8,
+                            d_vocab=20, n_ctx=8, mlp_type="kan")
+    tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, 20)
+    variables = model.init(jax.random.key(0), tokens)
+    assert "kan_grid" in variables
+    scanned = ji.models.build("gpt2_small", **{**dataclasses.asdict(model.config),
+                                               "scan_layers": True})
+    svars = ji.models.stack_layers(variables)
+    capture = ("blocks.*.mlp.kan_in.hook_post", "blocks.*.hook_mlp_out")
+    out, cache = ji.run(model, variables, tokens, capture=capture)
+    sout, scache = ji.run(scanned, svars, tokens, capture=capture)
+    np.testing.assert_allclose(sout, out, rtol=1e-5, atol=1e-5)
+    for name in cache:
+        np.testing.assert_allclose(scache[name], cache[name], rtol=1e-5, atol=1e-5,
+                                   err_msg=name)
+    with pytest.raises(ValueError, match="KAN basis 'spline'"):
+        ji.models.config("gpt2_small", mlp_type="kan", kan_basis="spline")

@@ -65,3 +65,30 @@ class MLP(nn.Module):
         if b_out is not None:
             out = out + b_out
         return out.astype(self.dtype)
+
+
+class KANMLP(nn.Module):
+    """KAN feed-forward block: two KAN layers d_model -> d_mlp -> d_model (the MLP of a
+    transformer with every linear map + activation replaced by learnable edge functions, as in
+    Liu et al. 2024, "KAN: Kolmogorov-Arnold Networks"; see `jaxinterp.layers.kan.KANLayer`).
+
+    x: [batch, pos, d_model] -> [batch, pos, d_model]. Sites (relative to the module):
+      kan_in.hook_basis [batch, pos, d_model, n_basis], kan_in.hook_edge [batch, pos, d_model,
+      d_mlp], kan_in.hook_post [batch, pos, d_mlp] (the hidden "neurons"), and the same under
+      kan_out with d_mlp -> d_model. B-spline grids live in the "kan_grid" collection.
+    """
+
+    d_mlp: int
+    basis: str | tuple[str, ...] = "bspline"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        from jaxinterp.layers.kan import KANLayer  # KAN layers are optional for this module
+
+        h = KANLayer(self.d_mlp, basis=self.basis, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="kan_in")(x)
+        out = KANLayer(x.shape[-1], basis=self.basis, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name="kan_out")(h)
+        return out.astype(self.dtype)

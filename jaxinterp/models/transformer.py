@@ -46,12 +46,12 @@ import numpy as np
 from jaxinterp import sites
 from jaxinterp.layers.attention import Attention, check_attention_options
 from jaxinterp.layers.common import ACTIVATIONS, param
-from jaxinterp.layers.mlp import MLP
+from jaxinterp.layers.mlp import KANMLP, MLP
 from jaxinterp.layers.moe import AUX_COLLECTION, MoE, check_moe_options
 from jaxinterp.layers.norms import NORMS, make_norm
 
 RESID_AXES = ("batch", "pos", "d_model")
-MLP_TYPES = ("dense", "moe")
+MLP_TYPES = ("dense", "moe", "kan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,11 @@ class TransformerConfig:
       gated_mlp: GLU-family MLP (`act(x W_gate) * x W_in`): SwiGLU with act_fn "silu", GeGLU
         with "gelu"/"gelu_new", ReGLU with "relu". Applies to each expert when `mlp_type="moe"`.
       mlp_type: "dense" (the MLP above) or "moe" (top-k mixture of experts,
-        `jaxinterp.layers.moe.MoE`; each expert is an MLP of width d_mlp).
+        `jaxinterp.layers.moe.MoE`; each expert is an MLP of width d_mlp) or "kan" (two KAN
+        layers d_model -> d_mlp -> d_model, `jaxinterp.layers.mlp.KANMLP`; act_fn, gated_mlp
+        and use_bias do not apply).
+      kan_basis: KAN edge-function family (or tuple of families) for mlp_type "kan":
+        "bspline", "rbf", "chebyshev" or "fourier" (see `jaxinterp.layers.kan`).
       n_experts: experts per MoE layer (mlp_type "moe").
       experts_per_token: experts each token is routed to (k in top-k; 1 <= k <= n_experts).
       attn_only: no MLPs (the induction-head models of Elhage et al. 2021).
@@ -118,7 +122,8 @@ class TransformerConfig:
     n_key_value_heads: int | None = None
     act_fn: str = "gelu_new"
     gated_mlp: bool = False
-    mlp_type: Literal["dense", "moe"] = "dense"
+    mlp_type: Literal["dense", "moe", "kan"] = "dense"
+    kan_basis: str | tuple[str, ...] = "bspline"
     n_experts: int = 8
     experts_per_token: int = 2
     attn_only: bool = False
@@ -173,6 +178,10 @@ class TransformerConfig:
             raise ValueError(f"mlp_type={self.mlp_type!r}; choose from {MLP_TYPES}")
         if self.mlp_type == "moe" and not self.attn_only:
             check_moe_options(self.n_experts, self.experts_per_token)
+        if self.mlp_type == "kan" and not self.attn_only:
+            from jaxinterp.layers.kan import families
+
+            families(self.kan_basis)  # raises ValueError for an unknown family
         r = self.n_register_tokens
         if not isinstance(r, int) or isinstance(r, bool) or r < 0:
             raise ValueError(f"n_register_tokens={r!r} must be an int >= 0")
@@ -222,6 +231,8 @@ class Block(nn.Module):
 
 
 def _make_mlp(c: TransformerConfig, dtype, pd) -> nn.Module:
+    if c.mlp_type == "kan":
+        return KANMLP(d_mlp=c.d_mlp, basis=c.kan_basis, dtype=dtype, param_dtype=pd, name="mlp")
     if c.mlp_type == "moe":
         return MoE(d_mlp=c.d_mlp, n_experts=c.n_experts, experts_per_token=c.experts_per_token,
                    act_fn=c.act_fn, gated=c.gated_mlp, use_bias=c.use_bias,
@@ -258,7 +269,8 @@ class Transformer(nn.Module):
         if c.scan_layers:
             stack = nn.scan(
                 block,
-                variable_axes={"params": 0, sites.COLLECTION: 0, AUX_COLLECTION: 0},
+                variable_axes={"params": 0, sites.COLLECTION: 0, AUX_COLLECTION: 0,
+                               "kan_grid": 0},
                 split_rngs={"params": True, "dropout": True},
                 length=c.n_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
