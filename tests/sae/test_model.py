@@ -9,6 +9,7 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.sae.model import SAE, SAEConfig, loss
+from tests.sae.reference import np_forward
 from tests.tiny import randomize
 
 D_IN, D_SAE, B = 8, 16, 6
@@ -23,23 +24,6 @@ def make(arch="relu", seed=0, **kw):
         params["log_threshold"] = jnp.log(jnp.linspace(0.05, 1.0, D_SAE))
     x = jax.random.normal(jax.random.key(seed + 2), (B, D_IN))
     return config, params, x
-
-
-def np_forward(p, x, config):
-    p = {k: np.asarray(v, np.float64) for k, v in p.items()}
-    x = np.asarray(x, np.float64)
-    x_in = x if config.transcoder else x - p["b_dec"]
-    pre = x_in @ p["W_enc"] + p["b_enc"]
-    if config.architecture == "relu":
-        acts = np.maximum(pre, 0)
-    elif config.architecture == "topk":
-        acts = np.zeros_like(pre)
-        top = np.argsort(-pre, axis=-1)[:, :config.k]
-        np.put_along_axis(acts, top, np.maximum(np.take_along_axis(pre, top, -1), 0), -1)
-    else:
-        z = np.maximum(pre, 0)
-        acts = z * (z > np.exp(p["log_threshold"]))
-    return acts @ p["W_dec"] + p["b_dec"], acts, pre
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk", "jumprelu"])
