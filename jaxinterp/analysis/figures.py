@@ -79,3 +79,61 @@ def plot_head_scores(scores, *, title: str = "head scores", vmin: float = 0.0,
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return fig
+
+
+def plot_logit_lens(top_prob, top_token, *, decode=None, labels=None, pos_labels=None,
+                    layer_labels=None, title: str = "logit lens"):
+    """A logit-lens table (nostalgebraist 2020): rows are residual streams (layers), columns are
+    positions, each cell is coloured by the lens's top-token probability and annotated with
+    that token.
+
+    Args:
+      top_prob: [layer, pos] probability of the top token (e.g.
+        `jnp.exp(logit_lens(model, v, tokens, top_k=1)[0][:, 0, :, 0])` for example 0).
+      top_token: [layer, pos] int ids of the top token.
+      decode: a function id -> string used to label cells (e.g. a tokenizer's decode).
+      labels: alternatively a sequence of strings indexed by token id.
+      pos_labels: one string per position (the input tokens), for the x axis.
+      layer_labels: one string per row; default "embed", "1", ..., as the lens indices.
+      title: figure title.
+
+    Returns:
+      A matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    p = np.asarray(top_prob, np.float32)
+    ids = np.asarray(top_token)
+    if p.ndim != 2 or ids.shape != p.shape:
+        raise ValueError(f"top_prob and top_token must both be [layer, pos]; got shapes "
+                         f"{p.shape} and {ids.shape}")
+    if decode is not None and labels is not None:
+        raise ValueError("pass decode or labels, not both")
+    if labels is not None:
+        if ids.size and ids.max() >= len(labels):
+            raise ValueError(f"token id {int(ids.max())} has no label ({len(labels)} labels)")
+        decode = labels.__getitem__
+    decode = decode or str
+    n_layers, n = p.shape
+    if pos_labels is not None and len(pos_labels) != n:
+        raise ValueError(f"{len(pos_labels)} pos_labels for {n} positions")
+    if layer_labels is None:
+        layer_labels = ["embed"] + [str(i) for i in range(1, n_layers)]
+    if len(layer_labels) != n_layers:
+        raise ValueError(f"{len(layer_labels)} layer_labels for {n_layers} rows")
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * n, 1.0 + 0.45 * n_layers))
+    im = ax.imshow(p, vmin=0, vmax=1, cmap="Blues", aspect="auto", origin="lower")
+    for i in range(n_layers):
+        for j in range(n):
+            ax.text(j, i, str(decode(int(ids[i, j])))[:8], ha="center", va="center",
+                    fontsize=7, color="white" if p[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n), pos_labels if pos_labels is not None else range(n),
+                  rotation=90 if pos_labels is not None else 0, fontsize=7)
+    ax.set_yticks(range(n_layers), layer_labels, fontsize=7)
+    ax.set_xlabel("position")
+    ax.set_ylabel("layer")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="top-token probability")
+    fig.tight_layout()
+    return fig

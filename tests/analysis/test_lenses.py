@@ -15,6 +15,7 @@ from tests.tiny import assert_close, tiny
 
 MODEL, VARIABLES, TOKENS = tiny()
 CFG = MODEL.config
+N_POS = TOKENS.shape[1]
 
 
 def scanned():
@@ -134,3 +135,23 @@ def test_errors(tmp_path):
         lenses.train_tuned_lens(MODEL, VARIABLES, [TOKENS[0]])
     with pytest.raises(ValueError, match="no batches"):
         lenses.train_tuned_lens(MODEL, VARIABLES, [])
+
+
+def test_logit_lens_figure_writes_png(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jaxinterp.analysis.figures import plot_logit_lens
+
+    logp, ids = lenses.logit_lens(MODEL, VARIABLES, TOKENS[:1], top_k=1)
+    prob, ids = np.exp(np.asarray(logp[:, 0, :, 0])), np.asarray(ids[:, 0, :, 0])
+    names = [f"t{i}" for i in range(CFG.d_vocab)]
+    fig = plot_logit_lens(prob, ids, labels=names, pos_labels=[names[t] for t in TOKENS[0]])
+    cells = [t.get_text() for t in fig.axes[0].texts]
+    assert cells[:N_POS] == [names[i] for i in ids[0]] and len(cells) == ids.size
+    fig.savefig(tmp_path / "lens.png")
+    assert (tmp_path / "lens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"\[layer, pos\]"):
+        plot_logit_lens(prob, ids[:, :2])
+    with pytest.raises(ValueError, match="has no label"):
+        plot_logit_lens(prob, ids, labels=names[:1])
