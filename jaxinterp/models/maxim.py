@@ -1,0 +1,361 @@
+"""A MAXIM multi-axis gated-MLP block stack with a classifier head (Tu et al. 2022, "MAXIM:
+Multi-Axis MLP for Image Processing"; reference: google-research/maxim `maxim/models/maxim.py`).
+
+This is a MAXIM *block stack + classifier*, not the full MAXIM image-restoration U-Net (no
+encoder/decoder stages, cross-gating blocks, channel attention or multi-scale outputs):
+
+    images [batch, H, W, C] -> conv patch embedding -> tokens x [batch, h, w, d_model]
+    (h = H / patch_size) -> n_layers blocks -> LayerNorm -> mean over (h, w) -> linear head.
+
+Each block is the reference's `ResidualSplitHeadMultiAxisGmlpLayer` followed by the channel MLP
+of its `RDCAB` without the squeeze-excitation channel attention (`CALayer`):
+
+    z = gelu(in_project(LN_in(x)))            [b, h, w, d_model * input_proj_factor]
+    u, v = split(z, 2, channels)               each [b, h, w, d_branch]
+    x = x + out_project(concat(Global(u), Local(v)))
+    x = x + Dense_1(gelu(Dense_0(LN(x))))      (channel MLP, hidden width d_mlp)
+
+The two branches are gMLP layers on a partition of the feature map into windows,
+`partition(x, fh, fw)`: [b, h, w, c] -> [b, (h/fh)(w/fw), fh*fw, c], window
+`n = (i // fh) * (w / fw) + j // fw`, position in the window `p = (i % fh) * fw + j % fw`
+(the reference's einops `"n (gh fh) (gw fw) c -> n (gh gw) (fh fw) c"`):
+
+    Branch(x) = unpartition(x_p + out_project(g_u * (gate + 1))),  x_p = partition(x, fh, fw)
+    g_u, g_v = split(gelu(in_project(LN(x_p))), 2, channels)
+    local  (BlockGmlpLayer, fh = fw = block_size):  gate[b, n, q, c] =
+        sum_p LN(g_v)[b, n, p, c] K[p, q] + k[q]      mixing WITHIN each block_size² window
+    global (GridGmlpLayer, fh = h / grid_size):     gate[b, m, p, c] =
+        sum_n LN(g_v)[b, n, p, c] K[n, m] + k[m]      mixing ACROSS the grid_size² windows at
+                                                      the same offset p (a dilated, global mix)
+
+gelu is the tanh approximation (Flax `nn.gelu`), LayerNorm eps 1e-6 (Flax default), Dense
+kernels normal(init_range = 0.02) as in the reference.
+
+Parameters (Flax `nn.Dense` / `nn.LayerNorm` names; reference paths after the arrows, where
+S = SplitHeadMultiAxisGmlpLayer_{i}):
+
+    patch_embed/{W_patch [p, p, C, d_model], b_patch}     (vision_common.PatchEmbed)
+    blocks_{i}/{LayerNorm_in, in_project, out_project}    <- S/...
+    blocks_{i}/global/{LayerNorm, in_project, out_project}  <- S/GridGmlpLayer/...
+    blocks_{i}/global/{intermediate_layernorm, Dense_0}     <- S/GridGmlpLayer/GridGatingUnit/...
+    blocks_{i}/local/...                                    <- S/BlockGmlpLayer/..., likewise
+    blocks_{i}/channel_mlp/{LayerNorm, Dense_0, Dense_1}    <- RDCAB LayerNorm, channel_mixing/...
+    final_norm/{scale, bias}    head/{W_head, b_head}
+
+The gating unit is inlined in its branch (so its site is `local.hook_gate`); a reference
+checkpoint maps on by dropping the `{Grid,Block}GatingUnit` level. All parameters carry logical
+axis names (`nn.meta.unbox` removes the boxes). With `scan_layers=True` the blocks are one
+`blocks` subtree stacked over layers (`jaxinterp.models.stack_layers` converts).
+
+Sites (h, w: the token grid; nw, wp: windows and positions per window of the branch):
+  hook_embed                                       [batch, height, width, d_model]
+  blocks.{i}.hook_resid_pre                        [batch, height, width, d_model]
+  blocks.{i}.hook_in_proj                          [batch, height, width, 2 * d_branch] (gelu'd)
+  blocks.{i}.{global,local}.hook_gate              [batch, window, window_pos, d_gate] (the
+                                                    spatially mixed gate; out = g_u * (gate + 1))
+  blocks.{i}.{global,local}.hook_gated             [batch, window, window_pos, d_gate]
+  blocks.{i}.{global,local}.hook_out               [batch, height, width, d_branch] (the branch's
+                                                    output, its half of the concatenation)
+  blocks.{i}.hook_mix_out                          [batch, height, width, d_model]
+  blocks.{i}.hook_resid_mid                        [batch, height, width, d_model]
+  blocks.{i}.channel_mlp.hook_pre|hook_post        [batch, height, width, d_mlp]
+  blocks.{i}.hook_mlp_out, blocks.{i}.hook_resid_post   [batch, height, width, d_model]
+  hook_pooled                                      [batch, d_model] (after final norm and mean)
+with d_branch = d_model * input_proj_factor / 2, d_gate = d_branch * {grid,block}_gmlp_factor / 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxinterp.layers.common import activation, param
+from jaxinterp.models import vision_common as vc
+from jaxinterp.models.mixer import Dense, LayerNorm
+from jaxinterp.models.preset import Preset
+from jaxinterp.sites import COLLECTION, site
+from jaxinterp.sites import layer as site_layer
+
+MAP_AXES = ("batch", "height", "width", "d_model")
+WINDOW_AXES = ("batch", "window", "window_pos", "d_gate")
+BRANCHES = ("local", "global")
+
+
+def partition(x: jax.Array, fh: int, fw: int) -> jax.Array:
+    """[b, h, w, c] -> [b, (h/fh)(w/fw), fh*fw, c]: non-overlapping fh x fw windows, both the
+    windows and the pixels inside each window in row-major order."""
+    b, h, w, c = x.shape
+    if h % fh or w % fw:
+        raise ValueError(f"a {h}x{w} feature map cannot be cut into {fh}x{fw} windows")
+    x = x.reshape(b, h // fh, fh, w // fw, fw, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (h // fh) * (w // fw), fh * fw, c)
+
+
+def unpartition(x: jax.Array, h: int, w: int, fh: int, fw: int) -> jax.Array:
+    """The inverse of `partition`: [b, (h/fh)(w/fw), fh*fw, c] -> [b, h, w, c]."""
+    b, _, _, c = x.shape
+    x = x.reshape(b, h // fh, w // fw, fh, fw, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, c)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaximConfig:
+    """Hyperparameters of a MAXIM block-stack classifier.
+
+    Attributes:
+      image_size, in_channels, num_classes: input and output shapes (square NHWC images).
+      patch_size: side of the conv patch embedding (kernel = stride); the token grid is
+        (image_size / patch_size)² and must be divisible by block_size and grid_size.
+      n_layers: multi-axis gMLP blocks.
+      d_model: channels of the token grid.
+      d_mlp: hidden width of the channel MLP (the reference RDCAB uses d_mlp = d_model).
+      block_size: side of the local windows (local branch mixes within each window).
+      grid_size: side of the global grid (global branch mixes across grid_size² windows).
+      input_proj_factor, block_gmlp_factor, grid_gmlp_factor: channel expansions of the
+        block's and the branches' `in_project` (reference defaults 2, 2, 2).
+      use_bias: biases in every Dense (reference default True).
+      eps: LayerNorm epsilon (Flax default 1e-6).
+      init_range: standard deviation of the normal initialiser of weights (reference 2e-2).
+      dtype, param_dtype: compute and parameter dtypes; LayerNorm statistics run in float32.
+      scan_layers: stack the blocks with `nn.scan` (parameters under `blocks`, stacked).
+    """
+
+    image_size: int = 224
+    in_channels: int = 3
+    num_classes: int = 1000
+    patch_size: int = 8
+    n_layers: int = 8
+    d_model: int = 256
+    d_mlp: int = 256
+    block_size: int = 7
+    grid_size: int = 7
+    input_proj_factor: int = 2
+    block_gmlp_factor: int = 2
+    grid_gmlp_factor: int = 2
+    use_bias: bool = True
+    eps: float = 1e-6
+    init_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    scan_layers: bool = False
+
+    def __post_init__(self):
+        vc.check_positive(self, "image_size", "in_channels", "num_classes", "patch_size",
+                          "n_layers", "d_model", "d_mlp", "block_size", "grid_size",
+                          "input_proj_factor", "block_gmlp_factor", "grid_gmlp_factor")
+        vc.check_dtypes(self)
+        vc.n_patches(self.image_size, self.patch_size)  # raises unless the patches tile
+        side = self.image_size // self.patch_size
+        for f in ("block_size", "grid_size"):
+            if side % getattr(self, f):
+                raise ValueError(
+                    f"MaximConfig.{f}={getattr(self, f)} must divide the token grid side "
+                    f"{side} (= image_size {self.image_size} / patch_size {self.patch_size})")
+        if (self.d_model * self.input_proj_factor) % 2:
+            raise ValueError(f"d_model * input_proj_factor = {self.d_model} * "
+                             f"{self.input_proj_factor} must be even (split into two branches)")
+        for f in ("block_gmlp_factor", "grid_gmlp_factor"):
+            if (self.d_branch * getattr(self, f)) % 2:
+                raise ValueError(f"d_branch * {f} = {self.d_branch} * {getattr(self, f)} must "
+                                 "be even (split into gate and value halves)")
+
+    @property
+    def side(self) -> int:
+        """Side of the token grid, image_size / patch_size."""
+        return self.image_size // self.patch_size
+
+    @property
+    def d_branch(self) -> int:
+        """Channels of each branch's input: d_model * input_proj_factor / 2."""
+        return self.d_model * self.input_proj_factor // 2
+
+
+class GmlpBranch(nn.Module):
+    """One branch of the multi-axis block: a gMLP layer on a window partition.
+
+    kind "local" (the reference `BlockGmlpLayer`): windows of `size x size` pixels, the gate
+    mixes positions within each window. kind "global" (`GridGmlpLayer`): a `size x size` grid of
+    windows of (h/size) x (w/size) pixels, the gate mixes windows at the same offset.
+    x: [batch, h, w, c] -> [batch, h, w, c] (includes the branch's own residual).
+    """
+
+    kind: str
+    size: int
+    factor: int = 2
+    use_bias: bool = True
+    eps: float = 1e-6
+    init_range: float = 0.02
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.kind not in BRANCHES:
+            raise ValueError(f"unknown branch kind {self.kind!r}; choose from {BRANCHES}")
+        _, h, w, c = x.shape
+        if h % self.size or w % self.size:
+            what = "block_size" if self.kind == "local" else "grid_size"
+            raise ValueError(f"{what}={self.size} must divide the feature map size {h}x{w}")
+        fh, fw = ((self.size, self.size) if self.kind == "local"
+                  else (h // self.size, w // self.size))
+        init = nn.initializers.normal(self.init_range)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        xp = partition(x, fh, fw)  # [b, n_windows, window_pos, c]
+        y = LayerNorm(self.eps, name="LayerNorm", **kw)(xp)
+        y = _dense(c * self.factor, ("embed", "mlp"), init, self.use_bias, "in_project", kw)(y)
+        y = activation("gelu_new")(y).astype(self.dtype)
+        gu, gv = jnp.split(y, 2, axis=-1)  # [b, n, p, c * factor / 2] each
+        gv = LayerNorm(self.eps, axis_name="mlp", name="intermediate_layernorm", **kw)(gv)
+        n_mix = xp.shape[1] if self.kind == "global" else xp.shape[2]
+        kernel, bias = _Weights(n_mix, init, self.use_bias, self.param_dtype, name="Dense_0")()
+        if self.kind == "global":
+            gate = jnp.einsum("bnpc,nm->bmpc", gv, kernel.astype(self.dtype))  # contract windows n
+            if bias is not None:
+                gate = gate + bias.astype(self.dtype)[None, :, None, None]
+        else:
+            gate = jnp.einsum("bnpc,pq->bnqc", gv, kernel.astype(self.dtype))  # contract pos p
+            if bias is not None:
+                gate = gate + bias.astype(self.dtype)[None, None, :, None]
+        gate = site(self, "hook_gate", gate.astype(self.dtype), WINDOW_AXES)
+        gated = site(self, "hook_gated", gu * (gate + 1.0), WINDOW_AXES)
+        y = _dense(c, ("mlp", "embed"), init, self.use_bias, "out_project", kw)(gated)
+        out = unpartition(xp + y, h, w, fh, fw)
+        return site(self, "hook_out", out, MAP_AXES)
+
+
+class _Weights(nn.Module):
+    """`kernel [n, n]` and (optionally) `bias [n]` of the gating unit's spatial Dense (the
+    reference's `Dense_0`), returned rather than applied because the contracted axis is a window
+    axis, not the last one."""
+
+    n: int
+    kernel_init: nn.initializers.Initializer
+    use_bias: bool
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array | None]:
+        k = param(self, "kernel", self.kernel_init, (self.n, self.n), (None, None),
+                  self.param_dtype)
+        b = (param(self, "bias", nn.initializers.zeros, (self.n,), (None,), self.param_dtype)
+             if self.use_bias else None)
+        return k, b
+
+
+def _dense(features: int, axes, init, use_bias: bool, name: str, kw) -> nn.Module:
+    return (Dense(features, axes, init, name=name, **kw) if use_bias
+            else _NoBiasDense(features, axes, init, name=name, **kw))
+
+
+class _NoBiasDense(nn.Module):
+    """Flax `nn.Dense(use_bias=False)`: `kernel [in, out]` only. x: [..., in] -> [..., out]."""
+
+    features: int
+    axes: tuple[str | None, str | None]
+    kernel_init: nn.initializers.Initializer
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = param(self, "kernel", self.kernel_init, (x.shape[-1], self.features), self.axes,
+                  self.param_dtype)
+        return jnp.einsum("...i,io->...o", x.astype(self.dtype), k.astype(self.dtype))  # in
+
+
+class ChannelMlp(nn.Module):
+    """RDCAB without channel attention: Dense_1(gelu(Dense_0(LayerNorm(x)))), with sites on the
+    hidden units. x: [batch, h, w, d_model] -> [batch, h, w, d_model]."""
+
+    d_mlp: int
+    use_bias: bool = True
+    eps: float = 1e-6
+    init_range: float = 0.02
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        init = nn.initializers.normal(self.init_range)
+        hidden_axes = ("batch", "height", "width", "d_mlp")
+        y = LayerNorm(self.eps, name="LayerNorm", **kw)(x)
+        y = _dense(self.d_mlp, ("embed", "mlp"), init, self.use_bias, "Dense_0", kw)(y)
+        y = site(self, "hook_pre", y, hidden_axes)
+        y = site(self, "hook_post", activation("gelu_new")(y).astype(self.dtype), hidden_axes)
+        return _dense(x.shape[-1], ("mlp", "embed"), init, self.use_bias, "Dense_1", kw)(y)
+
+
+class MaximBlock(nn.Module):
+    """Multi-axis gMLP layer + channel MLP. x: [batch, h, w, d_model] ->
+    ([batch, h, w, d_model], None). `layer` is the block index (traced under `nn.scan`)."""
+
+    config: MaximConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        kw = dict(dtype=dtype, param_dtype=pd)
+        init = nn.initializers.normal(c.init_range)
+        branch = dict(use_bias=c.use_bias, eps=c.eps, init_range=c.init_range, **kw)
+        with site_layer(self, "blocks", layer, c.n_layers):
+            x = site(self, "hook_resid_pre", x, MAP_AXES)
+            z = LayerNorm(c.eps, name="LayerNorm_in", **kw)(x)
+            z = _dense(2 * c.d_branch, ("embed", "mlp"), init, c.use_bias, "in_project", kw)(z)
+            z = site(self, "hook_in_proj", activation("gelu_new")(z).astype(dtype),
+                     ("batch", "height", "width", "d_mlp"))
+            u, v = jnp.split(z, 2, axis=-1)  # [b, h, w, d_branch] each
+            u = GmlpBranch("global", c.grid_size, c.grid_gmlp_factor, name="global",
+                           **branch)(u)
+            v = GmlpBranch("local", c.block_size, c.block_gmlp_factor, name="local",
+                           **branch)(v)
+            m = _dense(c.d_model, ("mlp", "embed"), init, c.use_bias, "out_project", kw)(
+                jnp.concatenate([u, v], axis=-1))
+            x = x + site(self, "hook_mix_out", m, MAP_AXES)
+            x = site(self, "hook_resid_mid", x, MAP_AXES)
+            y = ChannelMlp(c.d_mlp, name="channel_mlp", **branch)(x)
+            x = x + site(self, "hook_mlp_out", y, MAP_AXES)
+            return site(self, "hook_resid_post", x, MAP_AXES), None
+
+
+class Maxim(nn.Module):
+    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+
+    config: MaximConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        vc.check_images(images, c.image_size, c.in_channels, "Maxim")
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        x = vc.PatchEmbed(c.patch_size, c.d_model, use_bias=c.use_bias,
+                          init_range=c.init_range, dtype=dtype, param_dtype=pd,
+                          name="patch_embed")(images)
+        x = site(self, "hook_embed", x.reshape(-1, c.side, c.side, c.d_model), MAP_AXES)
+        if c.scan_layers:
+            stack = nn.scan(MaximBlock, variable_axes={"params": 0, COLLECTION: 0},
+                            split_rngs={"params": True}, length=c.n_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
+        else:
+            for i in range(c.n_layers):
+                x, _ = MaximBlock(c, name=f"blocks_{i}")(x, i)
+        x = LayerNorm(c.eps, name="final_norm", dtype=dtype, param_dtype=pd)(x)
+        pooled = site(self, "hook_pooled", x.mean(axis=(1, 2)), vc.POOLED_AXES)
+        return vc.ClassifierHead(c.num_classes, use_bias=c.use_bias, init_range=c.init_range,
+                                 dtype=dtype, param_dtype=pd, name="head")(pooled)
+
+
+PRESETS: dict[str, Preset] = {
+    "maxim_block_s": Preset(
+        Maxim, MaximConfig,
+        dict(image_size=224, in_channels=3, num_classes=1000, patch_size=8, n_layers=8,
+             d_model=256, d_mlp=256, block_size=7, grid_size=7),
+        "A MAXIM multi-axis gMLP block stack + classifier (not the MAXIM restoration U-Net): "
+        "224x224, patch 8 -> 28x28 tokens, 8 blocks, d_model 256, 7x7 local blocks and a 7x7 "
+        "global grid, channel MLP 256; 6,684,680 parameters."),
+}
