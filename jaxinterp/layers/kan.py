@@ -29,6 +29,8 @@ Sites (leading axes [batch] or [batch, pos]; see `kan_common` for when edges mat
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -136,14 +138,16 @@ class KANLayer(nn.Module):
         d_in, d_out, pd = x.shape[-1], self.features_out, self.param_dtype
         x = x.astype(self.dtype)
         bases, coefs = [], []
+        grid = self._grid_variable(d_in) if "bspline" in fams else None
         for f in fams:
             n = self.n_basis(f)
             coef = param(self, f"coef_{f}",
                          nn.initializers.normal(self.coef_std / (d_in * n) ** 0.5),
                          (d_in, d_out, n), ("kan_in", "kan_out", None), pd)
             if f == "bspline":
-                grid, coef = self._bspline_grid(x, coef, update_grid)
-                b = kan_basis.bspline_basis(x, grid, self.order)
+                g, coef = self._bspline_update(grid, x, coef) if update_grid else (grid.value,
+                                                                                    coef)
+                b = kan_basis.bspline_basis(x, g, self.order)
             elif f == "rbf":
                 b = kan_basis.rbf_basis(x, self.rbf_centers, self.rbf_range)
             elif f == "chebyshev":
@@ -194,9 +198,9 @@ class KANLayer(nn.Module):
                               pd).astype(self.dtype)
         return site(self, "hook_post", out, (*lead, "d_out"))
 
-    def _bspline_grid(self, x, coef, update):
-        """The grid variable (checked), after an update from `x` if asked; and the coefs."""
-        d_in, k, g = x.shape[-1], self.order, self.grid_size
+    def _grid_variable(self, d_in: int):
+        """The `kan_grid/grid` variable [d_in, G + 2k + 1], checked."""
+        k, g = self.order, self.grid_size
         if not self.is_initializing() and not self.has_variable(GRID_COLLECTION, "grid"):
             raise ValueError(
                 f"B-spline KAN layer {'/'.join(self.path)}: no {GRID_COLLECTION!r} variables. "
@@ -210,8 +214,11 @@ class KANLayer(nn.Module):
                              f"{grid.value.shape}, expected {want} (grid_size={g}, "
                              f"order={k}); after extend_grid build the model with the new "
                              "grid_size")
-        if not update:
-            return grid.value, coef
+        return grid
+
+    def _bspline_update(self, grid, x, coef):
+        """Adapts `grid` (a variable) to samples x and refits c_bspline; returns both."""
+        d_in, k, g = x.shape[-1], self.order, self.grid_size
         xs = x.reshape(-1, d_in).astype(jnp.float32)
         c = coef.astype(jnp.float32)
         y_old = jnp.einsum("sin,ijn->sij", kan_basis.bspline_basis(xs, grid.value, k), c)
@@ -219,7 +226,7 @@ class KANLayer(nn.Module):
         new_coef = kan_basis.fit_coefficients(kan_basis.bspline_basis(xs, new_grid, k), y_old)
         grid.value = new_grid
         _put_param(self, "coef_bspline", new_coef.astype(self.param_dtype))
-        return new_grid, new_coef
+        return new_grid, new_coef.astype(coef.dtype)
 
 
 def _put_param(module: nn.Module, name: str, value: jax.Array) -> None:
@@ -263,20 +270,26 @@ def extend_grid(variables, new_grid_size: int, order: int, n_samples: int | None
     new_p, new_g = dict(boxed_p), dict(flat_g)
     for key, grid in flat_g.items():
         prefix = key[:-1]
-        coef = flat_p[(*prefix, "coef_bspline")].astype(jnp.float32)
-        lo, hi = grid[:, order], grid[:, grid.shape[1] - order - 1]
-        t = jnp.linspace(0.0, 1.0, n_s)[:, None]
-        xs = lo + t * (hi - lo)  # [n_s, d_in], ends included
-        y_old = jnp.einsum("sin,ijn->sij", kan_basis.bspline_basis(xs, grid, order), coef)
-        grid2 = kan_basis.refine_grid(grid, order, new_grid_size)
-        coef2 = kan_basis.fit_coefficients(kan_basis.bspline_basis(xs, grid2, order), y_old)
         box = boxed_p[(*prefix, "coef_bspline")]
-        coef2 = coef2.astype(jnp.asarray(nn.meta.unbox(box)).dtype)
+        coef = flat_p[(*prefix, "coef_bspline")]
+        grid2, coef2 = _refit_finer(grid, coef, order, new_grid_size, n_s)
+        coef2 = coef2.astype(coef.dtype)
         new_p[(*prefix, "coef_bspline")] = (box.replace_boxed(coef2)
                                            if isinstance(box, nn.meta.AxisMetadata) else coef2)
         new_g[key] = grid2
     return {**variables, "params": traverse_util.unflatten_dict(new_p),
             GRID_COLLECTION: traverse_util.unflatten_dict(new_g)}
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _refit_finer(grid, coef, order: int, new_grid_size: int, n_s: int):
+    """(finer grid, refitted coefficients) of one layer; see `extend_grid`."""
+    lo, hi = grid[:, order], grid[:, grid.shape[1] - order - 1]
+    xs = lo + jnp.linspace(0.0, 1.0, n_s)[:, None] * (hi - lo)  # [n_s, d_in], ends included
+    y_old = jnp.einsum("sin,ijn->sij", kan_basis.bspline_basis(xs, grid, order),
+                       coef.astype(jnp.float32))  # contract n_basis
+    grid2 = kan_basis.refine_grid(grid, order, new_grid_size)
+    return grid2, kan_basis.fit_coefficients(kan_basis.bspline_basis(xs, grid2, order), y_old)
 
 
 __all__ = ["FAMILIES", "GRID_COLLECTION", "RATIONAL_INITS", "GroupRationalKAN", "KANLayer",
