@@ -286,27 +286,38 @@ def successor_score(model, variables, sequences: Sequence[Sequence[int]]) -> jax
     Returns:
       [layer, head] scores in [0, 1].
     """
-    from jaxinterp.analysis._weights import transformer_weights
+    from jaxinterp.analysis.lenses import _check_transformer, params_of, unembed
+    from jaxinterp.layers.mlp import MLP
+    from jaxinterp.layers.norms import make_norm
 
+    c = _check_transformer(model)
     seqs = [list(map(int, s)) for s in sequences]
     if not seqs or any(len(s) < 2 for s in seqs):
         raise ValueError("sequences must be a non-empty list of token-id lists of length >= 2")
-    c = model.config
     if any(t < 0 or t >= c.d_vocab for s in seqs for t in s):
         raise ValueError(f"sequence token ids must be in [0, d_vocab={c.d_vocab})")
-    w = transformer_weights(model, variables)
+    p = params_of(variables)
+
+    def norm(block: dict, name: str, x: jax.Array) -> jax.Array:
+        layer = make_norm(c.normalization_type, c.eps, jnp.float32, jnp.float32, name)
+        return x if layer is None else layer.apply({"params": block[name]}, x, ("t", "d_model"))
+
     tokens = jnp.asarray(sorted({t for s in seqs for t in s}))
-    x = w.embed(tokens)  # [token, d_model]
-    if not c.attn_only:
-        x = x + w.mlp(0, w.norm(0, "ln2", x))
+    x = p["embed"]["W_E"][tokens]  # [token, d_model]
+    if not c.attn_only:  # the MLP0 effective embedding
+        mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, gated=c.gated_mlp, use_bias=c.use_bias)
+        x = x + mlp.apply({"params": p["blocks_0"]["mlp"]}, norm(p["blocks_0"], "ln2", x)[None])[0]
     scores = []
     for layer in range(c.n_layers):
-        h = w.norm(layer, "ln1", x)
-        v = jnp.einsum("tm,nmd->tnd", h, w.kv_heads(layer, "V"))  # contract d_model
-        if w.has_bias:
-            v = v + w.kv_heads(layer, "b_V")
-        out = jnp.einsum("tnd,ndm->tnm", v, w.block(layer)["attn"]["W_O"])  # contract d_head
-        logits = w.unembed(out)  # [token, head, vocab]
+        block = p[f"blocks_{layer}"]
+        attn = block["attn"]
+        group = c.n_heads // attn["W_V"].shape[0]  # grouped-query: one KV head per group
+        w_v = jnp.repeat(attn["W_V"], group, axis=0)
+        v = jnp.einsum("tm,nmd->tnd", norm(block, "ln1", x), w_v)  # contract d_model
+        if c.use_bias:
+            v = v + jnp.repeat(attn["b_V"], group, axis=0)
+        out = jnp.einsum("tnd,ndm->tnm", v, attn["W_O"])  # contract d_head
+        logits = unembed(model, variables, out)  # [token, head, vocab]
         hits = []
         for s in seqs:
             idx = jnp.searchsorted(tokens, jnp.asarray(s))
