@@ -1,0 +1,222 @@
+"""Activation-patching sweep: `act_patch` vs the naive loop of forward passes (on CPU).
+
+    python -m experiments.benchmarks.patching_speed                    # gpt2_small, 12 x 20
+    python -m experiments.benchmarks.patching_speed --n_layers=2 --seq=4 --batch=2 --repeats=1
+
+Model: `ji.models.build("gpt2_small", n_layers=...)` (default the full 12 layers, d_model 768,
+vocab 50257) with random weights; clean and corrupted random tokens `[batch, seq]` (default
+8 x 20). Metric: mean logit difference between tokens 0 and 1 at the last position.
+
+The sweep is a full `resid_pre` x `layer_pos` patch: 12 layers x 20 positions = 240 patched
+forward passes.
+
+  naive:     a Python loop over (layer, pos) calling ONE jitted function per layer,
+             `metric(ji.run(model, variables, corrupted, interventions=[ji.Patch(site, clean_act,
+             positions=[pos])])[0])` (the position is a traced argument, so each layer's function
+             compiles once; the site name is static, so there are n_layers compilations).
+  act_patch: `jaxinterp.analysis.patching.act_patch(..., "resid_pre", "layer_pos")`: per layer,
+             one compiled call vmapped over the positions (the layers before the patched one
+             are computed once per call, not once per position).
+
+Both are compiled by a first call (its time is reported as "first call"), then timed
+alternately `--repeats` times (median reported, with min and max); both return the same
+[layer, pos] array (checked). Target: naive / act_patch >= 5.
+
+Memory: XLA's own account of each compiled function (`jitted.lower(...).compile()
+.memory_analysis()`: arguments + outputs + temporaries, in MB) for one naive call and for one
+act_patch call (one layer's vmapped chunk). Not a measured RSS: it is what the compiled program
+needs beyond the Python process. `--batch_size` bounds act_patch's positions per call.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxinterp as ji
+from jaxinterp.analysis import patching
+
+TARGET = 5.0  # naive / act_patch at least this
+
+
+def logit_diff(logits: jax.Array) -> jax.Array:
+    """Mean over the batch of logit[0] - logit[1] at the last position."""
+    return (logits[:, -1, 0] - logits[:, -1, 1]).mean()
+
+
+@functools.partial(jax.jit, static_argnames=("model", "name"))
+def naive_one(variables, tokens, source, position, *, model, name):
+    """metric of one forward pass with `source` patched in at `name`, `position`."""
+    patch = ji.Patch(name, source, positions=position)
+    return logit_diff(ji.run(model, variables, tokens, interventions=[patch])[0])
+
+
+@functools.partial(jax.jit, static_argnames=("model", "names"))
+def _capture(variables, tokens, *, model, names):
+    return ji.run(model, variables, tokens, capture=names)
+
+
+def naive_sweep(model, variables, clean, corrupted, n_layers: int) -> jax.Array:
+    """[layer, pos]: the loop `act_patch` replaces."""
+    names = [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)]
+    _, cache = _capture(variables, clean, model=model, names=tuple(names))
+    positions = [jax.device_put(np.array([p], np.int32)) for p in range(clean.shape[1])]
+    rows = [[naive_one(variables, corrupted, cache[n], p, model=model, name=n)
+             for p in positions] for n in names]
+    return jnp.asarray(rows)
+
+
+def _flops(compiled) -> float | None:
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        return float(cost["flops"])
+    except Exception:  # best effort
+        return None
+
+
+def _mb(compiled) -> float | None:
+    try:
+        m = compiled.memory_analysis()
+        total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                 - m.alias_size_in_bytes)
+    except Exception:  # best effort: some backends give no memory analysis
+        return None
+    return total / 2**20
+
+
+def measure(n_layers: int = 12, seq: int = 20, batch: int = 8, repeats: int = 3,
+            batch_size: int | None = None, verbose: bool = False,
+            **model_overrides: Any) -> dict[str, Any]:
+    """Times the naive loop and act_patch; returns ms, the ratio, memory and checks."""
+    log = print if verbose else (lambda *a, **k: None)
+    model = ji.models.build("gpt2_small", n_layers=n_layers, **model_overrides)
+    c = model.config
+    clean = jax.random.randint(jax.random.key(1), (batch, seq), 0, c.d_vocab, jnp.int32)
+    corrupted = jax.random.randint(jax.random.key(2), (batch, seq), 0, c.d_vocab, jnp.int32)
+    variables = jax.jit(model.init)(jax.random.key(0), clean)
+    res: dict[str, Any] = dict(n_layers=n_layers, seq=seq, batch=batch, repeats=repeats,
+                               batch_size=batch_size, d_model=c.d_model, d_vocab=c.d_vocab,
+                               device=str(jax.devices()[0]), load_before=os.getloadavg())
+
+    def fast():
+        return patching.act_patch(model, variables, clean, corrupted, logit_diff, "resid_pre",
+                                  "layer_pos", batch_size=batch_size)
+
+    def slow():
+        return naive_sweep(model, variables, clean, corrupted, n_layers)
+
+    fns = {"naive": slow, "act_patch": fast}
+    outs = {}
+    for name, fn in fns.items():
+        log(f"{name}: first call (compiles) ...", flush=True)
+        t0 = time.perf_counter()
+        outs[name] = np.asarray(jax.block_until_ready(fn()))
+        res[f"first_{name}_s"] = time.perf_counter() - t0
+    res["shape"] = outs["act_patch"].shape
+    res["max_abs_diff"] = float(np.abs(outs["act_patch"] - outs["naive"]).max())
+    res["result_range"] = (float(outs["naive"].min()), float(outs["naive"].max()))
+
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats):
+        for name, fn in fns.items():
+            log(f"{name}: timed call {r + 1}/{repeats} ...", flush=True)
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+    for name, ts in times.items():
+        res[f"{name}_ms"] = 1e3 * statistics.median(ts)
+        res[f"{name}_range_ms"] = (1e3 * min(ts), 1e3 * max(ts))
+    res["ratio"] = res["naive_ms"] / res["act_patch_ms"]
+    res["load_after"] = os.getloadavg()
+
+    # XLA's memory account of one call of each side.
+    name = "blocks.0.hook_resid_pre"
+    _, cache = _capture(variables, clean, model=model, names=(name,))
+    src = cache[name]
+    one = naive_one.lower(variables, corrupted, src, np.array([0], np.int32), model=model,
+                          name=name).compile()
+    n_cells = seq if batch_size is None else min(batch_size, seq)
+    chunk = patching._patched_metrics.lower(
+        variables, corrupted, src, np.eye(seq, dtype=bool)[:n_cells], None, model=model,
+        metric=logit_diff, name=name).compile()
+    res["naive_call_mb"], res["act_patch_call_mb"] = _mb(one), _mb(chunk)
+    # FLOPs of one patched forward pass, and per patch in act_patch's layer-0 call (the layer
+    # that saves nothing: every later layer computes its prefix once per call).
+    res["naive_gflop_per_patch"] = (_flops(one) or float("nan")) / 1e9
+    res["act_patch_layer0_gflop_per_patch"] = (_flops(chunk) or float("nan")) / n_cells / 1e9
+    return res
+
+
+def report(res: dict[str, Any]) -> str:
+    """A human-readable report of `measure`'s results."""
+    n = res["n_layers"] * res["seq"]
+
+    def mb(x):
+        return "n/a" if x is None else f"{x:.0f} MB"
+
+    lines = [
+        f"patching speed: gpt2_small shape, {res['n_layers']} layers, d_model {res['d_model']}, "
+        f"vocab {res['d_vocab']}, {res['batch']} prompts x {res['seq']} tokens, on "
+        f"{res['device']}; resid_pre x layer_pos sweep = {n} patched forward passes; medians "
+        f"of {res['repeats']} calls",
+        f"    load average (1/5/15 min) before {_load(res['load_before'])}, after "
+        f"{_load(res['load_after'])}",
+        f"    first call (compile + run): naive {res['first_naive_s']:.1f} s, "
+        f"act_patch {res['first_act_patch_s']:.1f} s",
+        f"    naive loop ({n} jitted calls): {res['naive_ms']:10.1f} ms  "
+        f"{_range(res, 'naive')}; {res['naive_ms'] / n:.1f} ms per patch",
+        f"    act_patch (batch_size={res['batch_size']}): {res['act_patch_ms']:10.1f} ms  "
+        f"{_range(res, 'act_patch')}",
+        f"    (result {res['shape']}, values in [{res['result_range'][0]:.3g}, "
+        f"{res['result_range'][1]:.3g}]; max |act_patch - naive| = {res['max_abs_diff']:.2g})",
+        f"    XLA memory_analysis (args + outputs + temps) per call: naive "
+        f"{mb(res['naive_call_mb'])}, act_patch {mb(res['act_patch_call_mb'])}",
+        f"    XLA FLOPs per patch: naive {res['naive_gflop_per_patch']:.2f} GFLOP, act_patch at "
+        f"layer 0 {res['act_patch_layer0_gflop_per_patch']:.2f} GFLOP",
+        f"naive / act_patch = {res['ratio']:.2f} (target >= {TARGET:.0f})"
+        + ("" if res["ratio"] >= TARGET else "  ** below target **"),
+        f"    (fastest naive / fastest act_patch = "
+        f"{res['naive_range_ms'][0] / res['act_patch_range_ms'][0]:.2f})",
+    ]
+    return "\n".join(lines)
+
+
+def _range(res: dict[str, Any], name: str) -> str:
+    lo, hi = res[f"{name}_range_ms"]
+    return f"(min {lo:.1f}, max {hi:.1f})"
+
+
+def _load(load: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.1f}" for x in load)
+
+
+def main(argv: list[str]) -> None:
+    from absl import app, flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    jax.config.update("jax_platforms", "cpu")
+    f = flags.FLAGS
+    res = measure(n_layers=f.n_layers, seq=f.seq, batch=f.batch, repeats=f.repeats,
+                  batch_size=f.batch_size, verbose=True)
+    print()
+    print(report(res))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_integer("n_layers", 12, "Layers of gpt2_small (12 is the full model).")
+    flags.DEFINE_integer("seq", 20, "Tokens per prompt (positions swept).")
+    flags.DEFINE_integer("batch", 8, "Prompts.")
+    flags.DEFINE_integer("repeats", 3, "Timed calls per side (median reported).")
+    flags.DEFINE_integer("batch_size", None, "act_patch positions per compiled call.")
+    app.run(main)
