@@ -8,7 +8,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxinterp.models import activator, deep_mlp, kan, mixer, ms_mlp, ninformer, raftmlp, vit
+from jaxinterp.models import activator, deep_mlp, kan, maxim, mixer, ms_mlp, ninformer, raftmlp, vit
 from jaxinterp.models.preset import Preset
 from jaxinterp.models.transformer import Transformer, TransformerConfig
 
@@ -45,6 +45,7 @@ _FAMILIES: tuple[dict[str, Preset], ...] = (
     activator.PRESETS,
     ninformer.PRESETS,
     kan.PRESETS,
+    maxim.PRESETS,
 )
 
 
