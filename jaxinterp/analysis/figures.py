@@ -137,3 +137,71 @@ def plot_logit_lens(top_prob, top_token, *, decode=None, labels=None, pos_labels
     fig.colorbar(im, ax=ax, label="top-token probability")
     fig.tight_layout()
     return fig
+
+
+def plot_patching(result, labels=None, *, by: str | None = None, layers=None,
+                  title: str = "", metric_name: str = "metric", max_heads: int = 16):
+    """An activation / attribution patching result as a heatmap: layer on y, token (or head)
+    on x, a diverging colour scale centred on 0 (red up, blue down, as TransformerLens's plots).
+
+    Args:
+      result: `act_patch` / `attr_patch` output: [layer, pos], [layer, head] or
+        [layer, pos, head] (one panel per head, each [layer, pos]).
+      labels: one string per position (token strings) for the x axis; None: position indices.
+      by: "layer_pos", "layer_head" or "layer_pos_head"; None infers it (3-D: layer_pos_head;
+        2-D: layer_pos when labels are given, else layer_head).
+      layers: the layer of each row (e.g. act_patch's `layers=`); default 0, 1, ...
+      title: figure title.
+      metric_name: colour-bar label.
+      max_heads: at most this many panels for [layer, pos, head].
+
+    Returns:
+      A matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    r = np.asarray(result, np.float32)
+    if by is None:
+        by = "layer_pos_head" if r.ndim == 3 else "layer_pos" if labels is not None else (
+            "layer_head")
+    want_ndim = {"layer_pos": 2, "layer_head": 2, "layer_pos_head": 3}
+    if by not in want_ndim:
+        raise ValueError(f"by={by!r}; valid: {', '.join(want_ndim)}")
+    if r.ndim != want_ndim[by]:
+        raise ValueError(f"by={by!r} needs a {want_ndim[by]}-D result, got shape {r.shape}")
+    n_layers, n_x = r.shape[0], r.shape[1]
+    rows_lab = [str(i) for i in (range(n_layers) if layers is None else layers)]
+    if len(rows_lab) != n_layers:
+        raise ValueError(f"{len(rows_lab)} layers for a result with {n_layers} rows")
+    if by == "layer_head":
+        if labels is not None:
+            raise ValueError("labels name positions; a [layer, head] result has none")
+        x_lab, x_name = [str(h) for h in range(n_x)], "head"
+    else:
+        x_lab = [str(p) for p in range(n_x)] if labels is None else [str(t) for t in labels]
+        x_name = "position"
+        if len(x_lab) != n_x:
+            raise ValueError(f"{len(x_lab)} labels for {n_x} positions")
+    panels = [r] if r.ndim == 2 else [r[..., h] for h in range(min(r.shape[2], max_heads))]
+    vmax = float(np.abs(r).max()) or 1.0
+    cols = min(len(panels), 4)
+    n_rows = -(-len(panels) // cols)
+    w, h = 1.5 + 0.35 * n_x, 1.0 + 0.35 * n_layers
+    fig, axes = plt.subplots(n_rows, cols, figsize=(w * cols + 1, h * n_rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(panels):
+            ax.axis("off")
+            continue
+        im = ax.imshow(panels[i], cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(n_x), x_lab, rotation=90 if x_name == "position" else 0,
+                      fontsize=7)
+        ax.set_yticks(range(n_layers), rows_lab, fontsize=7)
+        ax.set_xlabel(x_name)
+        ax.set_ylabel("layer")
+        if r.ndim == 3:
+            ax.set_title(f"head {i}", fontsize=9)
+    fig.colorbar(im, ax=axes.ravel().tolist(), label=metric_name)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -147,3 +147,35 @@ def test_attention_only_model_has_no_mlp_out():
     model, variables, _ = tiny(attn_only=True)
     with pytest.raises(ValueError, match=r"no site 'blocks\.0\.hook_mlp_out'"):
         act_patch(model, variables, CLEAN, CORRUPT, metric, "mlp_out", "layer_pos")
+
+
+def test_plot_patching_writes_a_png_with_token_and_layer_labels(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jaxinterp.analysis.figures import plot_patching
+
+    tokens = [f"t{i}" for i in range(N_POS)]
+    result = np.arange(2 * N_POS, dtype=np.float32).reshape(2, N_POS) - 5
+    fig = plot_patching(result, tokens, layers=[3, 7], title="resid_pre")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == tokens
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["3", "7"]
+    assert ax.get_ylabel() == "layer" and ax.get_xlabel() == "position"
+    np.testing.assert_array_equal(ax.images[0].get_array(), result)
+    assert ax.images[0].get_clim() == (-14.0, 14.0)  # symmetric around 0
+    path = tmp_path / "patching.png"
+    fig.savefig(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    heads = plot_patching(np.zeros((2, N_POS, 3)), tokens)  # one panel per head
+    titles = [a.get_title() for a in heads.axes if a.images]
+    assert titles == ["head 0", "head 1", "head 2"]
+    by_head = plot_patching(np.zeros((2, 4)))
+    assert [t.get_text() for t in by_head.axes[0].get_xticklabels()] == ["0", "1", "2", "3"]
+    assert by_head.axes[0].get_xlabel() == "head"
+    with pytest.raises(ValueError, match="9 labels for 10 positions"):
+        plot_patching(result, tokens[:-1])
+    with pytest.raises(ValueError, match="needs a 3-D result"):
+        plot_patching(result, tokens, by="layer_pos_head")
+    matplotlib.pyplot.close("all")
