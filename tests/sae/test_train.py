@@ -87,9 +87,9 @@ def test_relu_and_jumprelu_train(arch, coeff, max_l0):
 
 
 def test_sharded_step_equals_unsharded():
-    config = SAEConfig(architecture="topk", d_in=D, d_sae=128, k=4, aux_k=8)
-    one, h1 = train_synthetic(config, steps=6, batch=64, dead_after=2)
-    eight, h8 = train_synthetic(config, steps=6, batch=64, dead_after=2,
+    config = SAEConfig(architecture="topk", d_in=D, d_sae=64, k=4, aux_k=8)
+    one, h1 = train_synthetic(config, steps=4, batch=64, dead_after=2)
+    eight, h8 = train_synthetic(config, steps=4, batch=64, dead_after=2,
                                 mesh_cfg={"data": 2, "fsdp": 2, "tensor": 2},
                                 devices=jax.devices())
     spec = eight.params["W_enc"].sharding.spec  # d_in over fsdp, d_sae (like mlp) over tensor
