@@ -179,3 +179,12 @@ def test_plot_patching_writes_a_png_with_token_and_layer_labels(tmp_path):
     with pytest.raises(ValueError, match="needs a 3-D result"):
         plot_patching(result, tokens, by="layer_pos_head")
     matplotlib.pyplot.close("all")
+
+
+def test_act_patch_works_under_jit():
+    """Inputs and variables traced (e.g. inside a larger jitted analysis)."""
+    fn = jax.jit(lambda v, a, b: act_patch(MODEL, v, a, b, metric, "v", "layer_head",
+                                           layers=[0]))
+    np.testing.assert_allclose(fn(VARIABLES, CLEAN, CORRUPT),
+                               naive(MODEL, VARIABLES, "v", "layer_head", [0]),
+                               rtol=1e-5, atol=1e-5)
