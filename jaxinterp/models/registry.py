@@ -8,7 +8,18 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxinterp.models import activator, deep_mlp, kan, maxim, mixer, ms_mlp, ninformer, raftmlp, vit
+from jaxinterp.models import (
+    activator,
+    deep_mlp,
+    kan,
+    maxim,
+    mixer,
+    ms_mlp,
+    ninformer,
+    raftmlp,
+    strip_mlp,
+    vit,
+)
 from jaxinterp.models.preset import Preset
 from jaxinterp.models.transformer import Transformer, TransformerConfig
 
@@ -46,6 +57,7 @@ _FAMILIES: tuple[dict[str, Preset], ...] = (
     ninformer.PRESETS,
     kan.PRESETS,
     maxim.PRESETS,
+    strip_mlp.PRESETS,
 )
 
 

@@ -437,6 +437,11 @@ class StripMLP(nn.Module):
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         c = self.config
         check_images(images, c.image_size, c.in_channels, "StripMLP")
+        if train and not self.is_mutable_collection("batch_stats"):
+            raise ValueError("StripMLP(train=True) updates the BatchNorm running statistics: "
+                             "call model.apply(variables, images, train=True, "
+                             "mutable=['batch_stats']) (jaxinterp.run is for inference mode, "
+                             "train=False)")
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         kw = dict(dtype=dtype, param_dtype=pd)
         e, p = c.embed_dim, c.patch_size
