@@ -19,9 +19,10 @@ renormalised after it (Bricken et al. 2023). Dead latents: `steps_since_fired[s]
 since latent s was last non-zero on any row of a batch; a latent is dead once it reaches
 `dead_after_steps`. Every `resample_every` steps (until `resample_until`) dead latents are
 resampled as in "Towards Monosemanticity": inputs of the current batch are drawn with
-probability proportional to the square of their reconstruction loss; a dead latent's decoder row becomes the unit vector
-of its drawn input (centred by `b_dec`; for a transcoder, the drawn target), its encoder column
-that direction times 0.2 x the mean encoder norm of live latents, its encoder bias 0 (and its
+probability proportional to the square of their reconstruction loss; a dead latent's decoder
+row becomes the unit vector of its drawn input (centred by `b_dec`; for a transcoder, the drawn
+target), its encoder column that direction times 0.2 x the mean encoder norm of live latents,
+its encoder bias 0 (and its
 JumpReLU threshold `threshold_init`), and its Adam moments are reset to 0.
 """
 
