@@ -20,6 +20,8 @@ Grid maths (pykan's `update_grid_from_samples`, efficient-kan's `update_grid`):
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -33,10 +35,46 @@ def uniform_grid(d_in: int, grid_size: int, order: int,
     return jnp.broadcast_to(knots, (d_in, knots.shape[0]))
 
 
-def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
-    """num / den with 0 where den == 0 (the Cox-de Boor convention 0/0 := 0)."""
+def _safe_inv(den: jax.Array) -> jax.Array:
+    """1 / den with 0 where den == 0 (the Cox-de Boor convention 0/0 := 0)."""
     zero = den == 0
-    return jnp.where(zero, 0.0, num / jnp.where(zero, 1.0, den))
+    return jnp.where(zero, 0.0, 1.0 / jnp.where(zero, 1.0, den))
+
+
+def _cox_de_boor(x: jax.Array, g: jax.Array, order: int) -> list[jax.Array]:
+    """Bases of orders 0..order ([..., d_in, m - 1 - p] each); x [..., d_in, 1], g [d_in, m]."""
+    b = ((x >= g[:, :-1]) & (x < g[:, 1:])).astype(x.dtype)  # [..., d_in, m - 1]
+    out = [b]
+    for p in range(1, order + 1):
+        inv_left = _safe_inv(g[:, p:-1] - g[:, : -(p + 1)])
+        inv_right = _safe_inv(g[:, p + 1 :] - g[:, 1:-p])
+        left = (x - g[:, : -(p + 1)]) * inv_left
+        right = (g[:, p + 1 :] - x) * inv_right
+        b = left * b[..., :-1] + right * b[..., 1:]
+        out.append(b)
+    return out
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _bspline(x: jax.Array, grid: jax.Array, order: int) -> jax.Array:
+    return _cox_de_boor(x[..., None], grid.astype(x.dtype), order)[-1]
+
+
+@_bspline.defjvp
+def _bspline_jvp(order, primals, tangents):
+    # d/dx B_{n,k} = k (B_{n,k-1} / (t_{n+k} - t_n) - B_{n+1,k-1} / (t_{n+k+1} - t_{n+1})):
+    # one fused expression, where differentiating the recursion costs ~10x the forward pass.
+    x, grid = primals
+    x_dot = tangents[0]
+    g = grid.astype(x.dtype)
+    bases = _cox_de_boor(x[..., None], g, order)
+    if order == 0:
+        return bases[-1], jnp.zeros_like(bases[-1])
+    lower = bases[-2]  # [..., d_in, m - order]
+    k = order
+    d = k * (lower[..., :-1] * _safe_inv(g[:, k:-1] - g[:, : -(k + 1)])
+             - lower[..., 1:] * _safe_inv(g[:, k + 1 :] - g[:, 1:-k]))
+    return bases[-1], d * x_dot[..., None]
 
 
 def bspline_basis(x: jax.Array, grid: jax.Array, order: int) -> jax.Array:
@@ -46,15 +84,10 @@ def bspline_basis(x: jax.Array, grid: jax.Array, order: int) -> jax.Array:
     B_{n,p}(x) = (x - t_n) / (t_{n+p} - t_n) B_{n,p-1}(x)
                + (t_{n+p+1} - x) / (t_{n+p+1} - t_{n+1}) B_{n+1,p-1}(x).
     Coincident knots (a zero denominator) contribute 0, so a degenerate grid gives no NaN.
+    The derivative with respect to x is the closed form (a custom JVP); the grid is data,
+    not a parameter, and gets no gradient (it is wrapped in `stop_gradient`).
     """
-    x = x[..., None]  # [..., d_in, 1]
-    g = grid.astype(x.dtype)
-    b = ((x >= g[:, :-1]) & (x < g[:, 1:])).astype(x.dtype)  # [..., d_in, m - 1]
-    for p in range(1, order + 1):
-        left = _safe_div(x - g[:, : -(p + 1)], g[:, p:-1] - g[:, : -(p + 1)])
-        right = _safe_div(g[:, p + 1 :] - x, g[:, p + 1 :] - g[:, 1:-p])
-        b = left * b[..., :-1] + right * b[..., 1:]
-    return b
+    return _bspline(x, jax.lax.stop_gradient(grid), order)
 
 
 def rbf_basis(x: jax.Array, n_centers: int, grid_range: tuple[float, float]) -> jax.Array:

@@ -71,14 +71,63 @@ def rational(x: jax.Array, num: jax.Array, den: jax.Array) -> jax.Array:
 def group_rational(x: jax.Array, num: jax.Array, den: jax.Array) -> jax.Array:
     """x [..., d_in]; num [n_groups, m + 1]; den [n_groups, n] -> [..., d_in].
 
-    Channel i uses group i // (d_in // n_groups) (contiguous groups, as in KAT)."""
+    Channel i uses group i // (d_in // n_groups) (contiguous groups, as in KAT). The backward
+    pass is written out (a custom VJP, as KAT's CUDA kernel does): coefficient gradients are
+    two contractions against the powers of x, where differentiating Horner's rule would reduce
+    over the whole activation once per coefficient.
+    """
     n_groups = num.shape[0]
     d_in = x.shape[-1]
     if d_in % n_groups:
         raise ValueError(f"GR-KAN: d_in={d_in} is not divisible by n_groups={n_groups}")
-    xg = x.reshape(*x.shape[:-1], n_groups, d_in // n_groups)
-    y = rational(xg, num[:, None, :], den[:, None, :])
-    return y.reshape(x.shape)
+    xg = x.reshape(-1, n_groups, d_in // n_groups)  # [tokens, group, channel]
+    return _group_rational(xg, num, den).reshape(x.shape)
+
+
+def _sum_powers(w: jax.Array, x: jax.Array, ks: range) -> jax.Array:
+    """[sum_{t,c} w x^k for k in ks] -> [G, len(ks)], for w, x [t, G, c]."""
+    terms, pk = [], jnp.ones_like(x)
+    for k in range(ks.stop):
+        if k in ks:  # over tokens first (a column sum), then channels: fast on CPU
+            terms.append(jnp.sum(jnp.sum(w * pk, axis=0), axis=-1))
+        pk = pk * x
+    return jnp.stack(terms, axis=-1)
+
+
+def _horner(x: jax.Array, coef: jax.Array) -> jax.Array:
+    """sum_k coef[:, k] x^k for x [t, G, c], coef [G, K]."""
+    out = jnp.zeros_like(x) + coef[:, None, -1]
+    for k in range(coef.shape[-1] - 2, -1, -1):
+        out = out * x + coef[:, None, k]
+    return out
+
+
+@jax.custom_vjp
+def _group_rational(xg: jax.Array, num: jax.Array, den: jax.Array) -> jax.Array:
+    return rational(xg, num[:, None, :], den[:, None, :])
+
+
+def _group_rational_fwd(xg, num, den):
+    return _group_rational(xg, num, den), (xg, num, den)
+
+
+def _group_rational_bwd(res, g):
+    xg, num, den = res  # xg [t, G, c], num [G, m + 1], den [G, n]
+    m1, n = num.shape[-1], den.shape[-1]
+    zero = jnp.zeros_like(den[:, :1])
+    p = _horner(xg, num)  # P(x)
+    inner = _horner(xg, jnp.concatenate([zero, den], axis=1))  # b_1 x + ... + b_n x^n
+    q = 1.0 + jnp.abs(inner)
+    g_p = g / q  # dL/dP
+    g_inner = -g * p / (q * q) * jnp.sign(inner)  # dL/d(inner)
+    dp = _horner(xg, num[:, 1:] * jnp.arange(1, m1, dtype=num.dtype))  # P'(x)
+    dinner = _horner(xg, den * jnp.arange(1, n + 1, dtype=den.dtype))  # inner'(x)
+    d_num = _sum_powers(g_p, xg, range(0, m1))
+    d_den = _sum_powers(g_inner, xg, range(1, n + 1))
+    return g_p * dp + g_inner * dinner, d_num, d_den
+
+
+_group_rational.defvjp(_group_rational_fwd, _group_rational_bwd)
 
 
 def _const_init(values: tuple[float, ...]) -> Initializer:
