@@ -9,7 +9,7 @@ interpretability research.
                            interventions=[ji.Add("blocks.1.hook_resid_post", vec, scale=4.0)])
 """
 
-from jaxinterp import analysis, interventions, models, sites
+from jaxinterp import analysis, interventions, models, pretrained, sae, sites
 from jaxinterp.interventions import (
     Ablate,
     Add,
@@ -34,7 +34,9 @@ __all__ = [
     "analysis",
     "interventions",
     "models",
+    "pretrained",
     "run",
+    "sae",
     "sites",
 ]
 __version__ = "0.1.0"

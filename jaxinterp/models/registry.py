@@ -10,6 +10,7 @@ import flax.linen as nn
 
 from jaxinterp.models import (
     activator,
+    bert,
     deep_mlp,
     kan,
     maxim,
@@ -48,6 +49,7 @@ _TRANSFORMER_PRESETS: dict[str, Preset] = {
 # Every family module defines `PRESETS: dict[str, Preset]`; add new families to this tuple.
 _FAMILIES: tuple[dict[str, Preset], ...] = (
     _TRANSFORMER_PRESETS,
+    bert.PRESETS,
     mixer.PRESETS,
     raftmlp.PRESETS,
     ms_mlp.PRESETS,
