@@ -57,7 +57,10 @@ For training call `model.apply(variables, images, train=True, mutable=["batch_st
 rngs={"dropout": key})` (batch statistics, updated running averages; the rng drives
 stochastic depth, `drop_path_rate`, which the reference fixes at 0.1 in every block). One
 difference from torch: Flax updates the running variance with the biased batch variance (torch
-the unbiased one). Dropout (reference default off) is not implemented.
+the unbiased one). Dropout (reference default off) is not implemented. `train` is a Python
+bool: under `jax.jit` make it static (`jax.jit(functools.partial(model.apply, train=True,
+mutable=["batch_stats"]))`). Parameter counts (`params` only) equal the reference's torch
+counts, which likewise exclude the running statistics (torch buffers).
 
 Parameters (Flax layout: 1x1 convs with bias are `Dense` `kernel [in, out]`, `bias`; other
 convs, bias-free, HWIO `kernel [kh, kw, in / groups, out]`); torch name -> ours:
@@ -486,15 +489,15 @@ def _preset(embed_dim: int, depths: tuple[int, ...], doc: str) -> Preset:
 PRESETS: dict[str, Preset] = {
     "strip_mlp_t_light": _preset(80, (2, 2, 6, 2),
                                  "Strip-MLP-T* (Med-Process/Strip_MLP smlp_tiny_light_alpha3_"
-                                 "patch4_224; README: 18M)."),
+                                 "patch4_224; 18,243,920 parameters; README: 18M)."),
     "strip_mlp_t": _preset(80, (2, 2, 12, 2),
                            "Strip-MLP-T (Med-Process/Strip_MLP smlp_tiny_alpha3_patch4_224; "
-                           "README: 25M)."),
+                           "24,903,920 parameters; README: 25M)."),
     "strip_mlp_s": _preset(96, (2, 2, 18, 2),
                            "Strip-MLP-S (Med-Process/Strip_MLP smlp_small_alpha3_patch4_224; "
-                           "README: 43M)."),
+                           "42,568,600 parameters; README: 43M)."),
     "strip_mlp_b": _preset(112, (2, 2, 18, 2),
                            "Strip-MLP-B (Med-Process/Strip_MLP smlp_base_alpha3_patch4_224; "
-                           "README: 57M)."),
+                           "57,216,480 parameters; README: 57M)."),
 }
 """The reference's ImageNet-1k configs at 224x224 (counts: tests/test_strip_mlp.py)."""
