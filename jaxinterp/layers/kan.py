@@ -147,14 +147,14 @@ class KANLayer(nn.Module):
             if f == "bspline":
                 g, coef = self._bspline_update(grid, x, coef) if update_grid else (grid.value,
                                                                                     coef)
-                b = kan_basis.bspline_basis(x, g, self.order)
+                b = kan_basis.bspline_basis_first(x, g, self.order)
             elif f == "rbf":
                 b = kan_basis.rbf_basis(x, self.rbf_centers, self.rbf_range)
             elif f == "chebyshev":
                 b = kan_basis.chebyshev_basis(x, self.degree)
             else:
                 b = kan_basis.fourier_basis(x, self.n_freq)
-            bases.append(b)
+            bases.append(b if f == "bspline" else jnp.moveaxis(b, -1, 0))  # [n, ..., d_in]
             coefs.append(coef.astype(self.dtype))
         if update_grid and "bspline" not in fams:
             raise ValueError(f"update_grid: this KAN layer ({fams}) has no B-spline grid")
@@ -169,8 +169,13 @@ class KANLayer(nn.Module):
                           (d_in, d_out, len(fams)), ("kan_in", "kan_out", None),
                           pd).astype(self.dtype)
             coefs = [c * m[..., k : k + 1] for k, c in enumerate(coefs)]
-        basis = site(self, "hook_basis", jnp.concatenate(bases, axis=-1),
-                     (*lead, "d_in", "n_basis"))
+        # Bases are computed basis index first ([n_basis, ..., d_in]: d_in is the vectorised
+        # axis); the site sees them [..., d_in, n_basis].
+        basis_first = jnp.concatenate(bases, axis=0)
+        basis = None
+        if kan_common.tracing_sites():
+            basis = site(self, "hook_basis", jnp.moveaxis(basis_first, 0, -1),
+                         (*lead, "d_in", "n_basis"))
         c = jnp.concatenate(coefs, axis=-1)  # [d_in, d_out, n_basis]
 
         use_base = self.use_base
@@ -188,8 +193,10 @@ class KANLayer(nn.Module):
             return e if w_base is None else e + act[..., :, None] * w_base
 
         def fused():
-            flat = basis.reshape(*basis.shape[:-2], -1)  # [..., d_in * n_basis]
-            y = flat @ c.transpose(0, 2, 1).reshape(-1, d_out)  # contract (d_in, n_basis)
+            # The barrier materialises the bases once: fused into the dot, XLA:CPU recomputed
+            # them per output tile (5x slower forward).
+            bf = jax.lax.optimization_barrier(basis_first)
+            y = jnp.einsum("n...i,ijn->...j", bf, c)  # contract (n_basis, d_in)
             return y if w_base is None else y + act @ w_base  # contract d_in
 
         out = kan_common.sum_edges(self, lead, edges, fused)

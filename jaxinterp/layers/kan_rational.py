@@ -122,9 +122,12 @@ def _group_rational_bwd(res, g):
     g_inner = -g * p / (q * q) * jnp.sign(inner)  # dL/d(inner)
     dp = _horner(xg, num[:, 1:] * jnp.arange(1, m1, dtype=num.dtype))  # P'(x)
     dinner = _horner(xg, den * jnp.arange(1, n + 1, dtype=den.dtype))  # inner'(x)
+    g_p, g_inner = jax.lax.optimization_barrier((g_p, g_inner))  # not recomputed per sum
     d_num = _sum_powers(g_p, xg, range(0, m1))
     d_den = _sum_powers(g_inner, xg, range(1, n + 1))
-    return g_p * dp + g_inner * dinner, d_num, d_den
+    # materialised once: it feeds matmuls, into which XLA:CPU would fuse (and recompute) it
+    g_x = jax.lax.optimization_barrier(g_p * dp + g_inner * dinner)
+    return g_x, d_num, d_den
 
 
 _group_rational.defvjp(_group_rational_fwd, _group_rational_bwd)
@@ -189,7 +192,9 @@ class GroupRationalKAN(nn.Module):
         basis = site(self, "hook_basis", basis, (*lead, "d_in"))
 
         def fused():
-            return jnp.einsum("...i,ij->...j", basis, w)  # contract d_in
+            # materialise F(x) once (fused into the dot, XLA:CPU may recompute it per tile)
+            b = jax.lax.optimization_barrier(basis)
+            return jnp.einsum("...i,ij->...j", b, w)  # contract d_in
 
         def edges():
             return basis[..., :, None] * w  # [..., d_in, d_out]
