@@ -176,7 +176,13 @@ def check_pair(clean_inputs: jax.Array, corrupted_inputs: jax.Array) -> None:
 
 
 def check_metric(model: nn.Module, variables: Any, inputs: jax.Array, metric: Metric) -> None:
-    """`metric(model output)` must be a scalar (checked with `jax.eval_shape`, nothing runs)."""
+    """`metric(model output)` must be a hashable function returning a scalar (checked with
+    `jax.eval_shape`: nothing runs)."""
+    try:
+        hash(metric)
+    except TypeError:
+        raise ValueError(f"metric {metric!r} is not hashable (it is a static argument of "
+                         "jax.jit); use a function that closes over its arrays") from None
     out = jax.eval_shape(model.apply, variables, inputs)
     value = jax.eval_shape(metric, out)
     shape = getattr(value, "shape", None)

@@ -1,6 +1,8 @@
 """Attribution patching: exact where the metric is linear in the site, close to activation
 patching (correlation) on a trained model, and the gradient against a hand-derived one."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,6 +63,16 @@ def test_shapes_and_nonlinear_sites():
     approx = attr_patch(MODEL, VARIABLES, CLEAN, CORRUPT, metric, "resid_pre", "layer_pos",
                         layers=[1])
     assert np.abs(np.asarray(exact - approx)).max() > 1e-3
+
+
+def test_scanned_model_gives_the_same_numbers():
+    cfg = {**dataclasses.asdict(MODEL.config), "scan_layers": True}
+    scanned = ji.models.build("gpt2_small", **cfg), ji.models.stack_layers(VARIABLES)
+    for site, by in [("resid_pre", "layer_pos"), ("k", "layer_pos_head")]:
+        np.testing.assert_allclose(
+            attr_patch(*scanned, CLEAN, CORRUPT, metric, site, by),
+            attr_patch(MODEL, VARIABLES, CLEAN, CORRUPT, metric, site, by), rtol=1e-4,
+            atol=1e-4)
 
 
 def test_bad_input_is_a_clear_error():

@@ -1,6 +1,7 @@
 """Path patching against hand computations (NumPy, from cached head outputs) and against the
 three runs done with the independent NumPy reference transformer."""
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -141,6 +142,16 @@ def test_three_runs_match_the_reference_model(freeze_mlps):
                      freeze_mlps=freeze_mlps, sender_positions=[2, 5, 6])
     want = _reference_path_patch(model, variables, senders, receivers, freeze_mlps, [2, 5, 6])
     assert_close(got, want, rtol=1e-5)
+
+
+def test_scanned_model_gives_the_same_numbers():
+    cfg = {**dataclasses.asdict(CFG), "scan_layers": True}
+    model, variables = ji.models.build("gpt2_small", **cfg), ji.models.stack_layers(VARIABLES)
+    receivers = [(1, 0, "q"), (1, 2, "v")]
+    np.testing.assert_allclose(
+        path_patch(model, variables, CLEAN, CORRUPT, metric, "each", receivers),
+        path_patch(MODEL, VARIABLES, CLEAN, CORRUPT, metric, "each", receivers),
+        rtol=1e-5, atol=1e-5)
 
 
 def test_senders_after_the_receivers_change_nothing():
