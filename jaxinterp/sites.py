@@ -214,6 +214,12 @@ _SESSION: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
 )
 
 
+def tracing() -> bool:
+    """Whether a `run` (or `sites`) session is active: layers that compute something extra
+    only to expose it at a site (e.g. per-edge KAN outputs) check this first."""
+    return _SESSION.get() is not None
+
+
 def site(module: nn.Module, name: str, x: jax.Array, axes: Axes) -> jax.Array:
     """Declares a named site. Identity unless called under `jaxinterp.run`.
 
@@ -244,8 +250,9 @@ def layer(module: nn.Module, prefix: str, index: int | jax.Array, size: int) -> 
 
 
 @contextlib.contextmanager
-def active(session: Session) -> Iterator[Session]:
-    """Makes `session` the active one while a model is traced."""
+def active(session: Session | None) -> Iterator[Session | None]:
+    """Makes `session` the active one while a model is traced (`None`: no session, e.g. to
+    apply a helper model such as an SAE inside a run without registering its sites)."""
     token = _SESSION.set(session)
     try:
         yield session

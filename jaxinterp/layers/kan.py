@@ -45,7 +45,7 @@ from jaxinterp.layers.kan_rational import (
     rational,
     rational_denominator,
 )
-from jaxinterp.sites import site
+from jaxinterp.sites import site, tracing
 
 GRID_COLLECTION = "kan_grid"
 FAMILIES = ("bspline", "rbf", "chebyshev", "fourier")
@@ -173,7 +173,7 @@ class KANLayer(nn.Module):
         # axis); the site sees them [..., d_in, n_basis].
         basis_first = jnp.concatenate(bases, axis=0)
         basis = None
-        if kan_common.tracing_sites():
+        if tracing():
             basis = site(self, "hook_basis", jnp.moveaxis(basis_first, 0, -1),
                          (*lead, "d_in", "n_basis"))
         c = jnp.concatenate(coefs, axis=-1)  # [d_in, d_out, n_basis]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from jaxinterp.sites import _SESSION, site
+from jaxinterp.sites import site, tracing
 
 
 def lead_axes(x: jax.Array, what: str) -> tuple[str, ...]:
@@ -30,11 +30,6 @@ def lead_axes(x: jax.Array, what: str) -> tuple[str, ...]:
         return ("batch", "pos")
     raise ValueError(f"{what} takes inputs [batch, d_in] or [batch, pos, d_in], "
                      f"got shape {x.shape}")
-
-
-def tracing_sites() -> bool:
-    """True while `jaxinterp.run` / `jaxinterp.sites` trace a model (sites are live)."""
-    return _SESSION.get() is not None
 
 
 def sum_edges(
@@ -51,7 +46,7 @@ def sum_edges(
       edges: returns the per-edge values [..., d_in, d_out].
       fused: returns the same sum without materialising the edges [..., d_out].
     """
-    if not tracing_sites():
+    if not tracing():
         return fused()
     e = site(module, "hook_edge", edges(), (*lead, "d_in", "d_out"))
     return e.sum(axis=-2)
