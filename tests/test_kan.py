@@ -104,16 +104,19 @@ def test_grkan_layer_matches_numpy_with_groups_and_pos_axis():
                                rtol=1e-5, atol=1e-5)
 
 
-def test_grkan_gradients_match_numpy_derivatives():
-    """The hand-written backward pass against derivatives of the NumPy formula."""
+@pytest.mark.parametrize("shared", [False, True], ids=["per_group", "shared_numerator"])
+def test_grkan_gradients_match_numpy_derivatives(shared):
+    """The hand-written backward pass against central differences of the NumPy formula; with
+    a shared numerator [1, 6] (KAT_Group) its gradient sums over the groups."""
     rng = np.random.default_rng(5)
     x = rng.normal(0, 2, (3, 4, 6))
-    a, b = rng.normal(0, 1, (2, 6)), rng.normal(0, 1, (2, 4))
+    a, b = rng.normal(0, 1, (1 if shared else 2, 6)), rng.normal(0, 1, (2, 4))
     w = rng.normal(0, 1, x.shape)  # loss = sum(w * F(x))
 
     def np_loss(x, a, b):
         xs = x.reshape(-1, 2, 3)
-        return sum(np.sum(w.reshape(-1, 2, 3)[:, g] * np_rational(xs[:, g], a[g], b[g]))
+        return sum(np.sum(w.reshape(-1, 2, 3)[:, g] * np_rational(xs[:, g], a[0 if shared else g],
+                                                                  b[g]))
                    for g in range(2))
 
     def jax_loss(x, a, b):
@@ -123,6 +126,7 @@ def test_grkan_gradients_match_numpy_derivatives():
     eps = 1e-6
     for arg, g in enumerate(got):
         args = [x, a, b]
+        assert g.shape == args[arg].shape
         num = np.zeros_like(args[arg])
         for idx in np.ndindex(num.shape):
             plus = [v.copy() for v in args]
@@ -131,6 +135,42 @@ def test_grkan_gradients_match_numpy_derivatives():
             minus[arg][idx] -= eps
             num[idx] = (np_loss(*plus) - np_loss(*minus)) / (2 * eps)
         np.testing.assert_allclose(g, num, rtol=2e-3, atol=2e-3 * np.abs(num).max())
+
+
+def test_grkan_shared_numerator_layer_matches_numpy_and_autodiff():
+    """`shared_numerator=True`: numerator [1, 6] used by every group; forward against NumPy,
+    the custom backward against jax.grad of a plain (autodiff) formula, under jit and vmap."""
+    layer = kan.GroupRationalKAN(5, n_groups=3, rational_init="swish", shared_numerator=True)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 6)) * 2
+    variables = layer.init(jax.random.key(1), x)
+    p0 = params_np(variables)
+    assert p0["numerator"].shape == (1, 6) and p0["denominator"].shape == (3, 4)
+    rng = np.random.default_rng(3)
+    variables = jax.tree.map(lambda v: v + 0.1 * rng.normal(size=v.shape).astype(np.float32),
+                             variables)
+    p = params_np(variables)
+    xn = np.asarray(x, np.float64)
+    basis = np.stack([np_rational(xn[..., i], p["numerator"][0], p["denominator"][i // 2])
+                      for i in range(6)], -1)
+    want = basis @ p["kernel"] + p["bias"]
+    np.testing.assert_allclose(jax.jit(layer.apply)(variables, x), want, rtol=1e-5, atol=1e-5)
+    per_example = jax.vmap(lambda xi: layer.apply(variables, xi[None])[0])(x)
+    np.testing.assert_allclose(per_example, want, rtol=1e-5, atol=1e-5)
+
+    def plain(params, x):  # autodiff through the written-out formula
+        a, b = params["numerator"][0], params["denominator"]
+        xg = x.reshape(2, 4, 3, 2)
+        pp = sum(a[k] * xg**k for k in range(6))
+        q = 1 + jnp.abs(sum(b[:, None, k - 1] * xg**k for k in range(1, 5)))
+        return (pp / q).reshape(x.shape) @ params["kernel"] + params["bias"]
+
+    params = nn.meta.unbox(variables)["params"]
+    loss_layer = jax.jit(jax.grad(
+        lambda q, x: jnp.sum(jnp.sin(layer.apply({"params": q}, x))), argnums=(0, 1)))
+    loss_plain = jax.grad(lambda q, x: jnp.sum(jnp.sin(plain(q, x))), argnums=(0, 1))
+    got, want_g = loss_layer(params, x), loss_plain(params, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want_g), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()))
 
 
 def test_bspline_derivative_matches_numpy_finite_differences():
@@ -157,6 +197,8 @@ def test_grkan_bad_groups_is_an_error():
     with pytest.raises(ValueError, match="rational_init='tanh'"):
         kan.GroupRationalKAN(3, n_groups=2, rational_init="tanh").init(
             jax.random.key(0), jnp.ones((2, 6)))
+    with pytest.raises(ValueError, match=r"numerator \(3, 6\) must be \[n_groups or 1"):
+        kan.group_rational(jnp.ones((2, 6)), jnp.ones((3, 6)), jnp.ones((2, 4)))
 
 
 # --------------------------------------------------------------------------------------------

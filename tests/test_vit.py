@@ -3,6 +3,7 @@ KAT), sites, head ablation, scan == unrolled, jit/vmap and input errors."""
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from scipy.special import erf
 
 import jaxinterp as ji
-from jaxinterp.models.vit import RATIONAL_INITS, ViT, ViTConfig, group_rational
+from jaxinterp.models.vit import ViT, ViTConfig
 from tests.tiny import assert_close, randomize
 
 TINY = dict(image_size=8, patch_size=4, in_channels=2, num_classes=5, n_layers=2, d_model=16,
@@ -38,13 +39,14 @@ def _softmax(s):
 
 
 def _rational(x, num, den):
-    """P(x) / (1 + sum_k |b_k x^k|) with channel c in group c // (d / groups)."""
+    """KAT paper: P(x) / (1 + |b_1 x + ... + b_4 x^4|), channel c in group c // (d / groups),
+    one numerator row (num [1, 6]) shared by all groups, a denominator row per group."""
+    assert num.shape == (1, 6), num.shape
     groups = den.shape[0]
     g = np.arange(x.shape[-1]) // (x.shape[-1] // groups)
-    a = np.broadcast_to(num, (groups, num.shape[1]))[g]  # [d, 6]
     b = den[g]  # [d, 4]
-    p = sum(a[:, k] * x**k for k in range(a.shape[1]))
-    q = 1 + sum(np.abs(b[:, k - 1] * x**k) for k in range(1, b.shape[1] + 1))
+    p = sum(num[0, k] * x**k for k in range(6))
+    q = 1 + np.abs(sum(b[:, k - 1] * x**k for k in range(1, 5)))
     return p / q
 
 
@@ -73,15 +75,17 @@ def numpy_vit(params, images, c: ViTConfig, hooks=None):
         x = x + np.einsum("bqhd,hdm->bqm", z, a["W_O"]) + a["b_O"]
         m = B["mlp"]
         hn = _ln(x, B["ln2"], c.eps)
-        if c.mlp_type == "grkan":
-            hn = _rational(hn, m["rational_1"]["numerator"], m["rational_1"]["denominator"])
-            pre = hn @ m["W_in"] + m["b_in"]
-            post = _rational(pre, m["rational_2"]["numerator"], m["rational_2"]["denominator"])
+        if c.mlp_type == "grkan":  # act1 -> fc1 -> act2 -> fc2 (Adamdad/kat `KAN`)
+            f1, f2 = m["fc1"], m["fc2"]
+            pre = _rational(hn, f1["numerator"], f1["denominator"]) @ f1["kernel"] + f1["bias"]
+            post = _rational(pre, f2["numerator"], f2["denominator"])
+            post = hooks.get(f"blocks.{i}.mlp.fc2.hook_basis", lambda t: t)(post)
+            x = x + post @ f2["kernel"] + f2["bias"]
         else:
             pre = hn @ m["W_in"] + m["b_in"]
             post = pre * 0.5 * (1 + erf(pre / np.sqrt(2)))  # exact GELU
-        post = hooks.get(f"blocks.{i}.mlp.hook_post", lambda t: t)(post)
-        x = x + post @ m["W_out"] + m["b_out"]
+            post = hooks.get(f"blocks.{i}.mlp.hook_post", lambda t: t)(post)
+            x = x + post @ m["W_out"] + m["b_out"]
     x = _ln(x, P["ln_final"], c.eps)
     pooled = x[:, 0] if c.pool == "token" else x.mean(1)
     return pooled @ P["head"]["W_head"] + P["head"]["b_head"]
@@ -118,7 +122,11 @@ def test_sites_are_listed_with_shapes():
     assert list(s)[:3] == ["hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre"]
     assert list(s)[-2:] == ["ln_final.hook_normalized", "hook_pooled"]
     kat = ji.sites(tiny(mlp_type="grkan", kan_groups=4)[0], images)
-    assert kat["blocks.0.mlp.hook_rational_in"].shape == (3, n_pos, 16)
+    assert kat["blocks.0.mlp.fc1.hook_basis"].shape == (3, n_pos, 16)
+    assert kat["blocks.0.mlp.fc1.hook_post"].shape == (3, n_pos, 24)
+    assert kat["blocks.1.mlp.fc2.hook_basis"].shape == (3, n_pos, 24)
+    assert kat["blocks.1.mlp.fc2.hook_post"].shape == (3, n_pos, 16)
+    assert not any("hook_edge" in k for k in kat)  # [b, pos, d_model, d_mlp] edges: not declared
 
 
 @pytest.mark.parametrize("scan", [False, True])
@@ -150,15 +158,18 @@ def test_kat_neuron_clamp_matches_numpy():
     model, variables, images = tiny(mlp_type="grkan", kan_groups=4)
     mask = np.arange(24) % 5 == 0
     got, _ = ji.run(model, variables, images,
-                    interventions=[ji.Clamp("blocks.1.mlp.hook_post", 2.0, mask=mask)])
+                    interventions=[ji.Clamp("blocks.1.mlp.fc2.hook_basis", 2.0, mask=mask)])
 
     def clamp(post):
         post = post.copy()
         post[..., mask] = 2.0
         return post
 
-    want = numpy_vit(params_of(variables), images, model.config, {"blocks.1.mlp.hook_post": clamp})
+    params = params_of(variables)
+    hooks = {"blocks.1.mlp.fc2.hook_basis": clamp}
+    want = numpy_vit(params, images, model.config, hooks)
     assert_close(got, want, rtol=2e-4)
+    assert np.abs(want - numpy_vit(params, images, model.config)).max() > 1e-2
 
 
 def test_scan_equals_unrolled_and_vmap():
@@ -170,15 +181,20 @@ def test_scan_equals_unrolled_and_vmap():
     assert_close(per_example, out, rtol=1e-5)
 
 
-def test_group_rational_inits():
-    x = jnp.linspace(-3, 3, 601)[None]
-    ident = group_rational(x, jnp.asarray([RATIONAL_INITS["identity"][0]]),
-                           jnp.asarray([RATIONAL_INITS["identity"][1]]))
-    np.testing.assert_allclose(ident, x, atol=1e-6)
-    a, b = RATIONAL_INITS["gelu"]
-    g = group_rational(x, jnp.asarray([a]), jnp.asarray([b]))
-    xs = np.asarray(x, np.float64)
-    np.testing.assert_allclose(g, xs * 0.5 * (1 + erf(xs / np.sqrt(2))), atol=0.02)
+def test_kat_uses_shared_numerator_group_rationals_at_reference_inits():
+    """Fresh KAT: numerator [1, 6] shared, denominator [groups, 4]; fc1's rational is the
+    identity and fc2's is swish (Adamdad/kat presets) within 1e-3 on [-3, 3]."""
+    model = ViT(ViTConfig(**TINY, mlp_type="grkan", kan_groups=4))
+    images = jnp.zeros((1, 8, 8, 2))
+    mlp = model.init(jax.random.key(0), images)["params"]["blocks_0"]["mlp"]
+    mlp = jax.tree.map(lambda a: np.asarray(a, np.float64), nn.meta.unbox(mlp))
+    x = np.linspace(-3, 3, 601)[:, None].repeat(16, 1)
+    for name, d, target in (("fc1", 16, x), ("fc2", 24, None)):
+        num, den = mlp[name]["numerator"], mlp[name]["denominator"]
+        assert num.shape == (1, 6) and den.shape == (4, 4)
+        xs = x[:, :1].repeat(d, 1)
+        want = xs if target is not None else xs / (1 + np.exp(-xs))
+        np.testing.assert_allclose(_rational(xs, num, den), want, atol=1e-3)
 
 
 def test_bad_inputs_are_clear_errors():
@@ -195,6 +211,8 @@ def test_bad_inputs_are_clear_errors():
         ViTConfig(class_token=False)
     with pytest.raises(ValueError, match="kan_groups=5 must divide"):
         ViTConfig(mlp_type="grkan", kan_groups=5)
+    with pytest.raises(ValueError, match="kan_act_init='tanh'"):
+        ViTConfig(mlp_type="grkan", kan_act_init="tanh")
     with pytest.raises(ValueError, match="mlp_type"):
         ViTConfig(mlp_type="moe")
     with pytest.raises(ValueError, match="n_layers must be a positive int"):

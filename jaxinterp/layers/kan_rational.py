@@ -9,7 +9,13 @@ rational function F_g, and a linear layer follows:
     out_j  = sum_i F_{g(i)}(x_i) W[i, j] + bias_j
 
 The denominator is KAT's "safe Pade" form, 1 + |sum_k b_k x^k|: Q >= 1 for every input and
-every coefficient, so F never meets a pole (and |F| <= |P|).
+every coefficient, so F never meets a pole (and |F| <= |P|). (rational_kat_cu's CUDA kernel
+uses 1 + |b_1 x| + ... + |b_n x^n| instead, also >= 1; we keep the paper's form, the single
+denominator of this codebase.)
+
+`shared_numerator=True` is rational_kat_cu's `KAT_Group`: ONE numerator row a_0..a_m shared by
+all groups (parameter [1, m + 1]) and a denominator per group ([n_groups, n]), 6 + 8 x 4 = 38
+coefficients with 8 groups. KAT's presets (`jaxinterp.models.vit`) use it.
 
 Initial coefficients (`rational_init`): "identity" (P = x, Q = 1, exact), "gelu" (exact erf
 GELU) and "swish" (x sigmoid(x)). The last two were fitted once, offline, by least squares on
@@ -17,7 +23,8 @@ GELU) and "swish" (x sigmoid(x)). The last two were fitted once, offline, by lea
 fit); the max errors on [-3, 3] are 3.3e-3 (GELU) and 9.0e-5 (swish), and both stay close to
 their targets out to |x| = 10. KAT's feed-forward block is
 GroupRationalKAN(d_hidden, rational_init="identity") then
-GroupRationalKAN(d_model, rational_init="gelu").
+GroupRationalKAN(d_model, rational_init="swish") (Adamdad/kat presets; "gelu" in its
+`*_gelu_*` variants).
 
 Sites (leading axes [batch] or [batch, pos]):
   hook_basis  [..., d_in]          F_{g(i)}(x_i), one basis function per input channel
@@ -69,33 +76,39 @@ def rational(x: jax.Array, num: jax.Array, den: jax.Array) -> jax.Array:
 
 
 def group_rational(x: jax.Array, num: jax.Array, den: jax.Array) -> jax.Array:
-    """x [..., d_in]; num [n_groups, m + 1]; den [n_groups, n] -> [..., d_in].
+    """x [..., d_in]; num [n_groups or 1, m + 1]; den [n_groups, n] -> [..., d_in].
 
-    Channel i uses group i // (d_in // n_groups) (contiguous groups, as in KAT). The backward
-    pass is written out (a custom VJP, as KAT's CUDA kernel does): coefficient gradients are
-    two contractions against the powers of x, where differentiating Horner's rule would reduce
-    over the whole activation once per coefficient.
+    Channel i uses group i // (d_in // n_groups) (contiguous groups, as in KAT); a numerator
+    with one row is shared by all groups (KAT_Group). The backward pass is written out (a
+    custom VJP, as KAT's CUDA kernel does): coefficient gradients are two contractions against
+    the powers of x, where differentiating Horner's rule would reduce over the whole activation
+    once per coefficient.
     """
-    n_groups = num.shape[0]
+    n_groups = den.shape[0]
     d_in = x.shape[-1]
+    if num.ndim != 2 or den.ndim != 2 or num.shape[0] not in (1, n_groups):
+        raise ValueError(f"GR-KAN: numerator {num.shape} must be [n_groups or 1, m + 1] and "
+                         f"denominator {den.shape} [n_groups, n]")
     if d_in % n_groups:
         raise ValueError(f"GR-KAN: d_in={d_in} is not divisible by n_groups={n_groups}")
     xg = x.reshape(-1, n_groups, d_in // n_groups)  # [tokens, group, channel]
     return _group_rational(xg, num, den).reshape(x.shape)
 
 
-def _sum_powers(w: jax.Array, x: jax.Array, ks: range) -> jax.Array:
-    """[sum_{t,c} w x^k for k in ks] -> [G, len(ks)], for w, x [t, G, c]."""
+def _sum_powers(w: jax.Array, x: jax.Array, ks: range, over_groups: bool) -> jax.Array:
+    """[sum_{t,c} w x^k for k in ks] -> [G, len(ks)] for w, x [t, G, c]; with `over_groups`,
+    summed over G too -> [1, len(ks)]."""
     terms, pk = [], jnp.ones_like(x)
     for k in range(ks.stop):
         if k in ks:  # over tokens first (a column sum), then channels: fast on CPU
-            terms.append(jnp.sum(jnp.sum(w * pk, axis=0), axis=-1))
+            col = jnp.sum(w * pk, axis=0)  # [G, c]
+            terms.append(jnp.sum(col, axis=(0, 1))[None] if over_groups else col.sum(-1))
         pk = pk * x
     return jnp.stack(terms, axis=-1)
 
 
 def _horner(x: jax.Array, coef: jax.Array) -> jax.Array:
-    """sum_k coef[:, k] x^k for x [t, G, c], coef [G, K]."""
+    """sum_k coef[:, k] x^k for x [t, G, c], coef [G or 1, K]."""
     out = jnp.zeros_like(x) + coef[:, None, -1]
     for k in range(coef.shape[-1] - 2, -1, -1):
         out = out * x + coef[:, None, k]
@@ -112,7 +125,7 @@ def _group_rational_fwd(xg, num, den):
 
 
 def _group_rational_bwd(res, g):
-    xg, num, den = res  # xg [t, G, c], num [G, m + 1], den [G, n]
+    xg, num, den = res  # xg [t, G, c], num [G or 1, m + 1], den [G, n]
     m1, n = num.shape[-1], den.shape[-1]
     zero = jnp.zeros_like(den[:, :1])
     p = _horner(xg, num)  # P(x)
@@ -123,8 +136,8 @@ def _group_rational_bwd(res, g):
     dp = _horner(xg, num[:, 1:] * jnp.arange(1, m1, dtype=num.dtype))  # P'(x)
     dinner = _horner(xg, den * jnp.arange(1, n + 1, dtype=den.dtype))  # inner'(x)
     g_p, g_inner = jax.lax.optimization_barrier((g_p, g_inner))  # not recomputed per sum
-    d_num = _sum_powers(g_p, xg, range(0, m1))
-    d_den = _sum_powers(g_inner, xg, range(1, n + 1))
+    d_num = _sum_powers(g_p, xg, range(0, m1), over_groups=num.shape[0] == 1)
+    d_den = _sum_powers(g_inner, xg, range(1, n + 1), over_groups=False)
     # materialised once: it feeds matmuls, into which XLA:CPU would fuse (and recompute) it
     g_x = jax.lax.optimization_barrier(g_p * dp + g_inner * dinner)
     return g_x, d_num, d_den
@@ -147,19 +160,22 @@ class GroupRationalKAN(nn.Module):
       features_out: d_out.
       n_groups: groups of input channels sharing one rational function (must divide d_in).
       rational_init: initial rational, "identity", "gelu" or "swish" (see `RATIONAL_INITS`).
+      shared_numerator: one numerator for all groups (rational_kat_cu `KAT_Group`, used by
+        KAT); each group keeps its own denominator.
       use_bias: a bias after the linear layer.
       kernel_init: initialiser of the linear weight W [d_in, d_out].
       kernel_axes: logical axis names of W (e.g. ("embed", "mlp") inside a transformer).
       edge_sites: declare `hook_edge` (materialised only under `jaxinterp.run`).
       dtype, param_dtype: compute and parameter dtypes.
 
-    Parameters: `numerator` [n_groups, 6], `denominator` [n_groups, 4], `kernel`
-    [d_in, d_out], `bias` [d_out].
+    Parameters: `numerator` [n_groups, 6] ([1, 6] with `shared_numerator`), `denominator`
+    [n_groups, 4], `kernel` [d_in, d_out], `bias` [d_out].
     """
 
     features_out: int
     n_groups: int = 8
     rational_init: str = "gelu"
+    shared_numerator: bool = False
     use_bias: bool = True
     kernel_init: Initializer = nn.initializers.lecun_normal()
     kernel_axes: tuple[str | None, str | None] = ("kan_in", "kan_out")
@@ -181,8 +197,12 @@ class GroupRationalKAN(nn.Module):
             raise ValueError(f"GroupRationalKAN: features_out={self.features_out} must be > 0")
         a0, b0 = RATIONAL_INITS[self.rational_init]
         pd = self.param_dtype
-        num = param(self, "numerator", _const_init(a0), (self.n_groups, NUM_DEGREE + 1),
-                    ("kan_group", None), pd)
+        if self.shared_numerator:
+            num = param(self, "numerator", _const_init(a0), (1, NUM_DEGREE + 1), (None, None),
+                        pd)
+        else:
+            num = param(self, "numerator", _const_init(a0), (self.n_groups, NUM_DEGREE + 1),
+                        ("kan_group", None), pd)
         den = param(self, "denominator", _const_init(b0), (self.n_groups, DEN_DEGREE),
                     ("kan_group", None), pd)
         w = param(self, "kernel", self.kernel_init, (d_in, self.features_out),

@@ -21,15 +21,19 @@ as in the transformer:
 where pos = 1 + (H / patch) * (W / patch) with a class token (patches row-major).
 
 KAT (`mlp_type="grkan"`, reference Adamdad/kat `KAN`): the MLP becomes
-`x -> rational_1 -> fc1 -> rational_2 -> fc2`, i.e. GR-KAN -> GR-KAN, each GR-KAN being a
-group-rational activation followed by a linear map. A group rational is P(x) / Q(x) with
-P of degree 5 and Q(x) = 1 + |b_1 x| + ... + |b_4 x^4| (Padé "safe" form, rational_kat_cu's
-`Rational_CUDA_A_1DGroup`); channels are split into `kan_groups` contiguous groups, each with
-its own denominator, the numerator shared by all groups (rational_kat_cu `KAT_Group`:
-`weight_numerator [1, 6]`, `weight_denominator [groups, 4]`). rational_1 starts as the identity,
-rational_2 as GELU (KAT's `act_init`; the reference presets use swish, see `kat_*` docs). KAT
-MLP sites: `mlp.hook_pre` [batch, pos, d_mlp] = fc1's output, `mlp.hook_post` = rational_2 of
-it (what fc2 reads), `mlp.hook_rational_in` [batch, pos, d_model] = rational_1's output.
+`x -> act1 -> fc1 -> act2 -> fc2`, i.e. two GR-KAN layers, each a group-rational activation
+followed by a linear map: `jaxinterp.layers.kan_rational.GroupRationalKAN` with
+`shared_numerator=True` (rational_kat_cu `KAT_Group`: one numerator P of degree 5 shared by
+the `kan_groups` contiguous channel groups, a denominator per group), and the KAT paper's
+denominator Q(x) = 1 + |b_1 x + ... + b_4 x^4| >= 1. fc1's rational starts as the identity,
+fc2's as swish (`kan_act_init`; Adamdad/kat `kat_{tiny,small,base}_patch16_224` use
+act_init="swish", its `*_gelu_*` variants "gelu"). KAT MLP sites are the GR-KAN layers':
+  blocks.{i}.mlp.fc1.hook_basis  [batch, pos, d_model]  act1(x), what fc1 reads
+  blocks.{i}.mlp.fc1.hook_post   [batch, pos, d_mlp]    fc1's output (ViT's mlp.hook_pre)
+  blocks.{i}.mlp.fc2.hook_basis  [batch, pos, d_mlp]    act2 of it, what fc2 reads (the
+                                                        neurons; ViT's mlp.hook_post)
+  blocks.{i}.mlp.fc2.hook_post   [batch, pos, d_model]  the MLP's output (= hook_mlp_out)
+(no per-edge `hook_edge`: [batch, pos, d_model, d_mlp] per block is too large to be useful).
 
 Parameter counts equal timm's: vit_tiny_patch16_224 5,717,416; vit_small 22,050,664;
 vit_base 86,567,656 (tests/test_param_counts_vision.py derives them independently).
@@ -38,6 +42,7 @@ vit_base 86,567,656 (tests/test_param_counts_vision.py derives them independentl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from typing import Literal
 
@@ -47,7 +52,8 @@ import jax.numpy as jnp
 
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.common import ACTIVATIONS, param
-from jaxinterp.layers.mlp import MLP, NEURON_AXES
+from jaxinterp.layers.kan_rational import RATIONAL_INITS, GroupRationalKAN
+from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models import vision_common as vc
 from jaxinterp.models.preset import Preset
@@ -57,17 +63,6 @@ sites = importlib.import_module("jaxinterp.sites")
 
 RESID_AXES = vc.TOKEN_AXES
 MLP_TYPES = ("mlp", "grkan")
-
-# Initial rational coefficients (numerator a_0..a_5, denominator b_1..b_4) of the GR-KAN
-# activations. "identity" is exact (P(x) = x, Q = 1). "gelu" is a least-squares fit of the
-# safe rational P / (1 + sum |b_k x^k|) to exact GELU on [-3, 3] (max error 0.016 there; we
-# fitted it with scipy.optimize.least_squares, as rational_kat_cu fits its `init.json`).
-RATIONAL_INITS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "identity": ((0.0, 1.0, 0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0)),
-    "gelu": ((5.67155008e-03, 5.05188454e-01, 3.84284260e-01, 7.70393733e-02, 1.09429433e-03,
-              1.93815271e-05), (1.09570334e-02, 1.51697829e-01, 1.17918302e-10, 1.20017667e-09)),
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class ViTConfig:
@@ -83,7 +78,8 @@ class ViTConfig:
       act_fn: MLP activation ("gelu" = exact, as timm's nn.GELU); unused by "grkan".
       mlp_type: "mlp" (ViT) or "grkan" (KAT).
       kan_groups: GR-KAN groups (KAT: 8); must divide d_model and d_mlp.
-      kan_act_init: initial shape of KAT's second rational, "gelu" or "identity".
+      kan_act_init: initial shape of KAT's second rational (act2): "swish" (Adamdad/kat
+        presets), "gelu" or "identity" (`kan_rational.RATIONAL_INITS`).
       class_token: prepend a learned class token (then pos = 1 + n_patches).
       pool: "token" (class token's features) or "mean" (mean over all tokens), after ln_final.
       eps: LayerNorm epsilon (1e-6 in ViT/timm).
@@ -105,7 +101,7 @@ class ViTConfig:
     act_fn: str = "gelu"
     mlp_type: Literal["mlp", "grkan"] = "mlp"
     kan_groups: int = 8
-    kan_act_init: str = "gelu"
+    kan_act_init: str = "swish"
     class_token: bool = True
     pool: Literal["token", "mean"] = "token"
     eps: float = 1e-6
@@ -144,82 +140,32 @@ class ViTConfig:
         return vc.n_patches(self.image_size, self.patch_size) + int(self.class_token)
 
 
-def group_rational(x: jax.Array, numerator: jax.Array, denominator: jax.Array) -> jax.Array:
-    """KAT's group rational P(x) / (1 + sum_k |b_k x^k|) over the last axis of x.
-
-    Args:
-      x: [..., d]; d is split into `groups` contiguous groups of d // groups channels.
-      numerator: [groups or 1, m + 1] coefficients a_0..a_m (one row shared by all groups).
-      denominator: [groups, n] coefficients b_1..b_n.
-
-    Returns:
-      [..., d], float32 math, cast back to x's dtype.
-    """
-    groups = denominator.shape[0]
-    d = x.shape[-1]
-    xf = x.astype(jnp.float32).reshape(*x.shape[:-1], groups, d // groups)  # [..., g, d/g]
-    num = jnp.broadcast_to(numerator, (groups, numerator.shape[-1])).astype(jnp.float32)
-    den = denominator.astype(jnp.float32)
-    m, n = num.shape[-1] - 1, den.shape[-1]
-    powers = [jnp.ones_like(xf)]
-    for _ in range(max(m, n)):
-        powers.append(powers[-1] * xf)
-    p = sum(num[:, k][:, None] * powers[k] for k in range(m + 1))
-    q = 1.0 + sum(jnp.abs(den[:, k - 1][:, None] * powers[k]) for k in range(1, n + 1))
-    return (p / q).reshape(x.shape).astype(x.dtype)
-
-
-class GroupRational(nn.Module):
-    """KAT's `KAT_Group` activation. x: [..., d] -> [..., d].
-
-    Parameters: `numerator [1, 6]` (shared), `denominator [groups, 4]`.
-    """
-
-    groups: int = 8
-    init: str = "gelu"
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        a0, b0 = RATIONAL_INITS[self.init]
-        num = param(self, "numerator", lambda *_: jnp.asarray([a0], self.param_dtype),
-                    (1, len(a0)), (None, None), self.param_dtype)
-        den = param(self, "denominator",
-                    lambda *_: jnp.tile(jnp.asarray([b0], self.param_dtype), (self.groups, 1)),
-                    (self.groups, len(b0)), (None, None), self.param_dtype)
-        return group_rational(x, num, den)
-
-
 class GRKANFeedForward(nn.Module):
-    """KAT's feed-forward: rational_1 -> fc1 -> rational_2 -> fc2. x: [batch, pos, d_model].
+    """KAT's feed-forward (Adamdad/kat `KAN`): GR-KAN `fc1` (act1 = identity at init, then
+    d_model -> d_mlp) and GR-KAN `fc2` (act2 = `act_init`, then d_mlp -> d_model).
+    x: [batch, pos, d_model] -> [batch, pos, d_model].
 
-    Parameters: `rational_1`, `W_in [d_model, d_mlp]`, `b_in`, `rational_2`, `W_out`, `b_out`.
+    Parameters per layer: `numerator [1, 6]` (shared), `denominator [groups, 4]`, `kernel`,
+    `bias`.
     """
 
     d_mlp: int
     groups: int = 8
-    act_init: str = "gelu"
+    act_init: str = "swish"
     init_range: float = 0.02
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        d_model = x.shape[-1]
-        pd = self.param_dtype
-        init, zeros = nn.initializers.normal(self.init_range), nn.initializers.zeros
-        h = GroupRational(self.groups, "identity", pd, name="rational_1")(x)
-        h = sites.site(self, "hook_rational_in", h, RESID_AXES)
-        w_in = param(self, "W_in", init, (d_model, self.d_mlp), ("embed", "mlp"), pd)
-        pre = jnp.einsum("bpm,mn->bpn", h, w_in.astype(self.dtype))  # contract d_model
-        pre = pre + param(self, "b_in", zeros, (self.d_mlp,), ("mlp",), pd)
-        pre = sites.site(self, "hook_pre", pre.astype(self.dtype), NEURON_AXES)
-        post = GroupRational(self.groups, self.act_init, pd, name="rational_2")(pre)
-        post = sites.site(self, "hook_post", post, NEURON_AXES)
-        w_out = param(self, "W_out", init, (self.d_mlp, d_model), ("mlp", "embed"), pd)
-        out = jnp.einsum("bpn,nm->bpm", post, w_out.astype(self.dtype))  # contract d_mlp
-        out = out + param(self, "b_out", zeros, (d_model,), ("embed",), pd)
-        return out.astype(self.dtype)
+        layer = functools.partial(GroupRationalKAN, n_groups=self.groups, shared_numerator=True,
+                                  kernel_init=nn.initializers.normal(self.init_range),
+                                  edge_sites=False, dtype=self.dtype,
+                                  param_dtype=self.param_dtype)
+        h = layer(self.d_mlp, rational_init="identity", kernel_axes=("embed", "mlp"),
+                  name="fc1")(x)
+        return layer(x.shape[-1], rational_init=self.act_init, kernel_axes=("mlp", "embed"),
+                     name="fc2")(h)
 
 
 class ViTBlock(nn.Module):
