@@ -31,6 +31,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m experiments.benchmarks.intervention_overhead
 	$(PY) -m experiments.benchmarks.train_throughput
+	$(PY) -m experiments.benchmarks.patching_speed
+	$(PY) -m experiments.benchmarks.kan_speed
 
 clean:
 	rm -rf $(VENV) .pytest_cache

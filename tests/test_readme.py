@@ -1,19 +1,37 @@
-"""The README's Python examples run as written."""
+"""The README's Python examples run as written, in order, in one namespace (from the repo root,
+where the README's relative paths point)."""
 
 import pathlib
 import re
 
 import pytest
 
-README = pathlib.Path(__file__).parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).parents[1]
+README = ROOT / "README.md"
 
 
 @pytest.mark.slow
-def test_readme_python_blocks_run():
+def test_readme_python_blocks_run(monkeypatch):
+    monkeypatch.chdir(ROOT)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has no python examples"
+    assert len(blocks) >= 10, "README lost its python examples"
     namespace: dict = {}
+    checks = {
+        # name defined by a block -> what must hold right after that block
+        "last_logits": lambda ns: (
+            ns["cache"]["blocks.0.attn.hook_pattern"].shape == (8, 12, 32, 32)
+            and ns["last_logits"].shape == (32, 8, 50257)),
+        "aux": lambda ns: ns["cache"]["blocks.0.mlp.hook_router_weights"].shape == (2, 17, 4),
+        "pz_logits": lambda ns: abs(
+            ns["pz_logits"].unwrap("batch", "seq", "vocabulary") - ns["logits"]).max() < 1e-4,
+        "path": lambda ns: ns["res"].shape == (2, 8) and ns["by_head"].shape == (2, 4)
+        and ns["approx"].shape == (2, 4) and ns["path"].shape == (),
+        "fit": lambda ns: ns["logp"].shape == (3, 4, 8, 1) and ns["fit"].test_score > 0.8,
+        "steered": lambda ns: ns["steered"].shape == (33, 4, 50),
+        "sae_cache": lambda ns: ns["sae_cache"]["hook_sae_acts"].shape == (4, 256),
+    }
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
-    assert namespace["cache"]["blocks.0.attn.hook_pattern"].shape == (8, 12, 32, 32)
-    assert namespace["last_logits"].shape == (32, 8, 50257)
+        for name in [n for n in checks if n in namespace]:
+            assert checks.pop(name)(namespace), f"README check after defining {name!r} failed"
+    assert not checks, f"README no longer defines {sorted(checks)}"
