@@ -20,6 +20,9 @@ def test_kan_speed_runs_at_tiny_settings():
     assert r["bspline"]["kan_params"] == 42_624  # 64*64*(8 + 1) + 64*10*(8 + 1)
     assert r["rbf"]["kan_params"] == 42_624
     assert abs(r["bspline"]["mlp_params"] - 42_624) < 75  # parameter-matched
+    # KAT block 16-32-16: two linears + two KAT_Group rationals (6 shared + 8 x 4 each)
+    assert r["grkan"]["kan_params"] == (16 * 32 + 32) + (32 * 16 + 16) + 2 * (6 + 8 * 4)
+    assert r["grkan"]["mlp_params"] == (16 * 32 + 32) + (32 * 16 + 16)
     for key in ("bspline", "rbf", "grkan"):
         for field in ("kan_ms", "mlp_ms", "ratio"):
             assert math.isfinite(r[key][field]) and r[key][field] > 0, (key, field)

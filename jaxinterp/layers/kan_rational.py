@@ -95,16 +95,30 @@ def group_rational(x: jax.Array, num: jax.Array, den: jax.Array) -> jax.Array:
     return _group_rational(xg, num, den).reshape(x.shape)
 
 
-def _sum_powers(w: jax.Array, x: jax.Array, ks: range, over_groups: bool) -> jax.Array:
-    """[sum_{t,c} w x^k for k in ks] -> [G, len(ks)] for w, x [t, G, c]; with `over_groups`,
-    summed over G too -> [1, len(ks)]."""
-    terms, pk = [], jnp.ones_like(x)
-    for k in range(ks.stop):
-        if k in ks:  # over tokens first (a column sum), then channels: fast on CPU
-            col = jnp.sum(w * pk, axis=0)  # [G, c]
-            terms.append(jnp.sum(col, axis=(0, 1))[None] if over_groups else col.sum(-1))
+def _power_sums(g_p: jax.Array, g_inner: jax.Array, x: jax.Array, m1: int, n: int,
+                shared: bool) -> tuple[jax.Array, jax.Array]:
+    """(sum_{t,c} g_p x^k for k < m1, sum_{t,c} g_inner x^k for 1 <= k <= n), for g_p,
+    g_inner, x [t, G, c] -> ([G or 1, m1], [G, n]) (the numerator's summed over G if shared).
+
+    All m1 + n sums are one variadic reduction over tokens (one pass over the activations
+    instead of one per coefficient), then a sum over the channels of each group.
+    """
+    terms, kinds, pk = [], [], jnp.ones_like(x)
+    for k in range(max(m1, n + 1)):
+        if k < m1:
+            terms.append(g_p * pk)
+            kinds.append("num")
+        if 1 <= k <= n:
+            terms.append(g_inner * pk)
+            kinds.append("den")
         pk = pk * x
-    return jnp.stack(terms, axis=-1)
+    zero = jnp.zeros((), x.dtype)
+    cols = jax.lax.reduce(tuple(terms), (zero,) * len(terms),
+                          lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)),
+                          (0,))  # over tokens: each [G, c]
+    d_num = jnp.stack([c.sum(-1) for c, kd in zip(cols, kinds, strict=True) if kd == "num"], -1)
+    d_den = jnp.stack([c.sum(-1) for c, kd in zip(cols, kinds, strict=True) if kd == "den"], -1)
+    return (d_num.sum(0, keepdims=True) if shared else d_num), d_den
 
 
 def _horner(x: jax.Array, coef: jax.Array) -> jax.Array:
@@ -136,8 +150,7 @@ def _group_rational_bwd(res, g):
     dp = _horner(xg, num[:, 1:] * jnp.arange(1, m1, dtype=num.dtype))  # P'(x)
     dinner = _horner(xg, den * jnp.arange(1, n + 1, dtype=den.dtype))  # inner'(x)
     g_p, g_inner = jax.lax.optimization_barrier((g_p, g_inner))  # not recomputed per sum
-    d_num = _sum_powers(g_p, xg, range(0, m1), over_groups=num.shape[0] == 1)
-    d_den = _sum_powers(g_inner, xg, range(1, n + 1), over_groups=False)
+    d_num, d_den = _power_sums(g_p, g_inner, xg, m1, n, shared=num.shape[0] == 1)
     # materialised once: it feeds matmuls, into which XLA:CPU would fuse (and recompute) it
     g_x = jax.lax.optimization_barrier(g_p * dp + g_inner * dinner)
     return g_x, d_num, d_den
