@@ -25,19 +25,16 @@ list: 12,583,936 (linear_in) + 12 x 8,395,776 (LN + two linears) + 1,025,000 (li
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinterp import sites
 from jaxinterp.layers.common import ACTIVATIONS, activation, param
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models import vision_common as vc
 from jaxinterp.models.preset import Preset
-
-# The module, not the `jaxinterp.sites` function that `jaxinterp/__init__` binds over it.
-sites = importlib.import_module("jaxinterp.sites")
 
 VEC_AXES = ("batch", "d_model")
 NEURON_AXES = ("batch", "d_mlp")

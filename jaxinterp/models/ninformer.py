@@ -30,20 +30,17 @@ Sites:
 from __future__ import annotations
 
 import dataclasses
-import importlib
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinterp import sites
 from jaxinterp.layers.common import activation, param
-from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models import vision_common as vc
 from jaxinterp.models.preset import Preset
-
-# The module, not the `jaxinterp.sites` function that `jaxinterp/__init__` binds over it.
-sites = importlib.import_module("jaxinterp.sites")
 
 RESID_AXES = vc.TOKEN_AXES
 
@@ -149,47 +146,12 @@ class MixerGatingUnit(nn.Module):
         return u * v
 
 
-class NiNBlock(nn.Module):
-    """x [batch, pos, d_model] -> ([batch, pos, d_model], None)."""
+class NiNformer(vc.GatedTokenNet):
+    """images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (`vc.GatedTokenNet` with the `MixerGatingUnit`)."""
 
     config: NiNformerConfig
-
-    @nn.compact
-    def __call__(self, x: jax.Array, layer: int) -> tuple[jax.Array, None]:
-        c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        with sites.layer(self, "blocks", layer, c.n_layers):
-            w_ln, b_ln = vc.LayerNormParams(pd, name="ln")(c.d_model)
-            x = sites.site(self, "hook_resid_pre", x, RESID_AXES)
-            h = vc.AppliedNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, RESID_AXES)
-            gate = MixerGatingUnit(c.d_ffn, c.eps, c.init_range, dtype, pd, name="gate")(h)
-            x = x + sites.site(self, "hook_gate_out", gate, RESID_AXES)
-            x = sites.site(self, "hook_resid_mid", x, RESID_AXES)
-            h = vc.AppliedNorm(c.eps, dtype, name="ln2")(x, w_ln, b_ln, RESID_AXES)
-            mlp = MLP(d_mlp=c.d_ffn, act_fn="gelu", init_range=c.init_range, dtype=dtype,
-                      param_dtype=pd, name="mlp")
-            x = x + sites.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
-            return sites.site(self, "hook_resid_post", x, RESID_AXES), None
-
-
-class NiNformer(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
-
-    config: NiNformerConfig
-
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
-        c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        vc.check_images(images, c.image_size, c.in_channels, "NiNformer")
-        x = vc.PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
-                          param_dtype=pd, name="patch_embed")(images)
-        x = sites.site(self, "hook_embed", x, RESID_AXES)
-        for i in range(c.n_layers):
-            x, _ = NiNBlock(c, name=f"blocks_{i}")(x, i)
-        pooled = sites.site(self, "hook_pooled", vc.pool(x, "mean"), vc.POOLED_AXES)
-        return vc.ClassifierHead(c.num_classes, init_range=c.init_range, dtype=dtype,
-                                 param_dtype=pd, name="head")(pooled)
+    gate: Callable[..., nn.Module] = MixerGatingUnit
 
 
 PRESETS: dict[str, Preset] = {

@@ -21,17 +21,17 @@ Public API (kept stable for the other vision families):
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp import sites
 from jaxinterp.layers.common import param
-
-# The module, not the `jaxinterp.sites` function that `jaxinterp/__init__` binds over it.
-_sites = importlib.import_module("jaxinterp.sites")
+from jaxinterp.layers.mlp import MLP
 
 IMAGE_AXES = ("batch", "height", "width", "channels")
 TOKEN_AXES = ("batch", "pos", "d_model")
@@ -191,4 +191,60 @@ class AppliedNorm(nn.Module):
         xf = xf - xf.mean(-1, keepdims=True)
         xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
         y = (xf * w.astype(jnp.float32) + b.astype(jnp.float32)).astype(self.dtype)
-        return _sites.site(self, "hook_normalized", y, axes)
+        return sites.site(self, "hook_normalized", y, axes)
+
+
+class GatedTokenBlock(nn.Module):
+    """The block Activator and NiNformer share; they differ only in the gating unit.
+
+        x = x + gate(LN(x));  x = x + MLP(LN(x))     (the MLP sub-block only if `config.ffn`)
+
+    One LayerNorm's parameters are used for both norms, as in both references. `gate` is a
+    module class called as `gate(d_ffn, eps, init_range, dtype, param_dtype, name="gate")`.
+    x [batch, pos, d_model] -> ([batch, pos, d_model], None).
+    """
+
+    config: Any
+    gate: Callable[..., nn.Module]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer: int) -> tuple[jax.Array, None]:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        with sites.layer(self, "blocks", layer, c.n_layers):
+            w_ln, b_ln = LayerNormParams(pd, name="ln")(c.d_model)
+            x = sites.site(self, "hook_resid_pre", x, TOKEN_AXES)
+            h = AppliedNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, TOKEN_AXES)
+            gate = self.gate(c.d_ffn, c.eps, c.init_range, dtype, pd, name="gate")(h)
+            x = x + sites.site(self, "hook_gate_out", gate, TOKEN_AXES)
+            if not getattr(c, "ffn", True):
+                return sites.site(self, "hook_resid_post", x, TOKEN_AXES), None
+            x = sites.site(self, "hook_resid_mid", x, TOKEN_AXES)
+            h = AppliedNorm(c.eps, dtype, name="ln2")(x, w_ln, b_ln, TOKEN_AXES)
+            mlp = MLP(d_mlp=c.d_ffn, act_fn="gelu", init_range=c.init_range, dtype=dtype,
+                      param_dtype=pd, name="mlp")
+            x = x + sites.site(self, "hook_mlp_out", mlp(h), TOKEN_AXES)
+            return sites.site(self, "hook_resid_post", x, TOKEN_AXES), None
+
+
+class GatedTokenNet(nn.Module):
+    """Conv patch embedding (no class token, no positions), `GatedTokenBlock`s, mean over
+    tokens, linear head: images [batch, H, W, C] float -> logits [batch, num_classes] float32.
+    Subclasses set `gate`."""
+
+    config: Any
+    gate: Callable[..., nn.Module]
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        check_images(images, c.image_size, c.in_channels, type(self).__name__)
+        x = PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
+                       param_dtype=pd, name="patch_embed")(images)
+        x = sites.site(self, "hook_embed", x, TOKEN_AXES)
+        for i in range(c.n_layers):
+            x, _ = GatedTokenBlock(c, self.gate, name=f"blocks_{i}")(x, i)
+        pooled = sites.site(self, "hook_pooled", pool(x, "mean"), POOLED_AXES)
+        return ClassifierHead(c.num_classes, init_range=c.init_range, dtype=dtype,
+                              param_dtype=pd, name="head")(pooled)

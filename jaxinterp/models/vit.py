@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 from typing import Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinterp import sites
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.kan_rational import RATIONAL_INITS, GroupRationalKAN
@@ -57,9 +57,6 @@ from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models import vision_common as vc
 from jaxinterp.models.preset import Preset
-
-# The module, not the `jaxinterp.sites` function that `jaxinterp/__init__` binds over it.
-sites = importlib.import_module("jaxinterp.sites")
 
 RESID_AXES = vc.TOKEN_AXES
 MLP_TYPES = ("mlp", "grkan")
