@@ -29,7 +29,6 @@ Sites:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -45,36 +44,8 @@ from jaxinterp.models.preset import Preset
 RESID_AXES = vc.TOKEN_AXES
 
 
-@dataclasses.dataclass(frozen=True)
-class NiNformerConfig:
-    """Hyperparameters of a NiNformer (defaults: the reference CIFAR-10 model).
-
-    Attributes:
-      image_size, patch_size, in_channels, num_classes: input and output shapes.
-      n_layers: blocks; d_model: token width; d_ffn: hidden width of the token, channel and
-        feed-forward MLPs.
-      eps: LayerNorm epsilon (torch default 1e-5).
-      init_range: standard deviation of the normal initialiser of weights.
-      dtype, param_dtype: compute and parameter dtypes.
-    """
-
-    image_size: int = 32
-    patch_size: int = 4
-    in_channels: int = 3
-    num_classes: int = 10
-    n_layers: int = 4
-    d_model: int = 256
-    d_ffn: int = 512
-    eps: float = 1e-5
-    init_range: float = 0.02
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-
-    def __post_init__(self):
-        vc.check_positive(self, "image_size", "patch_size", "in_channels", "num_classes",
-                          "n_layers", "d_model", "d_ffn")
-        vc.n_patches(self.image_size, self.patch_size)
-        vc.check_dtypes(self)
+NiNformerConfig = vc.GatedTokenConfig
+"""NiNformer's hyperparameters (defaults: the reference CIFAR-10 model)."""
 
 
 class _TwoLayer(nn.Module):

@@ -21,8 +21,8 @@ Public API (kept stable for the other vision families):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -194,6 +194,43 @@ class AppliedNorm(nn.Module):
         return sites.site(self, "hook_normalized", y, axes)
 
 
+@dataclasses.dataclass(frozen=True)
+class GatedTokenConfig:
+    """Hyperparameters of a `GatedTokenNet` (Activator, NiNformer); the defaults are both
+    references' CIFAR-10 model.
+
+    Attributes:
+      image_size, patch_size, in_channels, num_classes: input and output shapes.
+      n_layers: blocks; d_model: token width; d_ffn: hidden width of the gate's MLPs and of
+        the FFN.
+      ffn: keep the second (GELU MLP) sub-block (both references do; Activator's "GLU only"
+        variant drops it).
+      eps: LayerNorm epsilon (torch default 1e-5).
+      init_range: standard deviation of the normal initialiser of weights.
+      dtype, param_dtype: compute and parameter dtypes.
+    """
+
+    image_size: int = 32
+    patch_size: int = 4
+    in_channels: int = 3
+    num_classes: int = 10
+    n_layers: int = 4
+    d_model: int = 256
+    d_ffn: int = 512
+    ffn: bool = True
+    eps: float = 1e-5
+    init_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        check_positive(self, "image_size", "patch_size", "in_channels", "num_classes",
+                       "n_layers", "d_model", "d_ffn")
+        n_patches(self.image_size, self.patch_size)
+        check_dtypes(self)
+
+
+
 class GatedTokenBlock(nn.Module):
     """The block Activator and NiNformer share; they differ only in the gating unit.
 
@@ -204,7 +241,7 @@ class GatedTokenBlock(nn.Module):
     x [batch, pos, d_model] -> ([batch, pos, d_model], None).
     """
 
-    config: Any
+    config: GatedTokenConfig
     gate: Callable[..., nn.Module]
 
     @nn.compact
@@ -217,7 +254,7 @@ class GatedTokenBlock(nn.Module):
             h = AppliedNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, TOKEN_AXES)
             gate = self.gate(c.d_ffn, c.eps, c.init_range, dtype, pd, name="gate")(h)
             x = x + sites.site(self, "hook_gate_out", gate, TOKEN_AXES)
-            if not getattr(c, "ffn", True):
+            if not c.ffn:
                 return sites.site(self, "hook_resid_post", x, TOKEN_AXES), None
             x = sites.site(self, "hook_resid_mid", x, TOKEN_AXES)
             h = AppliedNorm(c.eps, dtype, name="ln2")(x, w_ln, b_ln, TOKEN_AXES)
@@ -232,7 +269,7 @@ class GatedTokenNet(nn.Module):
     tokens, linear head: images [batch, H, W, C] float -> logits [batch, num_classes] float32.
     Subclasses set `gate`."""
 
-    config: Any
+    config: GatedTokenConfig
     gate: Callable[..., nn.Module]
 
     @nn.compact
