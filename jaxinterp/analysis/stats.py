@@ -16,7 +16,6 @@ the host adds the summaries up. Per site (the last axis is the feature axis, e.g
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -27,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp.run import run
-from jaxinterp.sites import sites as site_shapes
 
 
 @dataclasses.dataclass
@@ -74,6 +72,7 @@ def _summaries(acts: dict[str, jax.Array], threshold: float, top_k: int,
         rows = x.reshape(-1, x.shape[-1])  # [batch * ..., d]
         mag = jnp.abs(x).reshape(-1)
         top, flat_idx = jax.lax.top_k(mag, min(top_k, mag.size))
+        where = jnp.stack(jnp.unravel_index(flat_idx, x.shape), axis=-1)  # [k, x.ndim]
         bins = jnp.searchsorted(edges, x.reshape(-1), side="right")  # 0: underflow
         bins = jnp.where(x.reshape(-1) == edges[-1], edges.size - 1, bins)  # right edge closed
         out[name] = {
@@ -81,7 +80,8 @@ def _summaries(acts: dict[str, jax.Array], threshold: float, top_k: int,
             "abs_sum": mag.sum(),
             "top": top,
             "top_value": x.reshape(-1)[flat_idx],
-            "top_index": flat_idx,
+            "top_where": where,
+            "rows": jnp.asarray(rows.shape[0]),
             "hist": jnp.bincount(bins, length=edges.size + 1),
         }
     return out
@@ -130,7 +130,6 @@ def activation_stats(
         return _summaries(cache, threshold, top_k, edges_j)
 
     totals: dict[str, dict[str, Any]] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
     tops: dict[str, list[MassiveActivation]] = {}
     seen = 0
     t0 = time.perf_counter()
@@ -138,11 +137,6 @@ def activation_stats(
         if max_batches is not None and i >= max_batches:
             break
         inputs = batch if isinstance(batch, tuple) else (batch,)
-        if not shapes:
-            found = site_shapes(model, *inputs)
-            for name, s in found.items():
-                if any(fnmatch.fnmatchcase(name, p) for p in patterns):
-                    shapes[name] = tuple(s.shape)
         summary = jax.device_get(step(variables, *inputs))
         n_batch = int(np.shape(inputs[0])[0])
         for name, s in summary.items():
@@ -150,10 +144,8 @@ def activation_stats(
             t["nonzero"] = t["nonzero"] + s["nonzero"].astype(np.int64)
             t["abs_sum"] += float(s["abs_sum"])
             t["hist"] = t["hist"] + s["hist"].astype(np.int64)
-            site_shape = (n_batch, *shapes[name][1:])
-            t["count"] += int(np.prod(site_shape[:-1]))
-            for mag, val, flat in zip(s["top"], s["top_value"], s["top_index"], strict=True):
-                idx = np.unravel_index(int(flat), site_shape)
+            t["count"] += int(s["rows"])
+            for mag, val, idx in zip(s["top"], s["top_value"], s["top_where"], strict=True):
                 tops.setdefault(name, []).append(MassiveActivation(
                     float(mag), float(val), name, seen + int(idx[0]),
                     tuple(int(j) for j in idx[1:])))

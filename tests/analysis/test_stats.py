@@ -66,3 +66,17 @@ def test_threshold_and_errors():
         activation_stats(model, variables, batches, edges=[1.0, 0.0])
     with pytest.raises(ValueError, match=r"matches no site|nearest"):
         activation_stats(model, variables, batches, sites="blocks.*.mlp.hook_postt")
+
+
+def test_batches_of_different_lengths():
+    model, variables, _ = tiny("gpt2_small")
+    batches = [jax.random.randint(jax.random.key(3), (2, 10), 0, model.config.d_vocab),
+               jax.random.randint(jax.random.key(4), (3, 6), 0, model.config.d_vocab)]
+    name = "blocks.1.hook_resid_post"
+    st = activation_stats(model, variables, batches, sites=name, top_k=4)
+    xs = [np.asarray(ji.run(model, variables, b, capture=name)[1][name]) for b in batches]
+    assert st.count[name] == 2 * 10 + 3 * 6
+    want = sorted(((abs(x[i]), (offset + i[0], *i[1:]))
+                   for offset, x in ((0, xs[0]), (2, xs[1])) for i in np.ndindex(x.shape)),
+                  key=lambda e: -e[0])[:4]
+    assert [(m.example, *m.index) for m in st.top_per_site[name]] == [w[1] for w in want]
