@@ -8,6 +8,14 @@ Parameters (logical axes in brackets):
   gated only:  W_G [embed, heads] = [d_model, n_heads]       b_G [n_heads]
   linear only: q_fmap.W [n_heads, d_head, d_feature], q_fmap.b; k_fmap.W [n_kv_heads, ...], k_fmap.b
 
+Masks: `causal=True` hides later keys; `key_mask` [batch, key_pos] (True / 1 for real tokens,
+False / 0 for padding, as Hugging Face's `attention_mask`) hides padded keys from every query.
+Both combine (a key is visible when both allow it). The masks are applied before
+`hook_attn_scores`, so that site shows the masked scores, as in TransformerLens (which writes
+-inf for padding; here every masked entry of a softmax score is float32's most negative
+value, which is also what Hugging Face's additive `finfo.min` mask gives in float32). Queries
+at padded positions still attend to the real keys; their outputs are computed but meaningless.
+
 Sites (relative to the module, e.g. `blocks.0.attn.hook_q`):
   hook_q [batch, pos, head, d_head]; hook_k, hook_v [batch, pos, head, d_head] (head = KV head
   under grouped-query attention); hook_rot_q, hook_rot_k after rotary (rotary only);
@@ -21,12 +29,13 @@ Sites (relative to the module, e.g. `blocks.0.attn.hook_q`):
              hook_pattern = softmax(S) over keys.
   "sigmoid"  Ramapuram et al. 2024, "Theory, Analysis, and Best Practices for Sigmoid
              Self-Attention" (arXiv:2409.04431): hook_attn_scores = S + b with b = -log(n)
-             (n = number of positions, including register tokens); hook_pattern = sigmoid of it
+             (n = number of positions, including register tokens; with a `key_mask`, the
+             number of unpadded positions of that sequence); hook_pattern = sigmoid of it
              (masked entries are exactly 0). Rows need not sum to 1.
   "softplus" LSSA with re-weighting (LSSAR), Gao & Spratling 2025, "Softplus Attention with
              Re-weighting Boosts Length Extrapolation in Large Language Models"
              (arXiv:2501.13428). With N_i the number of keys query i sees (i + 1 causal, n
-             bidirectional) and q̂, k̂ the L2-normalised query and key:
+             bidirectional, padded keys not counted) and q̂, k̂ the L2-normalised query and key:
                hook_attn_scores  S'_ij = log(d_head) * log(N_i) * q̂_i·k̂_j
                A_ij = softplus(S'_ij) / sum_{j' visible} softplus(S'_ij')        (LSSA)
              and, when `softplus_power` p > 0, the re-weighting
@@ -91,10 +100,15 @@ class Attention(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        """x: [batch, pos, d_model]; key_mask: [batch, pos] bool (or 0/1), True for keys that may
+        be attended to (real tokens), None for all. Returns [batch, pos, d_model]."""
         check_attention_options(self.attention_type, self.clip_zeta, self.clip_gamma,
                                 self.softplus_power, self.linear_feature_dim)
-        _, n_pos, d_model = x.shape
+        batch, n_pos, d_model = x.shape
+        if key_mask is not None and key_mask.shape != (batch, n_pos):
+            raise ValueError(f"key_mask shape {key_mask.shape} != [batch, key_pos] = "
+                             f"{(batch, n_pos)} of the attention input (shape {x.shape})")
         h, dh = self.n_heads, self.d_head
         kvh = self.n_kv_heads or h
         init = nn.initializers.normal(self.init_range)
@@ -132,16 +146,22 @@ class Attention(nn.Module):
             k = jnp.repeat(k, h // kvh, axis=2)
             v = jnp.repeat(v, h // kvh, axis=2)
 
+        # mask: None (all visible), [query_pos, key_pos] (causal) or [batch, 1, query_pos, key_pos]
         mask = jnp.tril(jnp.ones((n_pos, n_pos), bool)) if self.causal else None
+        if key_mask is not None:
+            keys = (key_mask != 0)[:, None, None, :]  # [batch, 1, 1, key_pos]
+            mask = keys if mask is None else mask & keys
+            mask = jnp.broadcast_to(mask, (batch, 1, n_pos, n_pos))
         if self.attention_type == "softmax":
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)  # contract d_head
             scores = scores / jnp.sqrt(jnp.float32(dh))
-            if self.causal:
+            if mask is not None:
                 scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
             scores = sites.site(self, "hook_attn_scores", scores, PATTERN_AXES)
             pattern = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         else:
-            scores, pattern = self._variant_pattern(q, k, mask, n_pos)
+            n_real = None if key_mask is None else (key_mask != 0).sum(-1)  # [batch]
+            scores, pattern = self._variant_pattern(q, k, mask, n_pos, n_real)
         pattern = sites.site(self, "hook_pattern", pattern, PATTERN_AXES)
 
         z = jnp.einsum("bhqk,bkhd->bqhd", pattern, v)  # contract key_pos
@@ -160,9 +180,10 @@ class Attention(nn.Module):
         return out.astype(self.dtype)
 
     def _variant_pattern(self, q: jax.Array, k: jax.Array, mask: jax.Array | None,
-                         n_pos: int) -> tuple[jax.Array, jax.Array]:
+                         n_pos: int, n_real: jax.Array | None) -> tuple[jax.Array, jax.Array]:
         """(hook_attn_scores, pattern) [batch, head, query_pos, key_pos] for the non-softmax
-        attention types; q, k: [batch, pos, head, d] (features for "linear")."""
+        attention types; q, k: [batch, pos, head, d] (features for "linear"); mask as in
+        `__call__`; n_real: [batch] number of unpadded positions (None: no key mask)."""
         neg = jnp.finfo(jnp.float32).min
         keep = jnp.ones((n_pos, n_pos), bool) if mask is None else mask
         qf, kf = q.astype(jnp.float32), k.astype(jnp.float32)
@@ -176,7 +197,7 @@ class Attention(nn.Module):
         if kind == "softplus":
             qn = qf / jnp.maximum(jnp.linalg.norm(qf, axis=-1, keepdims=True), 1e-12)
             kn = kf / jnp.maximum(jnp.linalg.norm(kf, axis=-1, keepdims=True), 1e-12)
-            n_keys = keep.sum(-1).astype(jnp.float32)[:, None]  # [query_pos, 1]: N_i
+            n_keys = keep.sum(-1, keepdims=True).astype(jnp.float32)  # [(batch, 1,) q, 1]: N_i
             scale = jnp.log(jnp.float32(self.d_head)) * jnp.log(n_keys)
             scores = scale * jnp.einsum("bqhd,bkhd->bhqk", qn, kn)  # contract d_head
             scores = sites.site(self, "hook_attn_scores", jnp.where(keep, scores, neg),
@@ -189,8 +210,10 @@ class Attention(nn.Module):
                 a = r / (r.sum(-1, keepdims=True) + _REWEIGHT_EPS)
             return scores, a.astype(self.dtype)
         scores = jnp.einsum("bqhd,bkhd->bhqk", qf, kf) / jnp.sqrt(jnp.float32(self.d_head))
-        if kind == "sigmoid":
-            scores = scores - jnp.log(jnp.float32(n_pos))  # b = -log(n)
+        if kind == "sigmoid":  # b = -log(n)
+            n = (jnp.float32(n_pos) if n_real is None
+                 else n_real.astype(jnp.float32)[:, None, None, None])
+            scores = scores - jnp.log(n)
         scores = sites.site(self, "hook_attn_scores", jnp.where(keep, scores, neg), PATTERN_AXES)
         if kind == "sigmoid":
             pattern = jnp.where(keep, jax.nn.sigmoid(scores), 0.0)

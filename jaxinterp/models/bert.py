@@ -1,9 +1,15 @@
 """BERT-family encoder (Devlin et al. 2019, arXiv:1810.04805) with TransformerLens sites.
 
-Inputs: tokens [batch, pos] int, optional token_type_ids [batch, pos] int (default all 0).
+Inputs: tokens [batch, pos] int, optional token_type_ids [batch, pos] int (default all 0),
+optional attention_mask [batch, pos] (1 / True for real tokens, 0 / False for padding, as Hugging
+Face's `BertModel(attention_mask=...)`; None: every position is real).
 Output: final hidden states [batch, pos, d_model], or, with `mlm_head=True`, masked-LM logits
-[batch, pos, d_vocab] (float32). Attention is bidirectional over every position (no padding
-mask: batch sequences of equal length).
+[batch, pos, d_vocab] (float32). Attention is bidirectional; with an attention_mask, padded keys
+are hidden from every query in every layer (their scores are float32's most negative value, which
+is what Hugging Face's additive `finfo(float32).min` mask gives, and what `hook_attn_scores`
+shows), so a real position's output does not depend on the padding: neither on the token ids at
+padded positions nor on how much padding follows. Outputs AT padded positions are computed (they
+attend to the real tokens) but mean nothing; mask them out of any loss or statistic.
 
 Unlike the pre-norm `Transformer`, BERT blocks are post-norm:
     resid_mid  = resid_pre + Attn(resid_pre);          x1  = ln1(resid_mid)
@@ -94,14 +100,16 @@ class BertBlock(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
+    def __call__(self, x: jax.Array, layer: int | jax.Array,
+                 key_mask: jax.Array | None = None) -> tuple[jax.Array, None]:
+        """key_mask: [batch, pos] bool, True for real tokens (None: all real)."""
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         with layer_scope(self, "blocks", layer, c.n_layers):
             resid_pre = site(self, "hook_resid_pre", x, RESID_AXES)
             attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False, use_bias=True,
                              init_range=c.init_range, dtype=dtype, param_dtype=pd, name="attn")
-            attn_out = site(self, "hook_attn_out", attn(resid_pre), RESID_AXES)
+            attn_out = site(self, "hook_attn_out", attn(resid_pre, key_mask), RESID_AXES)
             resid_mid = site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
             h = LayerNorm(c.eps, dtype, pd, name="ln1")(resid_mid, RESID_AXES)
             mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, use_bias=True, init_range=c.init_range,
@@ -131,12 +139,14 @@ class MLMHead(nn.Module):
 
 
 class Bert(nn.Module):
-    """tokens [batch, pos] int (+ token_type_ids) -> hidden [batch, pos, d_model] or logits."""
+    """tokens [batch, pos] int (+ token_type_ids, attention_mask) -> hidden [batch, pos, d_model]
+    or logits [batch, pos, d_vocab]; see the module docstring."""
 
     config: BertConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, token_type_ids: jax.Array | None = None) -> jax.Array:
+    def __call__(self, tokens: jax.Array, token_type_ids: jax.Array | None = None,
+                 attention_mask: jax.Array | None = None) -> jax.Array:
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         _check_ids(tokens, "tokens", c.d_vocab, c.n_ctx)
@@ -146,6 +156,7 @@ class Bert(nn.Module):
             raise ValueError(f"token_type_ids shape {token_type_ids.shape} != tokens shape "
                              f"{tokens.shape}")
         _check_ids(token_type_ids, "token_type_ids", c.n_token_types, c.n_ctx)
+        key_mask = None if attention_mask is None else _check_mask(attention_mask, tokens.shape)
         batch, n_pos = tokens.shape
 
         embed = Embed(c.d_vocab, c.d_model, c.init_range, pd, name="embed")
@@ -157,14 +168,15 @@ class Bert(nn.Module):
                            RESID_AXES)
         x = LayerNorm(c.eps, dtype, pd, name="embed_ln")(x, RESID_AXES)
 
-        if c.scan_layers:
+        if c.scan_layers:  # the layer index is scanned over; every layer sees the same mask
             stack = nn.scan(BertBlock, variable_axes={"params": 0, COLLECTION: 0},
                             split_rngs={"params": True, "dropout": True}, length=c.n_layers,
+                            in_axes=(0, nn.broadcast),
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
+            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32), key_mask)
         else:
             for i in range(c.n_layers):
-                x, _ = BertBlock(c, name=f"blocks_{i}")(x, i)
+                x, _ = BertBlock(c, name=f"blocks_{i}")(x, i, key_mask)
         if not c.mlm_head:
             return x
         h = MLMHead(c, name="mlm_head")(x)
@@ -185,6 +197,23 @@ def _check_ids(ids: jax.Array, what: str, size: int, n_ctx: int) -> None:
         if t.size and (t.min() < 0 or t.max() >= size):
             bad = t[(t < 0) | (t >= size)]
             raise ValueError(f"{what}: id {int(bad[0])} is outside [0, {size})")
+
+
+def _check_mask(mask: jax.Array, tokens_shape: tuple[int, ...]) -> jax.Array:
+    """attention_mask [batch, pos] (bool, or 0/1 numbers) -> bool, True for real tokens."""
+    mask = jnp.asarray(mask)
+    if mask.shape != tokens_shape:
+        raise ValueError(f"attention_mask shape {mask.shape} != tokens shape {tokens_shape} "
+                         "(one entry per token: 1 for real tokens, 0 for padding)")
+    if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
+        raise ValueError(f"attention_mask must be bool or 0/1 numbers, got dtype {mask.dtype}")
+    if not isinstance(mask, jax.core.Tracer):
+        m = np.asarray(mask)
+        if not np.isin(m, (0, 1)).all():
+            bad = m[~np.isin(m, (0, 1))]
+            raise ValueError(f"attention_mask must be 1 (real token) or 0 (padding), got "
+                             f"{bad.flat[0].item()!r}")
+    return mask != 0
 
 
 PRESETS: dict[str, Preset] = {

@@ -13,6 +13,10 @@ What is written, per model `NAME` in `MODELS`:
   data/NAME.npz   input_ids [2, 12] (and token_type_ids for BERT), `logits` (when the model has
                   a head), `last_hidden_state`, `hidden_states` [n_layers + 1, 2, 12, d_model]
                   (`output_hidden_states=True`), all float32.
+  data/NAME_padded.npz  (BERT models only, same weights) a padded batch: input_ids,
+                  token_type_ids, attention_mask [3, 7] (lengths 7, 5, 3; padding is id 0,
+                  type 0, mask 0), and the outputs of `model(..., attention_mask=...)` as above
+                  ([3, 7, ...]; HF computes every position, padded ones included).
 
 To regenerate (PyTorch is NOT a dependency of jaxinterp; use a separate venv outside the repo;
 the CPU wheel of torch from the local wheel folder, or any CPU build, works):
@@ -20,9 +24,11 @@ the CPU wheel of torch from the local wheel folder, or any CPU build, works):
     python3.11 -m venv /tmp/hfgen
     /tmp/hfgen/bin/pip install torch transformers    # generated with torch 2.13.0+cpu,
                                                      # transformers 5.23.0
-    cd <repo root> && /tmp/hfgen/bin/python tests/pretrained/make_hf_fixtures.py
+    cd <repo root> && /tmp/hfgen/bin/python tests/pretrained/make_hf_fixtures.py [OUT_DIR]
 
-The output is deterministic for a given torch version (fixed seeds).
+OUT_DIR (default: data/ beside this file) is emptied and rewritten. The output is deterministic
+for a given torch version (fixed seeds); writing elsewhere and comparing is how to add a fixture
+without touching the committed ones.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import sys
 
 import numpy as np
 import torch
@@ -37,6 +44,7 @@ import transformers
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 BATCH, SEQ, VOCAB = 2, 12, 100
+PADDED_LENGTHS = (7, 5, 3)  # the padded BERT batch: real tokens per row, padded to the longest
 
 
 def _randomize(model: torch.nn.Module, seed: int) -> None:
@@ -73,6 +81,29 @@ def _bert(with_head: bool):
     return model, {"token_type_ids": types}
 
 
+def _padded_inputs() -> dict[str, np.ndarray]:
+    """A right-padded batch as a tokenizer gives it: pad id 0, type 0, attention_mask 0."""
+    n = max(PADDED_LENGTHS)
+    mask = (np.arange(n)[None, :] < np.array(PADDED_LENGTHS)[:, None]).astype(np.int64)
+    rng = np.random.RandomState(5)
+    ids = rng.randint(1, VOCAB, mask.shape) * mask
+    types = rng.randint(0, 2, mask.shape) * mask
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+
+def _outputs(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inputs (int32) and the model's float32 outputs, as stored in the .npz files."""
+    with torch.no_grad():
+        out = model(**{k: torch.tensor(v) for k, v in inputs.items()}, output_hidden_states=True)
+    arrays = {**{k: v.astype(np.int32) for k, v in inputs.items()},
+              "hidden_states": torch.stack(out.hidden_states).numpy()}
+    if getattr(out, "logits", None) is not None:
+        arrays["logits"] = out.logits.numpy()
+    if getattr(out, "last_hidden_state", None) is not None:
+        arrays["last_hidden_state"] = out.last_hidden_state.numpy()
+    return arrays
+
+
 def _llama(tied: bool):
     if tied:  # 1 layer, tied embeddings, attention biases but no MLP biases, multi-query
         cfg = transformers.LlamaConfig(
@@ -100,36 +131,30 @@ MODELS = {
 SHARDED = {"llama": "40KB"}  # save these with several safetensors shards and an index
 
 
-def main() -> None:
+def main(data: pathlib.Path = DATA) -> None:
     torch.manual_seed(0)
-    if DATA.exists():
-        shutil.rmtree(DATA)
-    DATA.mkdir(parents=True)
+    if data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True)
     ids = np.random.RandomState(0).randint(0, VOCAB, (BATCH, SEQ))
     for seed, (name, make) in enumerate(MODELS.items()):
         model, extra = make()
         model.eval()
         _randomize(model, seed=100 + seed)
         kwargs = {"max_shard_size": SHARDED[name]} if name in SHARDED else {}
-        model.save_pretrained(DATA / name, safe_serialization=True, **kwargs)
-        (DATA / name / "generation_config.json").unlink(missing_ok=True)
-        inputs = {"input_ids": torch.tensor(ids)}
-        inputs.update({k: torch.tensor(v) for k, v in extra.items()})
-        with torch.no_grad():
-            out = model(**inputs, output_hidden_states=True)
-        arrays = {"input_ids": ids.astype(np.int32),
-                  **{k: v.astype(np.int32) for k, v in extra.items()},
-                  "hidden_states": torch.stack(out.hidden_states).numpy()}
-        if getattr(out, "logits", None) is not None:
-            arrays["logits"] = out.logits.numpy()
-        if getattr(out, "last_hidden_state", None) is not None:
-            arrays["last_hidden_state"] = out.last_hidden_state.numpy()
-        np.savez_compressed(DATA / f"{name}.npz", **arrays)
+        model.save_pretrained(data / name, safe_serialization=True, **kwargs)
+        (data / name / "generation_config.json").unlink(missing_ok=True)
+        arrays = _outputs(model, {"input_ids": ids, **extra})
+        np.savez_compressed(data / f"{name}.npz", **arrays)
         print(name, {k: v.shape for k, v in arrays.items()},
-              sorted(p.name for p in (DATA / name).iterdir()))
+              sorted(p.name for p in (data / name).iterdir()))
+        if name.startswith("bert"):
+            padded = _outputs(model, _padded_inputs())
+            np.savez_compressed(data / f"{name}_padded.npz", **padded)
+            print(f"{name}_padded", {k: v.shape for k, v in padded.items()})
     versions = {"torch": torch.__version__, "transformers": transformers.__version__}
-    (DATA / "VERSIONS.json").write_text(json.dumps(versions, indent=1) + "\n")
+    (data / "VERSIONS.json").write_text(json.dumps(versions, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    main(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else DATA)
