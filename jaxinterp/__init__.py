@@ -18,9 +18,10 @@ from jaxinterp.interventions import (
     Intervention,
     Patch,
     ProjectOut,
+    RunningMean,
     Scale,
 )
-from jaxinterp.run import run
+from jaxinterp.run import run, run_with_state
 
 __all__ = [
     "Ablate",
@@ -30,12 +31,14 @@ __all__ = [
     "Intervention",
     "Patch",
     "ProjectOut",
+    "RunningMean",
     "Scale",
     "analysis",
     "interventions",
     "models",
     "pretrained",
     "run",
+    "run_with_state",
     "sae",
     "sites",
 ]

@@ -221,7 +221,64 @@ class Apply(Intervention):
         return new
 
 
-KINDS = {c.__name__: c for c in (Add, Scale, Clamp, Ablate, Patch, ProjectOut)}
+@struct.dataclass
+class RunningMean(Intervention):
+    """Clamps the activation to its running mean over training (an exponential moving average
+    of batch means, kept in the train state):
+
+        m_t = decay * m_{t-1} + (1 - decay) * mean_batch(x_t),    m_1 = mean_batch(x_1)
+
+    With `update=True` (training) the site is set to `m_t`, which includes this batch; with
+    `update=False` (evaluation) to the stored `mean`, unchanged. `mean` has the site's shape with
+    its batch axis of size 1; `count` is the number of batches averaged so far. The mean is
+    computed over the whole site (selectors only choose where it is written) and carries no
+    gradient. The trainer creates `mean` and `count` (a config spec leaves them out) and stores
+    `m_t` after each step: `jaxinterp.run_with_state` returns it. The site pattern must match
+    exactly one site (use one RunningMean per layer).
+    """
+
+    site: str = struct.field(pytree_node=False)
+    mean: ArrayLike | None = None
+    count: ArrayLike = 0
+    decay: float = struct.field(pytree_node=False, default=0.99)
+    update: bool = struct.field(pytree_node=False, default=True)
+    positions: ArrayLike | None = None
+    heads: ArrayLike | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"RunningMean at {self.site!r}: decay={self.decay!r} must be in "
+                             "[0, 1).")
+
+    def _new_value(self, x, view):
+        return self.statistic(x, view) if self.update else self._stored(view).astype(x.dtype)
+
+    def statistic(self, x: jax.Array, view: SiteView) -> jax.Array:
+        """`m_t`: the running mean after this batch (shape: the site's, batch axis 1)."""
+        batch = view.axis("batch")
+        if batch is None:
+            raise ValueError(f"RunningMean at site {view.describe()}: the site has no batch "
+                             "axis to average over.")
+        batch_mean = jax.lax.stop_gradient(
+            jnp.mean(x.astype(jnp.float32), axis=batch, keepdims=True))
+        old = self._stored(view)
+        return jnp.where(jnp.asarray(self.count) > 0,
+                         self.decay * old + (1.0 - self.decay) * batch_mean, batch_mean)
+
+    def _stored(self, view: SiteView) -> jax.Array:
+        if self.mean is None:
+            raise ValueError(f"RunningMean at site {view.describe()} has no `mean`: the trainer "
+                             "creates it (or pass mean=zeros of the site's shape, batch axis 1).")
+        want = tuple(1 if a == "batch" else n for a, n in zip(view.axes, view.shape,
+                                                                 strict=True))
+        if tuple(jnp.shape(self.mean)) != want:
+            raise ValueError(f"RunningMean at site {view.describe()}: mean has shape "
+                             f"{tuple(jnp.shape(self.mean))}, expected {want} (the site's "
+                             "shape with batch axis 1).")
+        return jax.lax.stop_gradient(jnp.asarray(self.mean, jnp.float32))
+
+
+KINDS = {c.__name__: c for c in (Add, Scale, Clamp, Ablate, Patch, ProjectOut, RunningMean)}
 
 
 def from_spec(spec: dict[str, Any]) -> Intervention:

@@ -48,8 +48,32 @@ def run(
     """
     if "mutable" in apply_kwargs:
         raise ValueError("run manages `mutable` itself (captures are sown into the "
-                         f"{sites_lib.COLLECTION!r} collection); call model.apply for other "
-                         "mutable collections.")
+                         f"{sites_lib.COLLECTION!r} collection); use run_with_state to update "
+                         "other collections (BatchNorm statistics, ...).")
+    output, cache, _ = run_with_state(model, variables, *inputs, capture=capture,
+                                      interventions=interventions, **apply_kwargs)
+    return output, cache
+
+
+def run_with_state(
+    model: nn.Module,
+    variables: Any,
+    *inputs: Any,
+    capture: str | Sequence[str] = (),
+    interventions: Intervention | Sequence[Intervention] = (),
+    mutable: Sequence[str] = (),
+    **apply_kwargs: Any,
+) -> tuple[Any, dict[str, jax.Array], dict[str, Any]]:
+    """`run` that also returns what the forward pass updates (what the trainer calls).
+
+    Args: as `run`, plus `mutable`: variable collections the model may update (e.g.
+    `["batch_stats"]` with `train=True`).
+
+    Returns:
+      `(output, cache, state)`: `state` maps each collection in `mutable` to its new value, and
+      `"interventions"` to `{index in interventions: statistic}` for interventions that keep
+      one (`RunningMean`: its running mean after this batch).
+    """
     if isinstance(capture, str):
         capture = (capture,)
     if isinstance(interventions, Intervention):
@@ -57,13 +81,18 @@ def run(
     for iv in interventions:
         if not isinstance(iv, Intervention):
             raise TypeError(f"interventions must be jaxinterp interventions, got {type(iv)}")
+    if sites_lib.COLLECTION in mutable:
+        raise ValueError(f"{sites_lib.COLLECTION!r} is where captures go; capture sites instead")
     session = sites_lib.Session(capture=capture, interventions=interventions)
+    sow = bool(capture) or any(hasattr(iv, "statistic") for iv in interventions)
+    collections = [*mutable, *([sites_lib.COLLECTION] if sow else [])]
     with sites_lib.active(session):
-        if capture:
-            output, state = model.apply(
-                variables, *inputs, mutable=[sites_lib.COLLECTION], **apply_kwargs
-            )
+        if collections:
+            output, state = model.apply(variables, *inputs, mutable=collections,
+                                        **apply_kwargs)
         else:
             output, state = model.apply(variables, *inputs, **apply_kwargs), {}
     session.check_all_matched()
-    return output, session.collect(state)
+    updated = {c: state[c] for c in mutable if c in state}
+    updated["interventions"] = session.collect_stats(state)
+    return output, session.collect(state), updated

@@ -101,6 +101,9 @@ class Session:
         self.capture_hits: set[str] = set()
         self.intervention_hits: set[int] = set()
         self.order: dict[str, tuple[int, int, int]] = {}  # name -> execution-order sort key
+        # intervention index -> (sown key, scanned, layer slot, site name) for interventions
+        # with a `statistic` (RunningMean): the value they record for the train state.
+        self.stats: dict[int, tuple[tuple[str, ...], bool, int, str]] = {}
         self._layers: list[_Layer] = []
         self._seq = 0  # visits so far
         self._first_seen: dict[str, int] = {}  # template or stack prefix -> first visit
@@ -137,7 +140,10 @@ class Session:
                 continue
             self.intervention_hits.add(k)
             target = names[hits.index(True)]
-            new = iv(x, SiteView(target, axes, tuple(x.shape))).astype(x.dtype)
+            view = SiteView(target, axes, tuple(x.shape))
+            if hasattr(iv, "statistic"):
+                self._record_statistic(k, iv, module, name, x, view, hits, layer)
+            new = iv(x, view).astype(x.dtype)
             if len(names) == 1:
                 x = new
             else:  # traced layer index under nn.scan: select this layer's branch
@@ -153,7 +159,29 @@ class Session:
             self.captured[(*path, name)] = _Captured(tuple(names), scanned)
         return x
 
+    def _record_statistic(self, k, iv, module, name, x, view, hits, layer) -> None:
+        """Sows `iv.statistic(x, view)` so that `collect_stats` can return it."""
+        if sum(hits) > 1 or (k in self.stats and self.stats[k][3] != view.name):
+            raise ValueError(f"{type(iv).__name__} site pattern {iv.site!r} matches more than "
+                             f"one site (e.g. {view.name!r}); its statistic belongs to one "
+                             "site: use one intervention per site.")
+        key = f"{name}__stat{k}"
+        module.sow(COLLECTION, key, iv.statistic(x, view))
+        scanned = layer is not None and not isinstance(layer.index, int)
+        self.stats[k] = ((*tuple(module.path), key), scanned, hits.index(True), view.name)
+
     # -- called from run ------------------------------------------------------------------
+    def collect_stats(self, state: dict[str, Any]) -> dict[int, jax.Array]:
+        """`{intervention index: statistic}` for interventions with a `statistic`."""
+        from flax import traverse_util
+
+        flat = traverse_util.flatten_dict(state.get(COLLECTION, {}))
+        out = {}
+        for k, (key, scanned, slot, _) in self.stats.items():
+            value = flat[key][-1]
+            out[k] = value[slot] if scanned else value
+        return out
+
     def collect(self, state: dict[str, Any]) -> dict[str, jax.Array]:
         """Turns the sown `intermediates` collection into `{full site name: array}`."""
         from flax import traverse_util

@@ -97,26 +97,62 @@ class Checkpointer:
 
 def load_params(workdir: str | os.PathLike, step: int | None = None) -> Any:
     """The model parameters saved by a training run in `workdir` (newest step by default),
-    as NumPy-backed arrays on the host, ready for `model.apply({"params": params}, ...)`."""
+    as arrays on this host's first device, ready for `model.apply({"params": params}, ...)`."""
+    return _restore_variables(workdir, step)[0]["params"]
+
+
+def load(workdir: str | os.PathLike, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """`(model, variables)` of the training run in `workdir` (newest step by default).
+
+    The model is rebuilt from the config saved with the checkpoint; `variables` holds `params`
+    and every other collection the model has (`batch_stats`, `kan_grid`), on this host's first
+    device, ready for `model.apply(variables, ...)` or `jaxinterp.run`.
+    """
+    from ml_collections import ConfigDict
+
+    from jaxinterp.train.config import build_model
+
+    variables, config = _restore_variables(workdir, step)
+    if config is None:
+        raise FileNotFoundError(f"the checkpoint in {workdir} has no saved config to rebuild "
+                                "the model from; use load_params and build the model yourself")
+    return build_model(ConfigDict(config)), variables
+
+
+def _restore_variables(workdir, step):
+    """`(variables, saved config dict or None)` from the newest (or `step`'s) checkpoint."""
     directory = epath.Path(os.path.abspath(workdir)) / "checkpoints"
-    manager = ocp.CheckpointManager(directory,
-                                    item_handlers={"state": ocp.PyTreeCheckpointHandler()})
-    steps = sorted(manager.all_steps())
-    if not steps:
+    if not directory.exists():
         raise FileNotFoundError(f"no checkpoints under {directory}")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise ValueError(f"no checkpoint for step {step} under {directory}; steps: {steps}")
-    metadata = manager.item_metadata(step)["state"]
-    tree = metadata.tree if hasattr(metadata, "tree") else metadata
-    target = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
-                                       sharding=jax.sharding.SingleDeviceSharding(
-                                           jax.local_devices()[0])), tree["params"])
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item={"params": target}, partial_restore=True)))
-    manager.close()
-    return restored["state"]["params"]
+    # Every item saved is registered (a manager that knows only some items logs a warning
+    # about the others on each restore).
+    manager = ocp.CheckpointManager(directory, item_handlers={
+        "state": ocp.PyTreeCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler()})
+    try:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise FileNotFoundError(f"no checkpoints under {directory}")
+        step = steps[-1] if step is None else step
+        if step not in steps:
+            raise ValueError(f"no checkpoint for step {step} under {directory}; steps: {steps}")
+        metadata = manager.item_metadata(step)
+        tree = metadata["state"]
+        tree = tree.tree if hasattr(tree, "tree") else tree
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        wanted = {"params": tree["params"], "model_state": tree.get("model_state") or {}}
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              wanted)
+        items = {"state": ocp.args.PyTreeRestore(item=target, partial_restore=True)}
+        has_config = metadata.get("config") is not None
+        if has_config:
+            items["config"] = ocp.args.JsonRestore()
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
+    finally:
+        manager.close()
+    state = restored["state"]
+    variables = {"params": state["params"], **(state.get("model_state") or {})}
+    return variables, restored["config"] if has_config else None
 
 
 def _check_compatible(saved_metadata: Any, abstract_state: Any, where: epath.Path) -> None:

@@ -12,6 +12,7 @@ from ml_collections import ConfigDict
 
 from jaxinterp.models import registry
 from jaxinterp.train import sharding
+from jaxinterp.train.tasks import make_task
 
 
 def base_config() -> ConfigDict:
@@ -21,7 +22,6 @@ def base_config() -> ConfigDict:
     c.num_train_steps = 1000
     c.batch_size = 32  # global, across all processes
     c.grad_accum_steps = 1
-    c.z_loss = 0.0
     c.log_every_steps = 50
     c.eval_every_steps = 200
     c.eval_batches = 4
@@ -29,8 +29,19 @@ def base_config() -> ConfigDict:
     c.keep_checkpoints = 3
     c.async_checkpointing = True
 
-    # Model: a registry preset plus any TransformerConfig field as an override.
+    # Model: a registry preset plus any field of its config as an override.
     c.model = ConfigDict({"preset": "attn_only_2l"})
+
+    # The task (jaxinterp.train.tasks): name plus the task's fields, e.g.
+    # {"name": "classification", "input_feature": "image"}; next_token takes z_loss (PaLM).
+    c.task = ConfigDict({"name": "next_token"})
+    # Variable collections the train step updates (BatchNorm's running statistics); the
+    # model's other collections (kan_grid) change only through their own updates.
+    c.mutable = ["batch_stats"]
+    # B-spline KAN grids adapted to the current batch before the optimizer step, at steps
+    # 0, every, 2 * every, ... below `update_until` (pykan's grid_update_freq and
+    # stop_grid_update_step); every=0 never updates.
+    c.kan_grid = ConfigDict(dict(update_every=0, update_until=0))
 
     c.data = ConfigDict()
     c.data.name = "induction"  # a jaxinterp builder, or any TFDS dataset name
@@ -38,6 +49,9 @@ def base_config() -> ConfigDict:
     c.data.builder_kwargs = ConfigDict()
     c.data.train_split = "train"
     c.data.eval_split = "test"
+    # Image datasets: normalisation and augmentation (jaxinterp.data.image.default_config());
+    # None for non-image data.
+    c.data.image = None
 
     c.optimizer = ConfigDict(dict(
         name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=100,
@@ -85,6 +99,11 @@ def validate(config: ConfigDict, n_devices: int | None = None) -> None:
         raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
                          f"{jax.process_count()} processes")
     build_model(config)  # unknown preset or field: a clear error from the registry
+    make_task(config.task)  # unknown task or field
+    grid = config.kan_grid
+    if grid.update_every < 0 or grid.update_until < 0:
+        raise ValueError(f"config.kan_grid: update_every={grid.update_every} and update_until="
+                         f"{grid.update_until} must be >= 0")
 
 
 def build_model(config: ConfigDict) -> nn.Module:

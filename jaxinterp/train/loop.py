@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 from jaxinterp import data as data_lib
-from jaxinterp.interventions import from_spec
+from jaxinterp.interventions import RunningMean, from_spec
+from jaxinterp.layers.kan import GRID_COLLECTION
+from jaxinterp.sites import COLLECTION
+from jaxinterp.sites import sites as list_sites
 from jaxinterp.train import sharding as sharding_lib
 from jaxinterp.train import state as state_lib
 from jaxinterp.train import step as step_lib
@@ -29,6 +34,7 @@ from jaxinterp.train.checkpoint import Checkpointer
 from jaxinterp.train.config import build_model, validate
 from jaxinterp.train.metrics import MetricsWriter, Progress
 from jaxinterp.train.optimizer import make_optimizer, schedule
+from jaxinterp.train.tasks import MaskedLM, NextToken, make_task
 
 EvalHook = Callable[[int, Any, nn.Module], Mapping[str, float]]
 """`hook(step, params, model) -> {name: scalar}`, run at every eval (and at step 0)."""
@@ -42,6 +48,11 @@ class Result:
     model: nn.Module
     start_step: int
     workdir: str
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The trained model's variables (`params` and its other collections)."""
+        return self.state.variables
 
 
 def maybe_initialize_distributed(config: ConfigDict) -> None:
@@ -62,7 +73,13 @@ def maybe_initialize_distributed(config: ConfigDict) -> None:
 
 
 def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = ()) -> Result:
-    """Trains (or resumes training) as `config` says, writing everything under `workdir`."""
+    """Trains (or resumes training) as `config` says, writing everything under `workdir`.
+
+    Any registry model on any dataset its task fits: `config.task` says how a batch becomes
+    inputs, targets and a loss (`jaxinterp.train.tasks`). Bad settings raise before anything
+    compiles: the config is validated, the task checks the first batch, and the train step is
+    traced abstractly (`jax.eval_shape`) before it is compiled.
+    """
     maybe_initialize_distributed(config)
     validate(config)
     workdir = os.path.abspath(workdir)
@@ -70,6 +87,7 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
     mesh = sharding_lib.make_mesh(config.mesh)
     rules = sharding_lib.rules_from_config(config.logical_axis_rules)
     model = build_model(config)
+    task = make_task(config.task)
     optimizer = make_optimizer(config.optimizer, config.num_train_steps)
     lr_schedule = schedule(config.optimizer, config.num_train_steps)
 
@@ -83,16 +101,21 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
                                         **kwargs)
     eval_source = data_lib.load_source(config.data.name, config.data.eval_split, data_dir,
                                        **kwargs)
-    first = train_source[0]
-    if not isinstance(first, Mapping) or "tokens" not in first:
-        raise ValueError(f"dataset {config.data.name!r} has no 'tokens' feature (features: "
-                         f"{sorted(first) if isinstance(first, Mapping) else type(first)}); "
-                         "this loop trains next-token language models on token sequences")
-    train_it = _iterator(train_source, config, shuffle=True, num_epochs=None)
-    seq_len = np.asarray(first["tokens"]).shape[-1] - 1
-    example = np.zeros((1, seq_len), np.int32)
+    train_it = _iterator(train_source, config, shuffle=True, num_epochs=None, train=True)
+    first = next(_iterator(train_source, config, shuffle=False, num_epochs=1, train=False))
+    task.check(first, config.data.name)
+    example = task.split({f: jnp.asarray(first[f][:1]) for f in task.features},
+                         jax.random.key(0))
+    interventions = [from_spec(s) for s in config.interventions]
+    mutable = _check_collections(config, model, example)
 
-    state, shardings = state_lib.create(model, optimizer, example, config.seed, mesh, rules)
+    iv_state = {}
+    if any(isinstance(iv, RunningMean) for iv in interventions):
+        shapes = list_sites(model, *example.inputs, **example.kwargs)
+        iv_state = step_lib.init_iv_state(interventions, shapes)
+    state, shardings = state_lib.create(model, optimizer, example.inputs, config.seed, mesh,
+                                        rules, example_kwargs=example.kwargs,
+                                        iv_state=iv_state)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                         config.async_checkpointing)
     start = 0
@@ -102,24 +125,36 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
         if jax.process_index() == 0:
             print(f"resumed from step {start} in {workdir}", flush=True)
 
-    interventions = [from_spec(s) for s in config.interventions]
     train_fn = functools.partial(step_lib.train_step, model=model, optimizer=optimizer,
-                                 lr_schedule=lr_schedule, interventions=interventions,
-                                 z_loss=config.z_loss, accum_steps=config.grad_accum_steps)
-    eval_fn = functools.partial(step_lib.eval_step, model=model, interventions=interventions)
-    train_step, eval_step = step_lib.compile_steps(mesh, shardings, train_fn, eval_fn)
+                                 lr_schedule=lr_schedule, task=task, interventions=interventions,
+                                 accum_steps=config.grad_accum_steps, mutable=mutable)
+    eval_fn = functools.partial(step_lib.eval_step, model=model, task=task,
+                                interventions=interventions)
     batch_spec = jax.sharding.PartitionSpec(sharding_lib.BATCH)
 
     def global_batch(local: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        """This process's token rows -> the global next-token batch, sharded over the mesh."""
-        return data_lib.to_global(data_lib.language_model_batch(local), mesh, batch_spec)
+        """This process's rows of the task's features -> the global batch on the mesh."""
+        return data_lib.to_global({f: local[f] for f in task.features}, mesh, batch_spec)
+
+    # Trace once abstractly: shape errors (task vs model output, collections) surface here,
+    # before XLA compiles anything.
+    abstract_batch = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((config.batch_size, *np.shape(x)[1:]), np.asarray(x).dtype),
+        {f: first[f] for f in task.features})
+    _check_output(task, model, state, example, abstract_batch, train_source)
+    jax.eval_shape(train_fn, state_lib.abstract(shardings, state), abstract_batch)
+    train_step, eval_step = step_lib.compile_steps(mesh, shardings, train_fn, eval_fn)
+    grid_step = _grid_step(config, model, task, mesh, shardings)
 
     writer = MetricsWriter(workdir)
-    progress = Progress(config.num_train_steps, config.batch_size * seq_len, start)
+    tokens = isinstance(task, (NextToken, MaskedLM))
+    per_step = config.batch_size * (np.shape(example.targets)[-1] if tokens else 1)
+    progress = Progress(config.num_train_steps, per_step, start,
+                        unit="tokens" if tokens else "examples")
 
     def evaluate(step: int) -> None:
         rows = []
-        it = _iterator(eval_source, config, shuffle=False, num_epochs=1)
+        it = _iterator(eval_source, config, shuffle=False, num_epochs=1, train=False)
         for _, batch in zip(range(config.eval_batches), it, strict=False):
             rows.append(jax.device_get(eval_step(state, global_batch(batch))))
         scalars = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
@@ -144,6 +179,8 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
     try:
         for step in range(start, config.num_train_steps):
             batch = global_batch(next(train_it))
+            if grid_step is not None and _grid_due(config, step):
+                state = grid_step(state, batch)
             state, metrics = train_step(state, batch)
             if pending is not None:  # the previous step's metrics; this step is in flight
                 _report(*pending, check, writer, progress, config)
@@ -163,6 +200,52 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
     return Result(state=state, model=model, start_step=start, workdir=workdir)
 
 
+def _check_collections(config: ConfigDict, model: nn.Module, example) -> list[str]:
+    """The collections the train step updates; clear errors for collections the config and
+    the model disagree on."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *example.inputs,
+                                               **example.kwargs))
+    collections = sorted(set(shapes) - {"params", COLLECTION})
+    frozen = [c for c in collections if c not in config.mutable and c != GRID_COLLECTION]
+    if frozen:
+        raise ValueError(
+            f"model {config.model.preset!r} has variable collection(s) {frozen} that training "
+            f"would never update: add them to config.mutable (now {list(config.mutable)})")
+    if config.kan_grid.update_every:
+        takes = "update_grid" in inspect.signature(model.__call__).parameters
+        if not takes or GRID_COLLECTION not in collections:
+            raise ValueError(
+                f"config.kan_grid.update_every={config.kan_grid.update_every}, but model "
+                f"{config.model.preset!r} has no B-spline KAN grid to update (set it to 0)")
+    return [c for c in config.mutable if c in collections]
+
+
+def _check_output(task, model, state, example, abstract_batch, source) -> None:
+    """Checks the model's output shape against the task, abstractly."""
+    batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in abstract_batch.items()}
+
+    def forward(variables):
+        split = task.split(batch, jax.random.key(0))
+        return model.apply(variables, *split.inputs, **split.kwargs), split
+
+    out, split = jax.eval_shape(forward, state.variables)
+    task.check_output(out, split, source)
+
+
+def _grid_step(config: ConfigDict, model: nn.Module, task, mesh, shardings):
+    if not config.kan_grid.update_every:
+        return None
+    fn = functools.partial(step_lib.grid_step, model=model, task=task)
+    return jax.jit(fn, in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
+                   out_shardings=shardings, donate_argnums=(0,))
+
+
+def _grid_due(config: ConfigDict, step: int) -> bool:
+    g = config.kan_grid
+    until = g.update_until or config.num_train_steps
+    return step % g.update_every == 0 and step < until
+
+
 def _report(step, metrics, check, writer, progress, config) -> None:
     values = check(step, metrics)
     writer.write(step, values)
@@ -171,8 +254,14 @@ def _report(step, metrics, check, writer, progress, config) -> None:
         writer.flush()
 
 
-def _iterator(source, config: ConfigDict, *, shuffle: bool, num_epochs: int | None):
+def _iterator(source, config: ConfigDict, *, shuffle: bool, num_epochs: int | None,
+              train: bool):
+    transform = None
+    if config.data.get("image") is not None:
+        from jaxinterp.data import image
+
+        transform = image.from_config(config.data.image, train=train)
     return data_lib.make_iterator(
         source, batch_size=config.batch_size, seed=config.seed, shuffle=shuffle,
         num_epochs=num_epochs, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(), transform=transform)

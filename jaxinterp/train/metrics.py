@@ -61,8 +61,9 @@ def read_jsonl(workdir: str) -> list[dict[str, float]]:
 class Progress:
     """`step 1200/3000 (40%) | loss 1.234 | 85.1 steps/s | 43.6k tokens/s | ETA 0:00:21`."""
 
-    def __init__(self, total_steps: int, tokens_per_step: int, start_step: int = 0):
-        self.total, self.tokens_per_step = total_steps, tokens_per_step
+    def __init__(self, total_steps: int, tokens_per_step: int, start_step: int = 0,
+                 unit: str = "tokens"):
+        self.total, self.tokens_per_step, self.unit = total_steps, tokens_per_step, unit
         self._t0, self._s0 = time.perf_counter(), start_step
 
     def line(self, step: int, metrics: Mapping[str, float]) -> str:
@@ -72,7 +73,7 @@ class Progress:
         shown = " | ".join(f"{k} {float(v):.4g}" for k, v in metrics.items())
         eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?"
         return (f"step {step}/{self.total} ({step / self.total:.0%}) | {shown} | "
-                f"{rate:.1f} steps/s | {rate * self.tokens_per_step / 1e3:.1f}k tokens/s | "
+                f"{rate:.1f} steps/s | {rate * self.tokens_per_step / 1e3:.1f}k {self.unit}/s | "
                 f"ETA {eta_s}")
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:

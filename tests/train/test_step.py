@@ -23,7 +23,7 @@ def batches(n, batch=16, seq=12, vocab=64, seed=0):
     for _ in range(n):  # counting sequences mod vocab from a random start: learnable
         t = (rng.integers(0, vocab, (batch, 1)) + np.arange(seq + 1)) % vocab
         t = t.astype(np.int32)
-        yield {"inputs": t[:, :-1], "targets": t[:, 1:]}
+        yield {"tokens": t}
 
 
 def train_losses(mesh_cfg, n_steps=20, devices=None, accum_steps=1, interventions=(),
