@@ -2,16 +2,23 @@
 
 Builders (each deterministic given its config; see their modules for features and shapes):
 `Induction` ("induction"), `ModularArithmetic` ("modular_arithmetic"), `IclRegression`
-("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits").
+("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`).
+Image classification: `data.image.make_transforms` / `from_config` give grain transforms
+(normalisation, random crop, random flip) for `make_iterator(..., transform=...)`.
 
     from jaxinterp import data
     source = data.load_source("induction", "train", data_dir, half_len=16)
     it = data.make_iterator(source, batch_size=64, seed=0, transform=data.language_model_batch)
     batch = data.to_global(next(it), mesh)
+
+    source = data.load_source("digits", "train", data_dir, image_size=32, channels=3)
+    it = data.make_iterator(source, batch_size=64, seed=0,
+                            transform=data.image.make_transforms(crop_padding=4, flip=True))
 """
 
+from jaxinterp.data import image
 from jaxinterp.data.bursty_icl import BurstyIcl, BurstyIclConfig
-from jaxinterp.data.digits import Digits
+from jaxinterp.data.digits import Digits, DigitsConfig
 from jaxinterp.data.icl_regression import IclRegression, IclRegressionConfig
 from jaxinterp.data.induction import Induction, InductionConfig
 from jaxinterp.data.modular_arithmetic import ModularArithmetic, ModularArithmeticConfig
@@ -23,6 +30,7 @@ __all__ = [
     "BurstyIcl",
     "BurstyIclConfig",
     "Digits",
+    "DigitsConfig",
     "IclRegression",
     "IclRegressionConfig",
     "Induction",
@@ -30,6 +38,7 @@ __all__ = [
     "ModularArithmetic",
     "ModularArithmeticConfig",
     "get_builder",
+    "image",
     "language_model_batch",
     "load_source",
     "make_iterator",

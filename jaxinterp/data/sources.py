@@ -61,14 +61,48 @@ def load_source(name: str, split: str, data_dir: str | None = None, **builder_kw
       A `tfds.core.data_sources.ArrayRecordDataSource` (`len(src)`, `src[i]` -> dict of NumPy
       arrays / Python scalars). jaxinterp datasets are generated on first use (seconds for the
       default sizes); other TFDS datasets are downloaded and prepared in array_record format on
-      first use, which needs internet access. With several processes, prepare once (e.g. on
-      process 0, then a barrier) before the others read.
+      first use, which needs internet access and, for TFDS's image datasets (mnist, cifar10,
+      ...), TensorFlow: without it this raises a ModuleNotFoundError that says how to install
+      it. Reading an already prepared array_record copy needs no TensorFlow. With several
+      processes, prepare once (e.g. on process 0, then a barrier) before the others read.
     """
     base = name.partition("/")[0]
     if base in BUILDERS:
         builder = get_builder(name, data_dir, **builder_kwargs)
         builder.download_and_prepare(file_format=ARRAY_RECORD)
         return builder.as_data_source(split)
-    return tfds.data_source(
-        name, split=split, data_dir=data_dir, builder_kwargs=builder_kwargs or None
-    )
+    # tfds.data_source picks array_record only when given neither data_dir nor builder_kwargs;
+    # otherwise it would prepare TFRecords, which need TensorFlow and have no random access.
+    builder_kwargs = {"file_format": ARRAY_RECORD, **builder_kwargs}
+    try:
+        return tfds.data_source(
+            name, split=split, data_dir=data_dir, builder_kwargs=builder_kwargs
+        )
+    except ImportError as e:
+        if not _missing_tensorflow(e):
+            raise
+        raise ModuleNotFoundError(_NEEDS_TENSORFLOW.format(name=name), name="tensorflow") from e
+
+
+def _missing_tensorflow(e: BaseException | None) -> bool:
+    """Whether `e` or an exception it was raised from is "No module named 'tensorflow'".
+
+    TFDS re-raises import errors with its own message (and without `name`), keeping the
+    original as `__cause__`.
+    """
+    while e is not None:
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").partition(".")[0] == "tensorflow":
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+_NEEDS_TENSORFLOW = (
+    "preparing the TFDS dataset {name!r} needs TensorFlow, which is not installed: TFDS's "
+    "builders for image datasets (mnist, cifar10, ...) read their downloads with tf.io.gfile "
+    "and PNG-encode NumPy images with TensorFlow. Reading a prepared array_record copy does not "
+    "need it (images are decoded with Pillow). Either install it: pip install "
+    "'jaxinterp[tfds-images]' (tensorflow-cpu), or prepare the dataset once where TensorFlow "
+    "is installed (tfds build {name} --file_format=array_record --data_dir=DIR) and pass that "
+    "data_dir."
+)
