@@ -136,15 +136,17 @@ def _restore_variables(workdir, step):
         step = steps[-1] if step is None else step
         if step not in steps:
             raise ValueError(f"no checkpoint for step {step} under {directory}; steps: {steps}")
-        metadata = manager.item_metadata(step)
-        tree = metadata["state"]
+        tree = manager.item_metadata(step)["state"]
         tree = tree.tree if hasattr(tree, "tree") else tree
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         wanted = {"params": tree["params"], "model_state": tree.get("model_state") or {}}
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                               wanted)
-        items = {"state": ocp.args.PyTreeRestore(item=target, partial_restore=True)}
-        has_config = metadata.get("config") is not None
+        items = {"state": ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True)}
+        # (item_metadata reports None for JSON items even when they are there.)
+        has_config = (directory / str(step) / "config").exists()
         if has_config:
             items["config"] = ocp.args.JsonRestore()
         restored = manager.restore(step, args=ocp.args.Composite(**items))

@@ -24,7 +24,7 @@ def base_config() -> ConfigDict:
     c.grad_accum_steps = 1
     c.log_every_steps = 50
     c.eval_every_steps = 200
-    c.eval_batches = 4
+    c.eval_batches = 4  # batches of batch_size per eval; 0 means the whole eval split
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 3
     c.async_checkpointing = True
@@ -79,6 +79,9 @@ def validate(config: ConfigDict, n_devices: int | None = None) -> None:
         value = config[field]
         if not isinstance(value, int) or value <= 0:
             raise ValueError(f"config.{field} must be a positive integer, got {value!r}")
+    if not isinstance(config.eval_batches, int) or config.eval_batches < 0:
+        raise ValueError(f"config.eval_batches must be an integer >= 0 (0: the whole eval "
+                         f"split), got {config.eval_batches!r}")
     if not config.optimizer.learning_rate > 0:
         raise ValueError("config.optimizer.learning_rate must be positive, got "
                          f"{config.optimizer.learning_rate!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import itertools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -155,9 +156,11 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
     def evaluate(step: int) -> None:
         rows = []
         it = _iterator(eval_source, config, shuffle=False, num_epochs=1, train=False)
-        for _, batch in zip(range(config.eval_batches), it, strict=False):
+        if config.eval_batches:
+            it = itertools.islice(it, config.eval_batches)
+        for batch in it:
             rows.append(jax.device_get(eval_step(state, global_batch(batch))))
-        scalars = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+        scalars = _mean_metrics(rows)
         for hook in eval_hooks:
             scalars.update(hook(step, state.params, model))
         writer.write(step, scalars, prefix="eval")
@@ -198,6 +201,16 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
         ckpt.close()
         writer.close()
     return Result(state=state, model=model, start_step=start, workdir=workdir)
+
+
+def _mean_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Eval metrics over batches, each weighted by its number of scored positions."""
+    if not rows:
+        return {}
+    w = np.asarray([float(r.get("weight", 1.0)) for r in rows])
+    w = w / max(w.sum(), 1e-12)
+    return {k: float(np.sum(w * np.asarray([float(r[k]) for r in rows])))
+            if k != "weight" else float(sum(float(r[k]) for r in rows)) for k in rows[0]}
 
 
 def _check_collections(config: ConfigDict, model: nn.Module, example) -> list[str]:
