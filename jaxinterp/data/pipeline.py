@@ -101,7 +101,9 @@ def make_iterator(
     Args:
       source: random-access source (`len`, `__getitem__`), e.g. from `load_source`.
       batch_size: the GLOBAL batch size; must be divisible by `process_count`.
-      seed: shuffling seed (a non-negative 32-bit int); also seeds grain `RandomMap`s.
+      seed: shuffling seed (a non-negative 32-bit int); also seeds grain `RandomMap`s, which
+        draw each element's randomness from `(seed, its position in the global stream)`: the
+        augmented global batch, too, is the same however many processes share the work.
       shuffle: whether to shuffle.
       num_epochs: passes over the data; None repeats forever.
       process_index, process_count: this process's part; default `jax.process_index()` and
@@ -132,6 +134,13 @@ def make_iterator(
     if shuffle:
         ordered = ordered.shuffle(seed=seed)
     ordered = ordered.repeat(num_epochs)  # epoch e: a fresh permutation when shuffled
+    # Transforms apply to the global stream, before it is cut up between processes: grain
+    # seeds a `RandomMap` with (seed, index of the element in the stream it maps), so each
+    # element's randomness follows its global position, whatever process reads it.
+    ordered = ordered.map(_AsNumpy(_source_dtypes(source)))
+    for t in _transforms(transform):
+        ordered = ordered.random_map(t, seed=seed) \
+            if isinstance(t, grain.transforms.RandomMap) else ordered.map(t)
     n_global = per_epoch * num_epochs if num_epochs is not None else None
 
     def global_position(k: int) -> int:  # this process's k-th example
@@ -141,10 +150,6 @@ def make_iterator(
 
     n_local = n_global // process_count if n_global is not None else _FOREVER
     ds = grain.MapDataset.range(n_local).map(lambda k: ordered[global_position(k)])
-    ds = ds.map(_AsNumpy(_source_dtypes(source)))
-    for t in _transforms(transform):
-        ds = ds.random_map(t, seed=seed) if isinstance(t, grain.transforms.RandomMap) \
-            else ds.map(t)
     return iter(ds.batch(local, drop_remainder=True).to_iter_dataset())
 
 
