@@ -28,6 +28,9 @@ def test_readme_python_blocks_run(monkeypatch):
         and ns["approx"].shape == (2, 4) and ns["path"].shape == (),
         "fit": lambda ns: ns["logp"].shape == (3, 4, 8, 1) and ns["fit"].test_score > 0.8,
         "steered": lambda ns: ns["steered"].shape == (33, 4, 50),
+        "vit_accuracy": lambda ns: ns["vit_logits"].shape == (2, 10)
+        and ns["vit_cache"]["blocks.1.hook_resid_post"].shape == (2, 17, 32)
+        and ns["vit_accuracy"] >= 0.9,
         "sae_cache": lambda ns: ns["sae_cache"]["hook_sae_acts"].shape == (4, 256),
     }
     for block in blocks:
