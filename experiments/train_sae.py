@@ -2,7 +2,9 @@
 
     python -m experiments.train_sae --config=configs/train_sae.py --workdir=workdirs/train_sae
 
-Every config field can be overridden (`--config.sae.architecture=jumprelu`).
+Every config field can be overridden (`--config.sae.architecture=jumprelu`). Rerunning the
+same command resumes (the model's run, then the SAE's, from their checkpoints under --workdir),
+so an interrupted run ends with the same SAE, bit for bit, as an uninterrupted one.
 """
 
 from absl import app, flags, logging
@@ -12,7 +14,8 @@ from jaxinterp.sae.experiment import run_experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "SAE experiment config file.",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the model, the SAE and logs go.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the model, the SAE, their checkpoints "
+                                "and logs go; a rerun resumes from them.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

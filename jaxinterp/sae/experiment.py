@@ -4,19 +4,24 @@ into an SAE or transcoder, report L0 / explained variance / loss recovered, save
     summary = run_experiment(config, workdir)   # `python -m experiments.train_sae ...`
 
 Writes `<workdir>/lm/` (the model's training run, unless `config.lm_workdir` names an existing
-one), `<workdir>/sae/` (`sae.safetensors` + `config.json`, see `jaxinterp.sae.io`) and
-`<workdir>/summary.json`.
+one), `<workdir>/sae/checkpoints/` (the SAE's training checkpoints), `<workdir>/sae/`
+(`sae.safetensors` + `config.json`, see `jaxinterp.sae.io`) and `<workdir>/summary.json`.
+
+Rerunning the same command resumes: the model's run from its newest checkpoint, then the SAE's
+from its own (the token stream is a grain iterator, so its position is checkpointed with the SAE
+state), and a killed run ends with the same SAE, bit for bit, as an uninterrupted one. A finished
+run only reloads its last checkpoints and evaluates again.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 from jaxinterp import data as data_lib
@@ -49,27 +54,39 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     sae_config = SAEConfig(**{**dict(config.sae), "model_preset": lm.model.preset})
     tc = TrainConfig(**dict(config.train))
     mesh = sharding.make_mesh(config.mesh)
-    result = fit(sae_config, tc, model, variables,
-                 _tokens(train_src, config.model_batch_size, tc.seed, None), mesh=mesh)
+    # Each process reads its own rows of every global model batch; the iterator's position
+    # is checkpointed with the SAE, so a rerun resumes the stream where it stopped.
+    train_tokens = data_lib.make_iterator(train_src, batch_size=config.model_batch_size,
+                                          seed=tc.seed, shuffle=True, num_epochs=None,
+                                          transform=_model_inputs)
+    result = fit(sae_config, tc, model, variables, train_tokens, mesh=mesh,
+                 workdir=os.path.join(workdir, "sae"))
 
-    eval_tokens = next(_tokens(eval_src, config.eval_batch_size, 0, 1))
+    # The same held-out batch on every process (process_count=1: all of its rows).
+    eval_tokens = next(data_lib.make_iterator(
+        eval_src, batch_size=config.eval_batch_size, seed=0, shuffle=False, num_epochs=1,
+        process_index=0, process_count=1, transform=_model_inputs))["inputs"]
     x, y = jax.jit(activation_fn(model, sae_config.site, sae_config.out_site))(variables,
                                                                               eval_tokens)
-    held_out = evaluate(result.params, sae_config, x, y)
+    # The trained SAE, whole, as NumPy on every process (its arrays are sharded on the mesh).
+    sae_params, steps_since_fired = multihost_utils.process_allgather(
+        (result.params, result.state.steps_since_fired), tiled=True)
+    held_out = evaluate(sae_params, sae_config, x, y)
     recovered = jax.jit(loss_recovered, static_argnums=(0, 4))(
-        model, variables, eval_tokens, result.params, sae_config)
-    io.save(os.path.join(workdir, "sae"), result.params, sae_config)
+        model, variables, eval_tokens, sae_params, sae_config)
     summary = {k: float(v) for k, v in {**held_out, **recovered}.items()}
-    summary["dead_fraction"] = result.history[-1]["dead_fraction"]
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print("held-out " + " | ".join(f"{k} {v:.4g}" for k, v in summary.items()), flush=True)
+    # From the state, not the history: a rerun of a finished run trains no steps.
+    summary["dead_fraction"] = float(np.mean(steps_since_fired >= tc.dead_after_steps))
+    if jax.process_index() == 0:
+        io.save(os.path.join(workdir, "sae"), sae_params, sae_config)
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        print("held-out " + " | ".join(f"{k} {v:.4g}" for k, v in summary.items()),
+              flush=True)
     return summary
 
 
-def _tokens(source, batch_size: int, seed: int, num_epochs: int | None) -> Iterator[np.ndarray]:
-    """Model inputs [batch, seq - 1] (each sequence without its last token, as in training)."""
-    it = data_lib.make_iterator(source, batch_size=batch_size, seed=seed,
-                                shuffle=num_epochs is None, num_epochs=num_epochs)
-    for batch in it:
-        yield np.asarray(batch["tokens"][:, :-1], np.int32)
+def _model_inputs(example: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A sequence as model inputs: `{"inputs": int32 [seq - 1]}` (without its last token, as
+    in training)."""
+    return {"inputs": np.asarray(example["tokens"][:-1], np.int32)}

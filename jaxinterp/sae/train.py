@@ -22,17 +22,54 @@ resampled as in "Towards Monosemanticity": inputs of the current batch are drawn
 probability proportional to the square of their reconstruction loss; a dead latent's decoder
 row becomes the unit vector of its drawn input (centred by `b_dec`; for a transcoder, the drawn
 target), its encoder column that direction times 0.2 x the mean encoder norm of live latents,
-its encoder bias 0 (and its
-JumpReLU threshold `threshold_init`), and its Adam moments are reset to 0.
+its encoder bias 0 (and its JumpReLU threshold `threshold_init`), and its Adam moments are
+reset to 0.
+
+Processes: with several JAX processes, every process feeds only its own token rows (e.g. a
+`jaxinterp.data.make_iterator` iterator, which reads process p's rows of each global batch);
+`jax.make_array_from_process_local_data` assembles them into the global token batch, sharded
+over the data axes, so the activations, the pooled buffer and its permutation are global
+arrays and the result equals one process's on the same global batches (integers exactly,
+floats up to the rounding of cross-process reductions). The model's variables are placed by
+their logical axes with the same rules as the SAE (replicated where it names none).
+
+Checkpoints: `fit(..., workdir=W)` saves `{state, data position, config}` with
+`jaxinterp.train.checkpoint.Checkpointer` (orbax, asynchronous, keeps
+`TrainConfig.keep_checkpoints`) under `W/checkpoints` every `checkpoint_every` steps and at
+the end, and a rerun restores the newest readable one (onto whatever mesh this run uses: the
+restore target is the fresh state's `jax.ShapeDtypeStruct`s with their shardings) and
+continues. The state holds everything that changes: params, Adam moments, step, rng and
+`steps_since_fired`; resampling draws its key from `fold_in(state.rng, step)`, so it needs
+nothing else. A rerun on the same mesh and processes ends bit for bit where an uninterrupted
+run ends (on another mesh it continues, up to float rounding); the stream's position is saved
+per process, so the process count must stay the same.
+
+The resumable stream: the shuffle buffer is not saved. Buffer r's permutation key is
+`fold_in(key, r)`, a function of r alone, so a buffer is re-derived exactly from the token
+iterator's position at the start of the buffer. `ActivationStream.get_state()` records that
+position (the token iterator's own `get_state()`), r, and how many training batches were
+already cut from buffer r; `set_state()` rewinds the token iterator there, and the next batch
+refills buffer r (the same model batches through the same jitted functions: the same rows,
+the same permutation) and skips the batches already used. At a refill boundary the position
+is simply the current one, and nothing is recomputed. The cost of a mid-buffer resume is one
+buffer's forward passes. So resuming needs a checkpointable token iterator (`get_state` /
+`set_state` with a JSON-serialisable state, like grain's `DatasetIterator`); `fit` with a
+workdir and a plain iterable (a list, a generator) is a ValueError, and without a workdir any
+iterable works. Resuming with another batch_size, buffer_batches or shuffle is a ValueError
+(the saved position would mean other rows), as is an SAE of another shape (Checkpointer's
+shape check); other settings (learning rate, num_steps, ...) may change between runs.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
+import json
 import math
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -45,11 +82,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import ConfigDict
 
+from jaxinterp.data.pipeline import to_global
 from jaxinterp.run import run
 from jaxinterp.sae.model import LATENT_AXIS, SAE, SAEConfig, loss
 from jaxinterp.sites import sites as list_sites
 from jaxinterp.train import sharding as sharding_lib
 from jaxinterp.train import state as state_lib
+from jaxinterp.train.checkpoint import Checkpointer
 from jaxinterp.train.metrics import Progress
 from jaxinterp.train.optimizer import make_optimizer, schedule
 
@@ -73,6 +112,9 @@ class TrainConfig:
       init_b_dec_mean: start `b_dec` at the mean of the first batch's targets.
       log_every: steps between metric reads (and progress lines).
       seed: initialisation, shuffling and resampling seed.
+      checkpoint_every: with a workdir, save a checkpoint every this many steps (and always
+        at the end); 0: only at the end.
+      keep_checkpoints: how many checkpoints to keep.
     """
 
     num_steps: int = 1000
@@ -89,16 +131,19 @@ class TrainConfig:
     init_b_dec_mean: bool = True
     log_every: int = 100
     seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
 
     def __post_init__(self):
-        for f in ("num_steps", "batch_size", "buffer_batches", "dead_after_steps", "log_every"):
+        for f in ("num_steps", "batch_size", "buffer_batches", "dead_after_steps", "log_every",
+                  "keep_checkpoints"):
             v = getattr(self, f)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"TrainConfig.{f} must be a positive int, got {v!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate must be positive, got "
                              f"{self.learning_rate!r}")
-        for f in ("warmup_steps", "resample_every", "resample_until"):
+        for f in ("warmup_steps", "resample_every", "resample_until", "checkpoint_every"):
             if getattr(self, f) < 0:
                 raise ValueError(f"TrainConfig.{f} must be >= 0, got {getattr(self, f)}")
 
@@ -247,72 +292,183 @@ def site_width(model: nn.Module, tokens: Any, site: str) -> int:
     return math.prod(shape[2:])
 
 
+class ActivationStream:
+    """Training batches `(x [batch_size, d_in], y [batch_size, d_out])` of a model's
+    activations: an iterator whose position can be saved and restored exactly.
+
+    Each refill reads `buffer_batches` token batches, runs `acts` on each, pools the rows
+    (permuted with key `fold_in(key, refill index)` when `shuffle`) and cuts them into
+    training batches; rows left over from a buffer are dropped. `get_state()` / `set_state()`
+    (bytes, JSON) save and restore the position (see the module docstring), so the stream is
+    a `data_iterator` for `jaxinterp.train.checkpoint.Checkpointer`; they need a token
+    iterator with `get_state` / `set_state` (`checkpointable`).
+    """
+
+    def __init__(self, acts: Callable[..., tuple[jax.Array, jax.Array]], variables: Any,
+                 token_batches: Iterable[Any], *, batch_size: int, buffer_batches: int = 1,
+                 shuffle: bool = True, key: jax.Array | None = None, mesh: Mesh | None = None):
+        self.batch_size, self.buffer_batches, self.shuffle = batch_size, buffer_batches, shuffle
+        self._acts, self._variables, self._mesh = acts, variables, mesh
+        self._tokens = iter(token_batches)
+        self._key = jax.random.key(0) if key is None else key
+        out_sh = None if mesh is None else sharding_lib.batch_sharding(mesh)
+        self._pool = jax.jit(functools.partial(_pool, shuffle=shuffle), out_shardings=out_sh)
+        self._cut = jax.jit(functools.partial(_cut, size=batch_size), out_shardings=out_sh)
+        self._refill = 0  # buffers filled so far: the index of the next one
+        self._buffer: tuple[jax.Array, jax.Array] | None = None  # buffer self._refill - 1
+        self._start: Any = None  # the token iterator's state before that buffer was read
+        self._n = 0  # training batches in the buffer
+        self._offset = 0  # training batches already cut from it
+        self._skip = 0  # training batches to skip in the next buffer (set by set_state)
+        self.saved_settings: dict[str, Any] | None = None  # of the last set_state
+
+    @property
+    def checkpointable(self) -> bool:
+        """Whether the token iterator's position can be saved (it has get/set_state)."""
+        return _checkpointable(self._tokens)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What a saved position depends on besides the token stream."""
+        return {"batch_size": self.batch_size, "buffer_batches": self.buffer_batches,
+                "shuffle": self.shuffle}
+
+    def __iter__(self) -> ActivationStream:
+        return self
+
+    def __next__(self) -> tuple[jax.Array, jax.Array]:
+        while self._buffer is None or self._offset >= self._n:
+            self._fill()  # raises StopIteration when the token batches run out
+        xs, ys = self._buffer
+        batch = self._cut(xs, ys, self._offset)
+        self._offset += 1
+        return batch
+
+    def get_state(self) -> bytes:
+        """The position: `{tokens, refill, offset}` (+ `settings`) as JSON bytes."""
+        if not self.checkpointable:
+            raise TypeError(f"the token batches ({type(self._tokens).__name__}) have no "
+                            "get_state/set_state, so the stream's position cannot be saved")
+        if self._buffer is not None and self._offset < self._n:  # inside buffer r
+            tokens, refill, offset = self._start, self._refill - 1, self._offset
+        else:  # at a refill boundary (or just restored): the current position
+            tokens, refill, offset = self._tokens.get_state(), self._refill, self._skip
+        return json.dumps({"tokens": tokens, "refill": refill, "offset": offset,
+                           **self.settings}).encode()
+
+    def set_state(self, state: bytes | str) -> None:
+        """Restores a `get_state()` position; the next batch re-reads its buffer. The saved
+        settings are kept in `saved_settings` for the caller to compare (a mismatch is not
+        raised here: orbax would take it for an unreadable checkpoint)."""
+        saved = json.loads(state)
+        self._tokens.set_state(saved["tokens"])
+        self._refill, self._skip = int(saved["refill"]), int(saved["offset"])
+        self._buffer, self._start, self._n, self._offset = None, None, 0, 0
+        self.saved_settings = {k: saved.get(k) for k in self.settings}
+
+    def start_prefetch(self) -> None:
+        """Called by grain's orbax handler after `set_state`; nothing to start here."""
+
+    def _fill(self) -> None:
+        start = copy.deepcopy(self._tokens.get_state()) if self.checkpointable else None
+        chunk = []
+        for _ in range(self.buffer_batches):
+            tokens = next(self._tokens)
+            if isinstance(tokens, Mapping):
+                tokens = tokens["inputs"]
+            chunk.append(self._acts(self._variables, self._global(tokens)))
+        key = jax.random.fold_in(self._key, self._refill)
+        xs, ys = self._pool(key, [c[0] for c in chunk], [c[1] for c in chunk])
+        n = xs.shape[0] // self.batch_size
+        if n == 0:
+            raise ValueError(f"a buffer of {self.buffer_batches} model batch(es) has "
+                             f"{xs.shape[0]} rows, fewer than batch_size={self.batch_size}; "
+                             "raise buffer_batches or the model batch size")
+        self._buffer, self._start, self._n = (xs, ys), start, n
+        self._refill += 1
+        self._offset, self._skip = self._skip, 0
+
+    def _global(self, tokens: Any) -> Any:
+        """This process's token rows [local_batch, pos] -> the global batch on the mesh."""
+        if self._mesh is None:
+            return tokens
+        tokens = np.asarray(tokens)
+        ways = self._mesh.shape["data"] * self._mesh.shape["fsdp"]
+        n_proc = jax.process_count()
+        if tokens.shape[0] * n_proc % ways == 0:
+            spec = P(sharding_lib.BATCH)
+        elif n_proc == 1:
+            spec = P()  # one process: an odd model batch is simply replicated
+        else:
+            raise ValueError(f"each process's token batch has {tokens.shape[0]} rows, "
+                             f"{tokens.shape[0] * n_proc} over {n_proc} processes, which the "
+                             f"mesh's data x fsdp = {ways} does not divide")
+        return to_global(tokens, self._mesh, spec)
+
+
 def stream(acts: Callable[..., tuple[jax.Array, jax.Array]], variables: Any,
            token_batches: Iterable[Any], *, batch_size: int, buffer_batches: int = 1,
            shuffle: bool = True, key: jax.Array | None = None, mesh: Mesh | None = None
-           ) -> Iterator[tuple[jax.Array, jax.Array]]:
+           ) -> ActivationStream:
     """Training batches `(x [batch_size, d_in], y [batch_size, d_out])` of activations.
 
     Args:
       acts: e.g. `jax.jit(activation_fn(model, site))`.
       variables: the model's variables.
-      token_batches: iterable of token arrays [batch, pos] (or dicts with "inputs").
+      token_batches: iterable of token arrays [batch, pos] (or dicts with "inputs"); with a
+        mesh, NumPy arrays of this process's rows (they become a global batch over the data
+        axes); with a checkpointable iterator (a grain `DatasetIterator`), the stream's
+        position can be saved.
       batch_size: rows per training batch; rows left over from a buffer are dropped.
       buffer_batches: model batches pooled per refill.
-      shuffle: permute each pooled buffer (with keys split from `key`).
+      shuffle: permute each pooled buffer (buffer r with `fold_in(key, r)`).
       mesh: where to place rows (over the data axes); default: wherever `acts` puts them.
+
+    Returns:
+      An `ActivationStream` (an iterator with `get_state` / `set_state`).
     """
-    key = jax.random.key(0) if key is None else key
-    out_sh = None if mesh is None else sharding_lib.batch_sharding(mesh)
-    pool = jax.jit(functools.partial(_pool, shuffle=shuffle), out_shardings=out_sh)
-    cut = jax.jit(functools.partial(_cut, size=batch_size), out_shardings=out_sh)
-    batches = iter(token_batches)
-    while True:
-        chunk = []
-        for _ in range(buffer_batches):
-            tokens = next(batches, None)
-            if tokens is None:
-                return
-            if isinstance(tokens, dict):
-                tokens = tokens["inputs"]
-            chunk.append(acts(variables, tokens))
-        key, sub = jax.random.split(key)
-        xs, ys = pool(sub, [c[0] for c in chunk], [c[1] for c in chunk])
-        n = xs.shape[0] // batch_size
-        if n == 0:
-            raise ValueError(f"a buffer of {buffer_batches} model batch(es) has {xs.shape[0]} "
-                             f"rows, fewer than batch_size={batch_size}; raise buffer_batches "
-                             "or the model batch size")
-        for i in range(n):
-            yield cut(xs, ys, i)
+    return ActivationStream(acts, variables, token_batches, batch_size=batch_size,
+                            buffer_batches=buffer_batches, shuffle=shuffle, key=key, mesh=mesh)
 
 
 @dataclasses.dataclass
 class FitResult:
     """params: trained SAE parameters; state: the final SAEState; history: metrics (floats)
-    at every `log_every` step, with `step`."""
+    at every `log_every` step that this call ran, with `step`; start_step: the step it
+    resumed from (0 for a fresh run)."""
 
     params: dict[str, jax.Array]
     state: SAEState
     history: list[dict[str, float]]
+    start_step: int = 0
 
 
 def fit(config: SAEConfig, tc: TrainConfig, model: nn.Module, variables: Any,
         token_batches: Iterable[Any], *, mesh: Mesh | None = None,
-        rules=sharding_lib.DEFAULT_RULES, verbose: bool = True) -> FitResult:
+        rules=sharding_lib.DEFAULT_RULES, workdir: str | os.PathLike | None = None,
+        verbose: bool = True) -> FitResult:
     """Trains an SAE (or transcoder) on `config.site` of `model` as `tc` says.
 
     Args:
       config: the SAE; `config.site` (and `out_site` for a transcoder) name the model's sites.
       tc: training settings.
       model, variables: the model whose activations are streamed.
-      token_batches: iterable of token batches [batch, pos] (or dicts with "inputs").
+      token_batches: iterable of token batches [batch, pos] (or dicts with "inputs"): this
+        process's rows of each global batch (see `stream`). With a workdir it must be
+        checkpointable, e.g. `jaxinterp.data.make_iterator(...)`.
       mesh: default `make_mesh({"data": -1, "fsdp": 1, "tensor": 1})` (every device on data).
-      verbose: print a progress line every `log_every` steps.
+      rules: logical-axis rules for the SAE's and the model's parameters.
+      workdir: if given, checkpoints go to `<workdir>/checkpoints` (every
+        `tc.checkpoint_every` steps and at the end), and a run finds the newest readable one
+        there and continues from it: an interrupted run, rerun, ends in the same state, bit
+        for bit, as an uninterrupted one. None: no checkpoints.
+      verbose: print a progress line every `log_every` steps (and where it resumed).
 
     Raises:
       ValueError: if the site is unknown (listing the nearest names), its width is not
-        `config.d_in` (`d_out` for `out_site`), or the batch does not divide the data axes.
+        `config.d_in` (`d_out` for `out_site`), the batch does not divide the data axes, a
+        workdir comes with non-checkpointable token batches, or the workdir's checkpoint was
+        written for an SAE of other shapes or another batch_size / buffer_batches / shuffle.
     """
     if not config.site:
         raise ValueError("SAEConfig.site must name the model site to train on")
@@ -324,8 +480,14 @@ def fit(config: SAEConfig, tc: TrainConfig, model: nn.Module, variables: Any,
         raise ValueError(f"TrainConfig.batch_size={tc.batch_size} is not divisible by the "
                          f"mesh's data x fsdp = {ways}")
     batches = iter(token_batches)
-    first = next(batches)
-    first_tokens = first["inputs"] if isinstance(first, dict) else first
+    if workdir is not None and not _checkpointable(batches):
+        raise ValueError(
+            f"fit(workdir=...) resumes the activation stream from a checkpoint, which needs a "
+            f"token iterator whose position can be saved (get_state/set_state), e.g. "
+            f"jaxinterp.data.make_iterator(...); got {type(token_batches).__name__}. Pass "
+            "workdir=None to train without checkpoints.")
+    first, batches = _peek(batches)
+    first_tokens = first["inputs"] if isinstance(first, Mapping) else first
     for name, want, field in ((config.site, config.d_in, "d_in"),
                               (config.out_site, config.d_output, "d_out")):
         if name and (width := site_width(model, first_tokens, name)) != want:
@@ -333,44 +495,60 @@ def fit(config: SAEConfig, tc: TrainConfig, model: nn.Module, variables: Any,
 
     tx, lr_schedule = optimizer(tc)
     state, shardings = create_state(config, tx, mesh, rules, tc.seed)
+    replicated = NamedSharding(mesh, P())
     rows = sharding_lib.batch_sharding(mesh)
     acts = jax.jit(activation_fn(model, config.site, config.out_site), out_shardings=(rows, rows))
-    key = jax.random.key(tc.seed + 1)
-    key, stream_key = jax.random.split(key)
-    data = stream(acts, variables, _chain(first, batches), batch_size=tc.batch_size,
-                  buffer_batches=tc.buffer_batches, shuffle=tc.shuffle, key=stream_key,
-                  mesh=mesh)
+    variables = _place_variables(model, variables, first_tokens, mesh, rules)
+    data = stream(acts, variables, batches, batch_size=tc.batch_size,
+                  buffer_batches=tc.buffer_batches, shuffle=tc.shuffle,
+                  key=jax.random.key(tc.seed + 1), mesh=mesh)
     step_fn = compile_train_step(mesh, shardings, config=config, tx=tx, lr_schedule=lr_schedule,
                                  dead_after_steps=tc.dead_after_steps)
-    resample = jax.jit(functools.partial(resample_dead, config=config,
+    resample = jax.jit(functools.partial(_resample_from_state, config=config,
                                          dead_after_steps=tc.dead_after_steps),
-                       in_shardings=(shardings, rows, rows, None),
-                       out_shardings=(shardings, NamedSharding(mesh, P())))
+                       in_shardings=(shardings, rows, rows), out_shardings=(shardings, replicated))
+    init_b_dec = jax.jit(lambda s, y: s.replace(params={**s.params, "b_dec": jnp.mean(y, 0)}),
+                         in_shardings=(shardings, rows), out_shardings=shardings)
+
+    ckpt, start = None, 0
+    if workdir is not None:
+        workdir = os.path.abspath(workdir)
+        ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints)
+        state, start = _restore(ckpt, state, shardings, data, workdir)
+        if start and verbose and jax.process_index() == 0:
+            print(f"resumed from step {start} in {workdir}", flush=True)
+    saved_config = {"sae": dataclasses.asdict(config), "train": dataclasses.asdict(tc)}
     until = tc.resample_until or tc.num_steps
-    progress = Progress(tc.num_steps, tc.batch_size)
+    progress = Progress(tc.num_steps, tc.batch_size, start)
     history: list[dict[str, float]] = []
-    for step in range(tc.num_steps):
-        try:
-            x, y = next(data)
-        except StopIteration:
-            raise ValueError(f"token_batches ran out after {step} steps "
-                             f"(num_steps={tc.num_steps})") from None
-        if step == 0 and tc.init_b_dec_mean:
-            b_dec = jax.device_put(jnp.mean(y, axis=0), shardings.params["b_dec"])
-            state = state.replace(params={**state.params, "b_dec": b_dec})
-        state, metrics = step_fn(state, x, y)
-        done = step + 1
-        if tc.resample_every and done % tc.resample_every == 0 and done < until:
-            key, sub = jax.random.split(key)
-            state, n = resample(state, x, y, sub)
-            metrics = {**metrics, "resampled": n}
-        if done % tc.log_every == 0 or done == tc.num_steps:
-            row = {k: float(v) for k, v in metrics.items()}
-            history.append({"step": done, **row})
-            if verbose:
-                shown = {k: row[k] for k in ("mse", "explained_variance", "l0", "dead_fraction")}
-                progress.log(done, shown)
-    return FitResult(params=state.params, state=state, history=history)
+    try:
+        for step in range(start, tc.num_steps):
+            try:
+                x, y = next(data)
+            except StopIteration:
+                raise ValueError(f"token_batches ran out after {step} steps "
+                                 f"(num_steps={tc.num_steps})") from None
+            if step == 0 and tc.init_b_dec_mean:
+                state = init_b_dec(state, y)
+            state, metrics = step_fn(state, x, y)
+            done = step + 1
+            if tc.resample_every and done % tc.resample_every == 0 and done < until:
+                state, n = resample(state, x, y)
+                metrics = {**metrics, "resampled": n}
+            if done % tc.log_every == 0 or done == tc.num_steps:
+                row = {k: float(v) for k, v in metrics.items()}
+                history.append({"step": done, **row})
+                if verbose:
+                    shown = {k: row[k] for k in ("mse", "explained_variance", "l0",
+                                                 "dead_fraction")}
+                    progress.log(done, shown)
+            if ckpt is not None and (done == tc.num_steps or (
+                    tc.checkpoint_every and done % tc.checkpoint_every == 0)):
+                ckpt.save(done, state, data, saved_config)
+    finally:
+        if ckpt is not None:
+            ckpt.close()  # waits for the last asynchronous save
+    return FitResult(params=state.params, state=state, history=history, start_step=start)
 
 
 def unit_rows(w: jax.Array) -> jax.Array:
@@ -421,3 +599,68 @@ def _cut(x, y, i, size: int):
 def _chain(first, rest):
     yield first
     yield from rest
+
+
+def _checkpointable(it: Any) -> bool:
+    return callable(getattr(it, "get_state", None)) and callable(getattr(it, "set_state", None))
+
+
+def _peek(batches: Iterator[Any]) -> tuple[Any, Iterator[Any]]:
+    """The first token batch, and an iterator that still starts with it (a checkpointable
+    iterator is rewound, so its position stays the true one)."""
+    if not _checkpointable(batches):
+        first = next(batches)
+        return first, _chain(first, batches)
+    position = batches.get_state()
+    first = next(batches)
+    batches.set_state(position)
+    return first, batches
+
+
+def _place_variables(model: nn.Module, variables: Any, tokens: Any, mesh: Mesh, rules) -> Any:
+    """The model's variables as global arrays on `mesh`, split by their logical axes like the
+    trainer's parameters (replicated where the model names none, or if `variables` is not
+    shaped like `model.init`'s). Every process passes the same (host or local) values."""
+    host = jax.device_get(nn.meta.unbox(variables))
+    key = jax.random.key(0)
+    boxed = jax.eval_shape(lambda t: model.init({"params": key, "dropout": key}, t),
+                           np.asarray(tokens))
+    boxed = {k: v for k, v in boxed.items() if k in host}  # e.g. no sown intermediates
+    shardings = sharding_lib.logical_shardings(boxed, mesh, rules)
+    if jax.tree.structure(shardings) != jax.tree.structure(host):
+        shardings = jax.tree.map(lambda _: NamedSharding(mesh, P()), host)
+    return jax.tree.map(lambda x, s: jax.make_array_from_callback(
+        np.shape(x), s, lambda index, x=x: np.asarray(x)[index]), host, shardings)
+
+
+def _resample_from_state(state: SAEState, x: jax.Array, y: jax.Array, **kwargs: Any
+                         ) -> tuple[SAEState, jax.Array]:
+    """`resample_dead` with the key `fold_in(state.rng, state.step)`: a function of the
+    state alone, so a resumed run draws the same keys."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    return resample_dead(state, x, y, key, **kwargs)
+
+
+def _restore(ckpt: Checkpointer, state: SAEState, shardings: SAEState,
+             data: ActivationStream, workdir: str) -> tuple[SAEState, int]:
+    """The newest readable checkpoint's state and step (the stream's position restored in
+    place), or `(state, 0)` when there is none."""
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            state, shardings)
+    try:
+        restored = ckpt.restore(abstract, data_iterator=data)
+    except ValueError as e:
+        ckpt.close()
+        raise ValueError(f"{e}\nThe SAE checkpointed in {workdir} has other shapes than this "
+                         "SAEConfig (d_in, d_sae, d_out, architecture): resume with the config "
+                         "it was trained with, or use a fresh workdir.") from e
+    if restored is None:
+        return state, 0
+    state, step = restored
+    if data.saved_settings != data.settings:
+        ckpt.close()
+        raise ValueError(f"the checkpoint at step {step} in {workdir} streamed activations "
+                         f"with {data.saved_settings}, but this run has {data.settings}; its "
+                         "saved position means other rows. Resume with the same settings, or "
+                         "use a fresh workdir.")
+    return state, step
