@@ -7,9 +7,15 @@ interpretability research.
     logits, cache = ji.run(model, variables, tokens,
                            capture=["blocks.*.attn.hook_pattern"],
                            interventions=[ji.Add("blocks.1.hook_resid_post", vec, scale=4.0)])
+
+`import jaxinterp` is light: it loads the models, sites and interventions (jax and flax). The
+submodules that need heavier libraries load on first use: `jaxinterp.analysis`, `.data` (TFDS,
+grain), `.pretrained` (safetensors; penzai for `to_penzai`), `.sae` and `.train` (orbax, grain).
 """
 
-from jaxinterp import analysis, interventions, models, pretrained, sae, sites
+import importlib
+
+from jaxinterp import interventions, models, sites
 from jaxinterp.interventions import (
     Ablate,
     Add,
@@ -34,6 +40,7 @@ __all__ = [
     "RunningMean",
     "Scale",
     "analysis",
+    "data",
     "interventions",
     "models",
     "pretrained",
@@ -41,5 +48,18 @@ __all__ = [
     "run_with_state",
     "sae",
     "sites",
+    "train",
 ]
 __version__ = "0.1.0"
+
+_LAZY = ("analysis", "data", "pretrained", "sae", "train")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:  # loaded on first use (PEP 562), so `import jaxinterp` stays light
+        return importlib.import_module(f"jaxinterp.{name}")
+    raise AttributeError(f"module 'jaxinterp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])

@@ -5,6 +5,13 @@
 """
 
 from jaxinterp.pretrained.hf import load_hf
-from jaxinterp.pretrained.penzai_export import to_penzai
 
 __all__ = ["load_hf", "to_penzai"]
+
+
+def __getattr__(name: str):
+    if name == "to_penzai":  # penzai is imported on first use
+        from jaxinterp.pretrained.penzai_export import to_penzai
+
+        return to_penzai
+    raise AttributeError(f"module 'jaxinterp.pretrained' has no attribute {name!r}")
