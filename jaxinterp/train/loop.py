@@ -140,7 +140,8 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
     # Trace once abstractly: shape errors (task vs model output, collections) surface here,
     # before XLA compiles anything.
     abstract_batch = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct((config.batch_size, *np.shape(x)[1:]), np.asarray(x).dtype),
+        lambda x: jax.ShapeDtypeStruct((config.batch_size, *np.shape(x)[1:]),
+                                       jax.dtypes.canonicalize_dtype(np.asarray(x).dtype)),
         {f: first[f] for f in task.features})
     _check_output(task, model, state, example, abstract_batch, train_source)
     jax.eval_shape(train_fn, state_lib.abstract(shardings, state), abstract_batch)

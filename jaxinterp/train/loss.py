@@ -30,8 +30,9 @@ def cross_entropy(
     log_z = jax.nn.logsumexp(logits, axis=-1)  # [batch, pos]
     logit_t = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     ce_mean = ((log_z - logit_t) * mask).sum() / weight
-    # Correct when the target's logit is the row maximum (ties count as correct).
-    correct = logit_t >= jax.lax.stop_gradient(logits.max(axis=-1))
+    # Correct when the first maximal logit is the target's (so a constant output, e.g. a
+    # zero-initialised head, scores 1/vocab-ish, not 1).
+    correct = jnp.argmax(jax.lax.stop_gradient(logits), axis=-1) == targets
     accuracy = (correct * mask).sum() / weight
     metrics = {"loss": ce_mean, "accuracy": accuracy, "weight": mask.sum()}
     if not z_loss:  # a Python number: the z-term is left out of the program entirely
