@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs.train_sae import get_config
+from experiments.train_sae import run_experiment
 from jaxinterp.sae import io
-from jaxinterp.sae.experiment import run_experiment
 
 
 @pytest.mark.slow

@@ -259,8 +259,8 @@ def _tiny_experiment(num_steps, lm_workdir=""):
 
 @pytest.mark.slow
 def test_experiment_rerun_resumes_the_sae_bit_for_bit(tmp_path, capsys):
+    from experiments.train_sae import run_experiment
     from jaxinterp.sae import io
-    from jaxinterp.sae.experiment import run_experiment
 
     run_experiment(_tiny_experiment(15), str(tmp_path / "a"))  # stops at step 15
     capsys.readouterr()
