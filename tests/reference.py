@@ -3,6 +3,10 @@
 It shares no code with jaxinterp. `forward` returns the logits and a dict of activations keyed
 by TransformerLens site names, and accepts `hooks={name: fn(array) -> array}` so that tests can
 express an intervention as plain NumPy and compare with `jaxinterp.run`.
+
+Register tokens (`cfg.n_register_tokens` = R): `W_reg` [R, d_model] is prepended after the
+embeddings, block sites and `ln_final.hook_normalized` hold R + pos positions, and the logits
+drop the first R.
 """
 
 from __future__ import annotations
@@ -71,6 +75,10 @@ def forward(cfg, variables, tokens, hooks=None):
     if cfg.positional_embedding_type == "standard":
         x = x + site("hook_pos_embed", np.broadcast_to(params["pos_embed"]["W_pos"][:n],
                                                        (b, n, cfg.d_model)))
+    n_reg = getattr(cfg, "n_register_tokens", 0)
+    if n_reg:  # registers first: token t sits at position R + t from here on
+        x = np.concatenate([np.broadcast_to(params["W_reg"], (b, n_reg, cfg.d_model)), x], 1)
+        n += n_reg
     h, dh = cfg.n_heads, cfg.d_head
     kvh = cfg.n_key_value_heads or h
     for layer in range(cfg.n_layers):
@@ -126,11 +134,24 @@ def forward(cfg, variables, tokens, hooks=None):
     if cfg.normalization_type:
         x = site("ln_final.hook_normalized", _norm(x, params["ln_final"], cfg.normalization_type,
                                                    cfg.eps))
+    x = x[:, n_reg:]
     w_u = params["embed"]["W_E"].T if cfg.tie_embeddings else params["W_U"]
     logits = x @ w_u
     if cfg.unembed_bias:
         logits = logits + params["b_U"]
     return logits, acts
+
+
+def read_out(cfg, variables, resid):
+    """The model's head in float64: final norm, the first R = `n_register_tokens` positions
+    dropped, unembedding. resid [..., R + pos, d_model] -> logits [..., pos, vocab]."""
+    params = _f64(nn.meta.unbox(variables)["params"])
+    x = np.asarray(resid, np.float64)
+    if cfg.normalization_type:
+        x = _norm(x, params["ln_final"], cfg.normalization_type, cfg.eps)
+    x = x[..., getattr(cfg, "n_register_tokens", 0):, :]
+    w_u = params["embed"]["W_E"].T if cfg.tie_embeddings else params["W_U"]
+    return x @ w_u + (params["b_U"] if cfg.unembed_bias else 0)
 
 
 def _f64(tree):

@@ -20,6 +20,11 @@ e_b)`. These terms sum to the model's metric exactly (up to float error), which 
 Components: token embedding, learned positions, every attention head (from `hook_z` and `W_O`),
 each layer's attention output bias, every MLP neuron (from `hook_post` and `W_out`), each
 layer's MLP output bias, and the final biases.
+
+Register tokens (`n_register_tokens` = R): positions are token positions, as in the logits.
+The register vectors sit at their own positions, so they are no term of a token's residual
+stream (they reach it only through attention, i.e. through the heads); the block sites' R
+register positions are dropped (`jaxinterp.models.transformer.drop_registers`) before reading.
 """
 
 from __future__ import annotations
@@ -31,7 +36,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.analysis.lenses import _check_transformer, params_of
+from jaxinterp.models.transformer import (
+    check_transformer,
+    drop_registers,
+    unembedding,
+    unrolled_params,
+)
 from jaxinterp.run import run
 
 
@@ -87,12 +97,16 @@ def direct_logit_attribution(
       target: token id(s) whose logit is attributed: an int, or [batch] when `pos` is an int,
         or [batch, pos] when `pos` is None.
       baseline: token id(s) subtracted (a logit difference), same shapes as `target`.
-      pos: the position attributed (default the last); None attributes every position.
+      pos: the token position attributed (default the last); None attributes every position.
+        Positions count tokens only, as the logits do (register positions are not counted).
 
     Returns:
       A `LogitAttribution` (a pytree: works under `jax.jit`).
     """
-    c = _check_transformer(model)
+    c = check_transformer(model, "direct_logit_attribution")
+    if c.mlp_type != "dense" and not c.attn_only:
+        raise ValueError(f"direct_logit_attribution decomposes dense MLPs into neurons; this model "
+                         f"has mlp_type={c.mlp_type!r}")
     b, n = tokens.shape
     if pos is not None and not -n <= pos < n:
         raise ValueError(f"pos={pos} is outside a sequence of {n} positions")
@@ -118,22 +132,25 @@ def direct_logit_attribution(
         names.append("blocks.*.mlp.hook_post")
     logits, cache = run(model, variables, tokens, capture=names)
 
-    def at(x):  # select the attributed position: [batch, pos, ...] -> [...]
+    def at(x):  # select the attributed token position: [batch, pos, ...] -> [...]
         return x if pos is None else x[:, pos]
 
-    p = params_of(variables)
-    w_u = p["embed"]["W_E"].T if c.tie_embeddings else p["W_U"]  # [d_model, vocab]
+    def at_block(x):  # a block site [batch, R + pos, ...] -> [...]
+        return at(drop_registers(model, x, axis=1))
+
+    p = unrolled_params(variables)
+    w_u, b_u = unembedding(model, variables)  # [d_model, vocab], [vocab] or None
     w_u = w_u.astype(jnp.float32)
     u = w_u.T[target]  # [..., d_model]
     metric = jnp.take_along_axis(at(logits), target[..., None], -1)[..., 0]
-    b_u = p["b_U"].astype(jnp.float32) if c.unembed_bias else jnp.zeros((d_out,), jnp.float32)
+    b_u = jnp.zeros((d_out,), jnp.float32) if b_u is None else b_u.astype(jnp.float32)
     const = b_u[target]
     if baseline is not None:
         u = u - w_u.T[baseline]
         metric = metric - jnp.take_along_axis(at(logits), baseline[..., None], -1)[..., 0]
         const = const - b_u[baseline]
 
-    resid = at(cache[f"blocks.{c.n_layers - 1}.hook_resid_post"]).astype(jnp.float32)
+    resid = at_block(cache[f"blocks.{c.n_layers - 1}.hook_resid_post"]).astype(jnp.float32)
     if c.normalization_type == "LN":
         ln = p["ln_final"]
         centred = resid - resid.mean(-1, keepdims=True)
@@ -159,13 +176,13 @@ def direct_logit_attribution(
         blk = p[f"blocks_{i}"]
         w_o = blk["attn"]["W_O"].astype(jnp.float32)  # [head, d_head, d_model]
         head_dir = jnp.einsum("hdm,...m->...hd", w_o, u)  # contract d_model
-        z = at(cache[f"blocks.{i}.attn.hook_z"]).astype(jnp.float32)  # [..., head, d_head]
+        z = at_block(cache[f"blocks.{i}.attn.hook_z"]).astype(jnp.float32)  # [..., head, d_head]
         heads.append(jnp.einsum("...hd,...hd->...h", z, head_dir))  # contract d_head
         attn_bias.append(read(jnp.broadcast_to(blk["attn"]["b_O"], u.shape))
                          if c.use_bias else zeros)
         if not c.attn_only:
             w_out = blk["mlp"]["W_out"].astype(jnp.float32)  # [d_mlp, d_model]
-            post = at(cache[f"blocks.{i}.mlp.hook_post"]).astype(jnp.float32)  # [..., d_mlp]
+            post = at_block(cache[f"blocks.{i}.mlp.hook_post"]).astype(jnp.float32)  # [..., d_mlp]
             neurons.append(post * jnp.einsum("nm,...m->...n", w_out, u))  # contract d_model
             mlp_bias.append(read(jnp.broadcast_to(blk["mlp"]["b_out"], u.shape))
                             if c.use_bias else zeros)

@@ -19,6 +19,14 @@ dormant, Guo et al. 2024). A perfect head scores 1.
 
 Patterns are `[batch, head, query_pos, key_pos]` (one layer, as `ji.run` captures
 `blocks.{i}.attn.hook_pattern`) and scores are `[head]`; stack layers for `[layer, head]`.
+
+Register tokens (`n_register_tokens` = R): a captured pattern covers R + pos positions
+(registers first) while `tokens` cover pos. Score the token positions with
+`drop_registers(model, pattern, axis=(-2, -1))` (and `drop_registers(model, z, axis=1)` for
+`classify_heads`), from `jaxinterp.models.transformer`: the attention a query pays to the
+registers is then left out of every score, and key index k is token k again. The registers as
+sinks: `attention_sink_score(pattern, position=r)` on the full pattern. Scores computed from
+weights (`successor_score`) do not involve positions, so registers do not change them.
 """
 
 from __future__ import annotations
@@ -286,17 +294,25 @@ def successor_score(model, variables, sequences: Sequence[Sequence[int]]) -> jax
     Returns:
       [layer, head] scores in [0, 1].
     """
-    from jaxinterp.analysis.lenses import _check_transformer, params_of, unembed
     from jaxinterp.layers.mlp import MLP
     from jaxinterp.layers.norms import make_norm
+    from jaxinterp.models.transformer import (
+        check_transformer,
+        final_norm,
+        unembed,
+        unrolled_params,
+    )
 
-    c = _check_transformer(model)
+    c = check_transformer(model, "successor_score")
+    if c.mlp_type != "dense" and not c.attn_only:
+        raise ValueError(f"successor_score builds the MLP0 embedding from a dense MLP; this model "
+                         f"has mlp_type={c.mlp_type!r}")
     seqs = [list(map(int, s)) for s in sequences]
     if not seqs or any(len(s) < 2 for s in seqs):
         raise ValueError("sequences must be a non-empty list of token-id lists of length >= 2")
     if any(t < 0 or t >= c.d_vocab for s in seqs for t in s):
         raise ValueError(f"sequence token ids must be in [0, d_vocab={c.d_vocab})")
-    p = params_of(variables)
+    p = unrolled_params(variables)
 
     def norm(block: dict, name: str, x: jax.Array) -> jax.Array:
         layer = make_norm(c.normalization_type, c.eps, jnp.float32, jnp.float32, name)
@@ -317,7 +333,7 @@ def successor_score(model, variables, sequences: Sequence[Sequence[int]]) -> jax
         if c.use_bias:
             v = v + jnp.repeat(attn["b_V"], group, axis=0)
         out = jnp.einsum("tnd,ndm->tnm", v, attn["W_O"])  # contract d_head
-        logits = unembed(model, variables, out)  # [token, head, vocab]
+        logits = unembed(model, variables, final_norm(model, variables, out))  # [t, head, v]
         hits = []
         for s in seqs:
             idx = jnp.searchsorted(tokens, jnp.asarray(s))

@@ -15,6 +15,9 @@ Layer indexing (both lenses). There are `n_layers + 1` residual streams, indexed
 `0 .. n_layers`: stream 0 is the embeddings (`blocks.0.hook_resid_pre`) and stream `l >= 1` is
 `blocks.{l-1}.hook_resid_post`. The last stream is what the model itself unembeds, so both
 lenses at `l = n_layers` return the model's logits (the tuned lens has no translator there).
+Both read out with `jaxinterp.models.transformer.read_out`, the model's own final norm and
+unembedding; with register tokens (`n_register_tokens` = R) the register positions are dropped
+as the model drops them, so lens outputs have the token positions [pos] of the model's logits.
 
 Memory. Full lens logits are `[layer, batch, pos, vocab]`; for a large vocabulary ask for
 `targets` (log-probs of given tokens, `[layer, batch, pos]`) or `top_k`, which are computed one
@@ -41,8 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp.layers.norms import make_norm
-from jaxinterp.models.layout import unstack_layers
+from jaxinterp.models.transformer import check_transformer, read_out
 from jaxinterp.run import run
 
 _FORMAT = "jaxinterp.tuned_lens"
@@ -51,52 +53,13 @@ _VERSION = 1
 
 # -- reading the model ------------------------------------------------------------------------
 
-def _check_transformer(model: nn.Module) -> Any:
-    from jaxinterp.models.transformer import Transformer
-
-    if not isinstance(model, Transformer):
-        raise ValueError(f"lenses need a jaxinterp.models.Transformer, got {type(model).__name__}")
-    return model.config
-
-
-def params_of(variables: Any) -> dict:
-    """Unboxed `params` in the unrolled layout (`blocks_{i}`), whatever layout was given."""
-    if "params" not in variables:
-        raise ValueError(f"variables must contain 'params' (as model.init returns); got keys "
-                         f"{sorted(variables)}")
-    return unstack_layers(nn.meta.unbox(variables)["params"])
-
-
-def unembed(model: nn.Module, variables: Any, resid: jax.Array) -> jax.Array:
-    """The model's own final norm and unembedding: resid [..., pos, d_model] -> logits
-    [..., pos, d_vocab_out] (float32), computed exactly as the forward pass computes them."""
-    c = _check_transformer(model)
-    if resid.shape[-1] != c.d_model:
-        raise ValueError(f"residual has width {resid.shape[-1]}, the model's d_model is "
-                         f"{c.d_model}")
-    p = params_of(variables)
-    dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-    lead = resid.shape[:-2]
-    x = resid.reshape((-1, *resid.shape[-2:]))  # [batch', pos, d_model]
-    norm = make_norm(c.normalization_type, c.eps, dtype, pd, "ln_final")
-    if norm is not None:
-        x = norm.apply({"params": p["ln_final"]}, x, ("batch", "pos", "d_model"))
-    if c.tie_embeddings:
-        logits = jnp.einsum("bpm,vm->bpv", x.astype(dtype),
-                            p["embed"]["W_E"].astype(dtype))  # contract d_model
-    else:
-        logits = jnp.einsum("bpm,mv->bpv", x, p["W_U"].astype(dtype))  # contract d_model
-    if c.unembed_bias:
-        logits = logits + p["b_U"]
-    logits = logits.astype(jnp.float32)
-    return logits.reshape((*lead, *logits.shape[-2:]))
-
-
 def residual_stack(model: nn.Module, variables: Any, tokens: jax.Array
                    ) -> tuple[jax.Array, jax.Array]:
-    """(model logits [batch, pos, vocab], residual streams [n_layers + 1, batch, pos, d_model]):
-    the embeddings (`blocks.0.hook_resid_pre`) then every `blocks.{i}.hook_resid_post`."""
-    c = _check_transformer(model)
+    """(model logits [batch, pos, vocab], residual streams [n_layers + 1, batch, R + pos,
+    d_model]): the embeddings (`blocks.0.hook_resid_pre`) then every `blocks.{i}.hook_resid_post`,
+    as the block sites hold them (with the R = `n_register_tokens` register positions first;
+    `read_out` drops them)."""
+    c = check_transformer(model, "residual_stack")
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post"
                                            for i in range(c.n_layers)]
     logits, cache = run(model, variables, tokens, capture=names)
@@ -149,7 +112,7 @@ class TunedLens:
 
 def init_tuned_lens(model: nn.Module) -> TunedLens:
     """Identity translators (zero weight and bias) for `model`."""
-    c = _check_transformer(model)
+    c = check_transformer(model, "init_tuned_lens")
     return TunedLens(weight=jnp.zeros((c.n_layers, c.d_model, c.d_model), jnp.float32),
                      bias=jnp.zeros((c.n_layers, c.d_model), jnp.float32))
 
@@ -163,7 +126,7 @@ def _check_lens(model: nn.Module, lens: TunedLens) -> None:
 
 
 def _lens(model, variables, tokens, lens, layers, targets, top_k):
-    c = _check_transformer(model)
+    c = check_transformer(model, "the logit and tuned lenses")
     idx = _layer_indices(layers, c.n_layers)
     if targets is not None and top_k is not None:
         raise ValueError("pass at most one of targets and top_k")
@@ -175,12 +138,12 @@ def _lens(model, variables, tokens, lens, layers, targets, top_k):
     _, stack = residual_stack(model, variables, tokens)
     if lens is not None:
         stack = _translate_stack(lens, stack)
-    hs = stack[jnp.asarray(idx)]  # [layer, batch, pos, d_model]
+    hs = stack[jnp.asarray(idx)]  # [layer, batch, R + pos, d_model]
     if targets is None and top_k is None:
-        return unembed(model, variables, hs)
+        return read_out(model, variables, hs)
 
-    def one(h):  # [batch, pos, d_model] -> reduced outputs of one layer
-        logp = jax.nn.log_softmax(unembed(model, variables, h), axis=-1)
+    def one(h):  # [batch, R + pos, d_model] -> reduced outputs of one layer
+        logp = jax.nn.log_softmax(read_out(model, variables, h), axis=-1)  # [batch, pos, vocab]
         if targets is not None:
             return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
         return jax.lax.top_k(logp, top_k)
@@ -211,7 +174,7 @@ def tuned_lens(model: nn.Module, variables: Any, lens: TunedLens, tokens: jax.Ar
                layers: int | Iterable[int] | None = None, targets: jax.Array | None = None,
                top_k: int | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
     """The tuned lens; arguments and outputs as `logit_lens`, plus the trained `lens`."""
-    _check_transformer(model)
+    check_transformer(model, "tuned_lens")
     _check_lens(model, lens)
     return _lens(model, variables, tokens, lens, layers, targets, top_k)
 
@@ -228,13 +191,13 @@ def lens_kl(model: nn.Module, variables: Any, tokens: jax.Array,
     """Mean KL(model's distribution || lens distribution) per residual stream, [n_layers + 1]
     (nats, averaged over batch and positions); the logit lens when `lens` is None. The last
     entry is 0 up to float error."""
-    _check_transformer(model)
+    check_transformer(model, "lens_kl")
     if lens is not None:
         _check_lens(model, lens)
     logits, stack = residual_stack(model, variables, tokens)
     if lens is not None:
         stack = _translate_stack(lens, stack)
-    return jax.lax.map(lambda h: _kl(logits, unembed(model, variables, h)).mean(), stack)
+    return jax.lax.map(lambda h: _kl(logits, read_out(model, variables, h)).mean(), stack)
 
 
 def _translate_stack(lens: TunedLens, stack: jax.Array) -> jax.Array:
@@ -251,7 +214,7 @@ def tuned_lens_loss(lens: TunedLens, model: nn.Module, variables: Any,
     logits, stack = residual_stack(model, variables, tokens)
     logits, stack = jax.lax.stop_gradient((logits, stack))
     hs = _translate_stack(lens, stack)[:-1]
-    return jax.lax.map(lambda h: _kl(logits, unembed(model, variables, h)).mean(), hs).mean()
+    return jax.lax.map(lambda h: _kl(logits, read_out(model, variables, h)).mean(), hs).mean()
 
 
 def train_tuned_lens(model: nn.Module, variables: Any, batches: Iterable[jax.Array], *,
@@ -270,7 +233,7 @@ def train_tuned_lens(model: nn.Module, variables: Any, batches: Iterable[jax.Arr
     Returns:
       (trained lens, per-step training losses [steps] as NumPy).
     """
-    _check_transformer(model)
+    check_transformer(model, "train_tuned_lens")
     lens = init_tuned_lens(model) if lens is None else lens
     _check_lens(model, lens)
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
@@ -329,7 +292,7 @@ def load_tuned_lens(directory: str | os.PathLike, model: nn.Module | None = None
     if (lens.n_layers, lens.d_model) != (meta["n_layers"], meta["d_model"]):
         raise ValueError(f"tuned lens tensors {lens.weight.shape} disagree with {meta_path}")
     if model is not None:
-        _check_transformer(model)
+        check_transformer(model, "load_tuned_lens")
         _check_lens(model, lens)
     return lens
 
@@ -345,5 +308,4 @@ __all__ = [
     "train_tuned_lens",
     "tuned_lens",
     "tuned_lens_loss",
-    "unembed",
 ]

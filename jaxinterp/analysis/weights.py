@@ -11,7 +11,7 @@ fold_ln: a norm computes `normalize(x) * w + b`, and every norm feeds a linear m
   d_model (`W <- W - mean_d_model(W)`), as TransformerLens does by default.
 center_writing_weights (LayerNorm only): every reader of the residual stream first subtracts
   its mean, so the mean over d_model of anything written to it is irrelevant: centre `W_E`,
-  `W_pos`, `W_O`, `b_O`, `W_out`, `b_out` over d_model.
+  `W_pos`, the register vectors `W_reg`, `W_O`, `b_O`, `W_out`, `b_out` over d_model.
 center_unembed: softmax is shift-invariant: centre `W_U` and `b_U` over the vocabulary.
 fold_value_biases: attention patterns sum to 1, so a head's value bias adds the constant
   `b_V W_O` to the layer's output: `b_O <- b_O + sum_h b_V[h] W_O[h]`, `b_V <- 0` (grouped-query
@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.analysis.lenses import _check_transformer
-from jaxinterp.models.layout import stack_layers, unstack_layers
+from jaxinterp.models.layout import stack_layers
+from jaxinterp.models.transformer import check_transformer, unembedding, unrolled_params
 
 
 def process_weights(
@@ -67,7 +67,7 @@ def process_weights(
         centring writing weights without LayerNorm, folding value biases without biases,
         folding a LayerNorm into a gated MLP, whose gate has no bias).
     """
-    c = _check_transformer(model)
+    c = check_transformer(model, "process_weights")
     norm = c.normalization_type
     if fold_ln and norm is None:
         raise ValueError("fold_ln: this model has no norms (normalization_type=None) to fold")
@@ -85,7 +85,7 @@ def process_weights(
 
     boxed = any(isinstance(x, nn.meta.AxisMetadata) for x in jax.tree.leaves(
         variables, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata)))
-    plain = unstack_layers(nn.meta.unbox(variables)["params"])
+    plain = unrolled_params(variables)
     dtypes = jax.tree.map(lambda x: x.dtype, plain)
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), plain)
     blocks = [p[f"blocks_{i}"] for i in range(c.n_layers)]
@@ -93,10 +93,10 @@ def process_weights(
 
     # -- config changes the processed weights need -------------------------------------------
     if c.tie_embeddings and (fold_ln or center_writing_weights or center_unembed):
-        p["W_U"] = p["embed"]["W_E"].T.copy()
+        p["W_U"] = np.asarray(unembedding(model, variables)[0], np.float64)  # W_E.T, a copy
         changes["tie_embeddings"] = False
     if fold_ln and norm == "LN" and not c.unembed_bias:
-        p["b_U"] = np.zeros(p["W_U"].shape[1] if "W_U" in p else c.d_vocab_out or c.d_vocab)
+        p["b_U"] = np.zeros(c.d_vocab_out or c.d_vocab)
         changes["unembed_bias"] = True
     if fold_ln and norm == "LN" and not c.use_bias:
         _add_zero_biases(blocks, c)
@@ -127,6 +127,8 @@ def process_weights(
         p["embed"]["W_E"] = _centre(p["embed"]["W_E"], -1)
         if c.positional_embedding_type == "standard":
             p["pos_embed"]["W_pos"] = _centre(p["pos_embed"]["W_pos"], -1)
+        if c.n_register_tokens:  # the registers write their rows to the stream too
+            p["W_reg"] = _centre(p["W_reg"], -1)
         for blk in blocks:
             writers = [(blk["attn"], "O")] + ([] if c.attn_only else [(blk["mlp"], "out")])
             for module, name in writers:

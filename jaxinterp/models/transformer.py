@@ -29,14 +29,21 @@ positions (registers first, so token t is at position R + t there, and causal at
 every token see every register). The logits drop the register positions: [batch, pos, vocab].
 
 Parameter names follow TransformerLens (`embed.W_E`, `pos_embed.W_pos`, `blocks_{i}.attn.W_Q`,
-`blocks_{i}.mlp.W_in`, `unembed.W_U`, ...). With `scan_layers=True` the blocks live under
+`blocks_{i}.mlp.W_in`, `W_U`, `b_U`, ...). With `scan_layers=True` the blocks live under
 `blocks` with a leading layer axis; `jaxinterp.models.stack_layers` / `unstack_layers` convert.
+
+Read-out API (for analyses; see the section at the end): `embed`, `final_norm`,
+`drop_registers`, `unembed` and `read_out` apply the forward pass's own steps to given variables
+(`read_out` of the last `hook_resid_post` is the model's logits, bit for bit); `unembedding`
+gives `(W_U, b_U)`, `check_transformer` is the one check that a model can be read out this way,
+and `unrolled_params` gives unboxed, unrolled parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -49,6 +56,7 @@ from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.mlp import KANMLP, MLP
 from jaxinterp.layers.moe import AUX_COLLECTION, MoE, check_moe_options
 from jaxinterp.layers.norms import NORMS, make_norm
+from jaxinterp.models.layout import unstack_layers
 
 RESID_AXES = ("batch", "pos", "d_model")
 MLP_TYPES = ("dense", "moe", "kan")
@@ -262,8 +270,7 @@ class Transformer(nn.Module):
         n_reg = c.n_register_tokens
         if n_reg:
             w_reg = param(self, "W_reg", init, (n_reg, c.d_model), ("register", "embed"), pd)
-            regs = jnp.broadcast_to(w_reg.astype(dtype), (x.shape[0], n_reg, c.d_model))
-            x = jnp.concatenate([regs, x], axis=1)
+            x = _prepend_registers(x, w_reg, dtype)
 
         block = nn.remat(Block) if c.remat else Block
         if c.scan_layers:
@@ -280,22 +287,20 @@ class Transformer(nn.Module):
             for i in range(c.n_layers):
                 x, _ = block(c, name=f"blocks_{i}")(x, i)
 
+        # The read-out functions below (final_norm, drop_registers, unembed) apply these same
+        # modules and helpers to given parameters, so that analyses read out exactly like this.
         ln_final = make_norm(c.normalization_type, c.eps, dtype, pd, "ln_final")
         if ln_final is not None:
             x = ln_final(x, RESID_AXES)
-        if n_reg:
-            x = x[:, n_reg:]  # register positions are not predictions
+        x = _drop_registers(x, n_reg, axis=1)  # register positions are not predictions
         d_out = c.d_vocab_out or c.d_vocab
-        if c.tie_embeddings:
-            if d_out != c.d_vocab:
-                raise ValueError("tie_embeddings needs d_vocab_out == d_vocab")
-            logits = embed.attend(x.astype(dtype))
-        else:
-            w_u = param(self, "W_U", init, (c.d_model, d_out), ("embed", "vocab"), pd)
-            logits = jnp.einsum("bpm,mv->bpv", x, w_u.astype(dtype))  # contract d_model
-        if c.unembed_bias:
-            logits = logits + param(self, "b_U", nn.initializers.zeros, (d_out,), ("vocab",), pd)
-        return logits.astype(jnp.float32)
+        if c.tie_embeddings and d_out != c.d_vocab:
+            raise ValueError("tie_embeddings needs d_vocab_out == d_vocab")
+        w_u = None if c.tie_embeddings else param(self, "W_U", init, (c.d_model, d_out),
+                                                    ("embed", "vocab"), pd)
+        b_u = (param(self, "b_U", nn.initializers.zeros, (d_out,), ("vocab",), pd)
+               if c.unembed_bias else None)
+        return _unembed(c, x, embed, w_u, b_u)
 
 
 class Embed(nn.Module):
@@ -321,8 +326,8 @@ class Embed(nn.Module):
         return jnp.take(self.W_E, tokens, axis=0)
 
     def attend(self, x: jax.Array) -> jax.Array:
-        """x [batch, pos, d_model] -> logits [batch, pos, d_vocab] = x W_Eᵀ."""
-        return jnp.einsum("bpm,vm->bpv", x, self.W_E.astype(x.dtype))  # contract d_model
+        """x [..., d_model] -> logits [..., d_vocab] = x W_Eᵀ."""
+        return jnp.einsum("...m,vm->...v", x, self.W_E.astype(x.dtype))  # contract d_model
 
 
 class PosEmbed(nn.Module):
@@ -356,3 +361,191 @@ def _check_tokens(tokens: jax.Array, c: TransformerConfig) -> None:
             bad = t[(t < 0) | (t >= c.d_vocab)]
             raise ValueError(f"token id {int(bad[0])} is outside [0, d_vocab={c.d_vocab}) "
                              f"({bad.size} ids out of range)")
+
+
+# -- the forward pass's own steps, shared with the read-out API ---------------------------------
+
+def _prepend_registers(x: jax.Array, w_reg: jax.Array, dtype) -> jax.Array:
+    """x [batch, pos, d_model], w_reg [R, d_model] -> [batch, R + pos, d_model]."""
+    regs = jnp.broadcast_to(w_reg.astype(dtype), (x.shape[0], *w_reg.shape))
+    return jnp.concatenate([regs, x], axis=1)
+
+
+def _drop_registers(x: jax.Array, n_reg: int, axis: int) -> jax.Array:
+    """Drops the first `n_reg` entries of `axis` (the register positions)."""
+    if not n_reg:
+        return x
+    return jax.lax.slice_in_dim(x, n_reg, x.shape[axis], axis=axis)
+
+
+def _unembed(c: TransformerConfig, x: jax.Array, embed: Embed, w_u: jax.Array | None,
+             b_u: jax.Array | None) -> jax.Array:
+    """x [..., d_model] -> float32 logits [..., d_vocab_out]; `embed` is a bound `Embed` (used
+    when tied), `w_u` [d_model, d_vocab_out] (untied), `b_u` [d_vocab_out] or None."""
+    dtype = jnp.dtype(c.dtype)
+    if c.tie_embeddings:
+        logits = embed.attend(x.astype(dtype))
+    else:
+        logits = jnp.einsum("...m,mv->...v", x, w_u.astype(dtype))  # contract d_model
+    if b_u is not None:
+        logits = logits + b_u
+    return logits.astype(jnp.float32)
+
+
+# -- read-out API ----------------------------------------------------------------------------
+#
+# Pure functions of (model, variables, array) that run single steps of `Transformer.__call__`
+# with the modules and helpers the forward pass itself uses, so an analysis that reads the
+# residual stream (lenses, direct logit attribution, head scores, weight processing) computes
+# exactly what the model computes. `variables` may be boxed or not, unrolled or scanned. They
+# register no sites, even when called inside `jaxinterp.run`.
+#
+#   embed(model, variables, tokens)       tokens [batch, pos] -> [batch, R + pos, d_model]
+#   final_norm(model, variables, x)       [..., d_model] -> [..., d_model]
+#   drop_registers(model, x, axis=-2)     [..., R + pos, ...] -> [..., pos, ...]
+#   unembed(model, variables, x)          [..., d_model] -> float32 [..., d_vocab_out]
+#   read_out(model, variables, resid)     [..., R + pos, d_model] -> float32 [..., pos, d_vocab_out]
+#
+# R is `n_register_tokens` (0 for most models). For the last block's `hook_resid_post`,
+# `read_out` (= unembed(drop_registers(final_norm(resid)))) is the model's output, bit for bit.
+
+
+def check_transformer(model: nn.Module, caller: str = "this analysis") -> TransformerConfig:
+    """The config of `model` if it is a `Transformer` whose residual stream can be read out
+    with this API; a ValueError naming `caller` otherwise."""
+    if not isinstance(model, Transformer):
+        raise ValueError(f"{caller} needs a jaxinterp.models.Transformer, got "
+                         f"{type(model).__name__}")
+    return model.config
+
+
+def unrolled_params(variables: Any) -> dict:
+    """Unboxed `params` in the unrolled layout (`blocks_{i}`), whatever layout was given."""
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        keys = sorted(variables) if isinstance(variables, Mapping) else type(variables).__name__
+        raise ValueError(f"variables must contain 'params' (as model.init returns); got {keys}")
+    return unstack_layers(nn.meta.unbox(variables["params"]))
+
+
+def _top_params(variables: Any) -> dict:
+    """Unboxed top-level params (embeddings, registers, ln_final, unembedding): the same in the
+    scanned and unrolled layouts, so no blocks are unstacked."""
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        return unrolled_params(variables)  # raises the error
+    return {k: nn.meta.unbox(v) for k, v in variables["params"].items()
+            if not (k == "blocks" or k.startswith("blocks_"))}
+
+
+def _check_width(c: TransformerConfig, x: jax.Array, what: str) -> None:
+    if x.ndim < 1 or x.shape[-1] != c.d_model:
+        raise ValueError(f"{what} has shape {tuple(x.shape)}; its last axis must be the model's "
+                         f"d_model={c.d_model}")
+
+
+def _embed_module(c: TransformerConfig, p: dict) -> Embed:
+    return Embed(c.d_vocab, c.d_model, c.init_range, jnp.dtype(c.param_dtype)).bind(
+        {"params": p["embed"]})
+
+
+def embed(model: nn.Module, variables: Any, tokens: jax.Array) -> jax.Array:
+    """The residual stream entering the first block (`blocks.0.hook_resid_pre`).
+
+    Args:
+      model, variables: a `Transformer` and its variables.
+      tokens: [batch, pos] int.
+
+    Returns:
+      [batch, R + pos, d_model] in the compute dtype: token embedding plus learned positions
+      (for `positional_embedding_type="standard"`), with the R register vectors `W_reg` first.
+    """
+    c = check_transformer(model, "embed")
+    _check_tokens(tokens, c)
+    p = _top_params(variables)
+    dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    with sites.active(None):
+        x = _embed_module(c, p)(tokens).astype(dtype)
+        if c.positional_embedding_type == "standard":
+            pos = PosEmbed(c.n_ctx, c.d_model, c.init_range, pd).bind({"params": p["pos_embed"]})
+            x = x + pos(tokens.shape[-1], tokens.shape[0]).astype(dtype)
+    if c.n_register_tokens:
+        x = _prepend_registers(x, p["W_reg"], dtype)
+    return x
+
+
+def final_norm(model: nn.Module, variables: Any, x: jax.Array) -> jax.Array:
+    """The model's final norm (`ln_final`: LayerNorm, RMSNorm with the config's `eps`, or the
+    identity for `normalization_type=None`), position by position.
+
+    x: [..., d_model] -> [..., d_model] (the compute dtype, as `ln_final.hook_normalized`).
+    """
+    c = check_transformer(model, "final_norm")
+    _check_width(c, x, "the residual stream")
+    norm = make_norm(c.normalization_type, c.eps, jnp.dtype(c.dtype), jnp.dtype(c.param_dtype),
+                     "ln_final")
+    if norm is None:
+        return x
+    axes = tuple(f"axis_{i}" for i in range(x.ndim))  # only sites read them, and none is active
+    with sites.active(None):
+        return norm.bind({"params": _top_params(variables)["ln_final"]})(x, axes)
+
+
+def drop_registers(model: nn.Module, x: jax.Array, axis: int | tuple[int, ...] = -2
+                   ) -> jax.Array:
+    """Drops the R = `n_register_tokens` register positions, as the forward pass does before
+    the unembedding: [..., R + pos, ...] -> [..., pos, ...] along `axis` (every axis of a
+    tuple, e.g. `axis=(-2, -1)` for an attention pattern [batch, head, query_pos, key_pos]).
+
+    Block sites and `ln_final.hook_normalized` hold R + pos positions (registers first); the
+    logits, `hook_embed` and `hook_pos_embed` hold pos. A no-op for a model without registers.
+    """
+    c = check_transformer(model, "drop_registers")
+    n_reg = c.n_register_tokens
+    for ax in (axis,) if isinstance(axis, int) else tuple(axis):
+        if not -x.ndim <= ax < x.ndim:
+            raise ValueError(f"axis {ax} is out of range for an array of shape {x.shape}")
+        if x.shape[ax] <= n_reg and n_reg:
+            raise ValueError(f"axis {ax} of shape {tuple(x.shape)} has {x.shape[ax]} positions; "
+                             f"with n_register_tokens={n_reg} a residual stream has R + pos > "
+                             f"{n_reg}")
+        x = _drop_registers(x, n_reg, ax % x.ndim)
+    return x
+
+
+def unembedding(model: nn.Module, variables: Any) -> tuple[jax.Array, jax.Array | None]:
+    """(W_U [d_model, d_vocab_out], b_U [d_vocab_out] or None) as stored (param dtype): `W_E.T`
+    for tied embeddings, `b_U` only with `unembed_bias`. For weight-space analyses; to compute
+    logits use `unembed`, which casts exactly as the forward pass does."""
+    c = check_transformer(model, "unembedding")
+    p = _top_params(variables)
+    w_u = p["embed"]["W_E"].T if c.tie_embeddings else p["W_U"]
+    return w_u, (p["b_U"] if c.unembed_bias else None)
+
+
+def unembed(model: nn.Module, variables: Any, x: jax.Array) -> jax.Array:
+    """The model's unembedding (tied `W_E` or untied `W_U`, plus `b_U` with `unembed_bias`) of
+    vectors that are already normalised (see `final_norm`); no positions are dropped.
+
+    x: [..., d_model] -> float32 logits [..., d_vocab_out].
+    """
+    c = check_transformer(model, "unembed")
+    _check_width(c, x, "the residual stream")
+    p = _top_params(variables)
+    w_u = None if c.tie_embeddings else p["W_U"]
+    b_u = p["b_U"] if c.unembed_bias else None
+    return _unembed(c, x, _embed_module(c, p), w_u, b_u)
+
+
+def read_out(model: nn.Module, variables: Any, resid: jax.Array) -> jax.Array:
+    """What the model's head makes of a residual stream: final norm, register positions dropped,
+    unembedding. For the last block's `hook_resid_post` these are the model's logits.
+
+    resid: [..., R + pos, d_model] (any block site of the residual stream; leading axes such as
+    [layer, batch] are kept) -> float32 logits [..., pos, d_vocab_out].
+    """
+    c = check_transformer(model, "read_out")
+    _check_width(c, resid, "the residual stream")
+    if resid.ndim < 2:
+        raise ValueError(f"read_out needs a residual stream [..., pos, d_model], got shape "
+                         f"{tuple(resid.shape)}; use unembed(final_norm(x)) for single vectors")
+    x = drop_registers(model, final_norm(model, variables, resid), axis=-2)
+    return unembed(model, variables, x)

@@ -10,6 +10,7 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.analysis import lenses
+from jaxinterp.models.transformer import read_out, unrolled_params
 from tests import reference
 from tests.tiny import assert_close, tiny
 
@@ -35,7 +36,7 @@ def _np_unembed(params, resid):
 
 def _params64():
     return jax.tree.map(lambda x: np.asarray(x, np.float64),
-                        lenses.params_of(VARIABLES))
+                        unrolled_params(VARIABLES))
 
 
 def test_last_layer_is_the_model_logits():
@@ -125,7 +126,7 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="this model needs"):
         lenses.tuned_lens(other, VARIABLES, lenses.init_tuned_lens(MODEL), TOKENS)
     with pytest.raises(ValueError, match="d_model"):
-        lenses.unembed(MODEL, VARIABLES, jnp.zeros((1, 2, 5)))
+        read_out(MODEL, VARIABLES, jnp.zeros((1, 2, 5)))
     with pytest.raises(ValueError, match="no tuned lens"):
         lenses.load_tuned_lens(tmp_path)
     lenses.save_tuned_lens(lenses.init_tuned_lens(MODEL), tmp_path / "l")
