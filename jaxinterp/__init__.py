@@ -15,7 +15,8 @@ grain), `.pretrained` (safetensors; penzai for `to_penzai`), `.sae` and `.train`
 
 import importlib
 
-from jaxinterp import interventions, models, sites
+from jaxinterp import hooks, interventions, models
+from jaxinterp.hooks import sites
 from jaxinterp.interventions import (
     Ablate,
     Add,
@@ -41,6 +42,7 @@ __all__ = [
     "Scale",
     "analysis",
     "data",
+    "hooks",
     "interventions",
     "models",
     "pretrained",

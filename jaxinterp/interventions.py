@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxinterp.sites import SiteView
+from jaxinterp.hooks import SiteView
 
 ArrayLike = Any  # jax.Array | np.ndarray | float | Sequence[int]
 

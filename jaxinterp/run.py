@@ -8,7 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from jaxinterp import sites as sites_lib
+from jaxinterp import hooks
 from jaxinterp.interventions import Intervention
 
 
@@ -48,7 +48,7 @@ def run(
     """
     if "mutable" in apply_kwargs:
         raise ValueError("run manages `mutable` itself (captures are sown into the "
-                         f"{sites_lib.COLLECTION!r} collection); use run_with_state to update "
+                         f"{hooks.COLLECTION!r} collection); use run_with_state to update "
                          "other collections (BatchNorm statistics, ...).")
     output, cache, _ = run_with_state(model, variables, *inputs, capture=capture,
                                       interventions=interventions, **apply_kwargs)
@@ -81,12 +81,12 @@ def run_with_state(
     for iv in interventions:
         if not isinstance(iv, Intervention):
             raise TypeError(f"interventions must be jaxinterp interventions, got {type(iv)}")
-    if sites_lib.COLLECTION in mutable:
-        raise ValueError(f"{sites_lib.COLLECTION!r} is where captures go; capture sites instead")
-    session = sites_lib.Session(capture=capture, interventions=interventions)
+    if hooks.COLLECTION in mutable:
+        raise ValueError(f"{hooks.COLLECTION!r} is where captures go; capture sites instead")
+    session = hooks.Session(capture=capture, interventions=interventions)
     sow = bool(capture) or any(hasattr(iv, "statistic") for iv in interventions)
-    collections = [*mutable, *([sites_lib.COLLECTION] if sow else [])]
-    with sites_lib.active(session):
+    collections = [*mutable, *([hooks.COLLECTION] if sow else [])]
+    with hooks.active(session):
         if collections:
             output, state = model.apply(variables, *inputs, mutable=collections,
                                         **apply_kwargs)

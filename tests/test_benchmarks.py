@@ -1,8 +1,12 @@
 """Benchmarks run end to end at tiny settings (their timings are reported, never asserted)."""
 
 import math
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
+import optax
 import pytest
 
 from experiments.benchmarks import intervention_overhead as bench
@@ -35,13 +39,59 @@ def test_sites_keep_their_relative_depth():
     assert all(name.startswith(("blocks.0.", "blocks.1.")) for name in bench.sites_for(2).values())
 
 
+TINY_LM = dict(n_layers=1, d_model=64, d_vocab=128, seq=16, batch=4, steps=2, repeats=2)
+TINY_IMAGE = dict(image_size=8, patch_size=4, n_layers=1, d_model=32, n_heads=2, num_classes=5,
+                  batch=4, steps=2, repeats=2)
+
+
 @pytest.mark.slow
 def test_train_throughput_benchmark_runs_at_tiny_settings():
     from experiments.benchmarks import train_throughput
 
-    r = train_throughput.measure(n_layers=1, d_model=64, d_vocab=128, seq=16, batch=4,
-                                 steps=2, repeats=1)
-    assert all(np.isfinite(r[k]) and r[k] > 0 for k in
-               ("library_tokens_per_s", "plain_tokens_per_s", "step_flops", "peak_flops"))
-    text = train_throughput.report(r)
-    assert "overhead" in text and "MFU" in text
+    rows = [train_throughput.measure_lm(**TINY_LM), train_throughput.measure_image(**TINY_IMAGE)]
+    for r in rows:
+        assert all(np.isfinite(r[k]) and r[k] > 0 for k in
+                   ("library_ms", "plain_ms", "step_flops", "peak_flops")), r
+        assert all(np.isfinite(r[k]) for k in ("overhead", "overhead_fastest", "overhead_cpu"))
+        # The agreement check compared 4 losses that training changed (lr 0 at step 0 only).
+        assert len(r["lib_losses"]) == 4 and r["lib_losses"][-1] != r["lib_losses"][0]
+        np.testing.assert_allclose(r["lib_losses"], r["plain_losses"], rtol=1e-5)
+        # Same program up to the metrics (a pass over the logits for the accuracy may cost a
+        # few percent of the bytes): no second forward pass, no extra copy of the parameters.
+        assert r["lib_cost"]["flops"] == pytest.approx(r["plain_cost"]["flops"], rel=1e-2)
+        assert r["lib_cost"]["bytes"] == pytest.approx(r["plain_cost"]["bytes"], rel=5e-2)
+    text = train_throughput.report(rows)
+    lines = text.splitlines()
+    assert lines[2].split()[0] == "lm" and lines[3].split()[0] == "image"
+    assert all("%" in line and "agree (max rel diff" in line for line in lines[2:4])
+
+
+@pytest.mark.slow
+def test_train_throughput_stops_when_the_steps_disagree():
+    from experiments.benchmarks import train_throughput
+    from jaxinterp.train.tasks import NextToken
+
+    model = train_throughput.ji.models.build("gpt2_small", n_layers=1, d_model=32, n_heads=1,
+                                             d_head=32, d_mlp=64, d_vocab=64, n_ctx=8)
+    tokens = np.random.default_rng(0).integers(0, 64, (2, 9)).astype(np.int32)
+
+    def wrong_loss(params, b):  # a baseline that does not compute the task's loss
+        logits = model.apply({"params": params}, b["tokens"][:, :-1])
+        return 1.001 * optax.softmax_cross_entropy_with_integer_labels(
+            logits, b["tokens"][:, 1:]).mean()
+
+    with pytest.raises(AssertionError, match="different losses"):
+        train_throughput.compare(model, NextToken(), {"tokens": tokens}, wrong_loss, steps=1,
+                                 repeats=1, check_steps=2)
+
+
+@pytest.mark.slow
+def test_train_throughput_command_line_runs_one_case():
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmarks.train_throughput", "--case=image",
+         "--image_size=8", "--patch_size=4", "--image_layers=1", "--image_d_model=32",
+         "--image_heads=2", "--image_batch=4", "--steps=1", "--repeats=1"],
+        capture_output=True, text=True, timeout=300, check=True,
+        cwd=pathlib.Path(__file__).parents[1]).stdout
+    rows = [line.split()[0] for line in out.splitlines()[2:] if "agree" in line]
+    assert rows == ["image"], out

@@ -46,9 +46,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp.hooks import sites as list_sites
 from jaxinterp.interventions import Patch
 from jaxinterp.run import run
-from jaxinterp.sites import sites as list_sites
 
 Metric = Callable[[jax.Array], jax.Array]
 

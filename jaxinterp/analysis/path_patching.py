@@ -45,9 +45,9 @@ from jaxinterp.analysis.patching import (
     check_pair,
     chunked,
 )
+from jaxinterp.hooks import sites as list_sites
 from jaxinterp.interventions import Patch
 from jaxinterp.run import run
-from jaxinterp.sites import sites as list_sites
 
 QKV = ("q", "k", "v")
 

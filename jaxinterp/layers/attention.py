@@ -63,7 +63,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp import sites
+from jaxinterp import hooks
 from jaxinterp.layers.common import param
 from jaxinterp.layers.linear_attention import HedgehogFeatureMap
 from jaxinterp.layers.norms import RMSNorm
@@ -122,25 +122,25 @@ class Attention(nn.Module):
                 out = out + param(self, f"b_{name}", zeros, (n, dh), ("heads", "kv"), pd)
             return out.astype(self.dtype)
 
-        q = sites.site(self, "hook_q", proj("Q", h), HEAD_AXES)
-        k = sites.site(self, "hook_k", proj("K", kvh), HEAD_AXES)
-        v = sites.site(self, "hook_v", proj("V", kvh), HEAD_AXES)
+        q = hooks.site(self, "hook_q", proj("Q", h), HEAD_AXES)
+        k = hooks.site(self, "hook_k", proj("K", kvh), HEAD_AXES)
+        v = hooks.site(self, "hook_v", proj("V", kvh), HEAD_AXES)
         if self.qk_norm:
             q = RMSNorm(self.eps, self.dtype, pd, name="q_norm")(q, HEAD_AXES)
             k = RMSNorm(self.eps, self.dtype, pd, name="k_norm")(k, HEAD_AXES)
         if self.rotary_dim is not None:
             positions = jnp.arange(n_pos)
-            q = sites.site(
+            q = hooks.site(
                 self, "hook_rot_q", apply_rotary(q, positions, self.rotary_dim, self.rotary_base),
                 HEAD_AXES)
-            k = sites.site(
+            k = hooks.site(
                 self, "hook_rot_k", apply_rotary(k, positions, self.rotary_dim, self.rotary_base),
                 HEAD_AXES)
         if self.attention_type == "linear":
             df = self.linear_feature_dim or dh
-            q = sites.site(self, "hook_q_features",
+            q = hooks.site(self, "hook_q_features",
                            HedgehogFeatureMap(df, pd, name="q_fmap")(q), FEATURE_AXES)
-            k = sites.site(self, "hook_k_features",
+            k = hooks.site(self, "hook_k_features",
                            HedgehogFeatureMap(df, pd, name="k_fmap")(k), FEATURE_AXES)
         if kvh != h:  # grouped-query attention: each KV head serves h // kvh query heads
             k = jnp.repeat(k, h // kvh, axis=2)
@@ -157,12 +157,12 @@ class Attention(nn.Module):
             scores = scores / jnp.sqrt(jnp.float32(dh))
             if mask is not None:
                 scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-            scores = sites.site(self, "hook_attn_scores", scores, PATTERN_AXES)
+            scores = hooks.site(self, "hook_attn_scores", scores, PATTERN_AXES)
             pattern = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         else:
             n_real = None if key_mask is None else (key_mask != 0).sum(-1)  # [batch]
             scores, pattern = self._variant_pattern(q, k, mask, n_pos, n_real)
-        pattern = sites.site(self, "hook_pattern", pattern, PATTERN_AXES)
+        pattern = hooks.site(self, "hook_pattern", pattern, PATTERN_AXES)
 
         z = jnp.einsum("bhqk,bkhd->bqhd", pattern, v)  # contract key_pos
         if self.gated:
@@ -170,9 +170,9 @@ class Attention(nn.Module):
             logits = jnp.einsum("bpm,mh->bph", x, w_g.astype(self.dtype))  # contract d_model
             logits = logits + param(self, "b_G", zeros, (h,), ("heads",), pd)
             gate = jax.nn.sigmoid(logits.astype(jnp.float32)).astype(self.dtype)
-            gate = sites.site(self, "hook_gate", gate, GATE_AXES)
+            gate = hooks.site(self, "hook_gate", gate, GATE_AXES)
             z = (gate[..., None] * z).astype(self.dtype)
-        z = sites.site(self, "hook_z", z, HEAD_AXES)
+        z = hooks.site(self, "hook_z", z, HEAD_AXES)
         w_o = param(self, "W_O", init, (h, dh, d_model), ("heads", "kv", "embed"), pd)
         out = jnp.einsum("bqhd,hdm->bqm", z, w_o.astype(self.dtype))  # contract head, d_head
         if self.use_bias:
@@ -190,7 +190,7 @@ class Attention(nn.Module):
         kind = self.attention_type
         if kind == "linear":
             scores = jnp.einsum("bqhf,bkhf->bhqk", qf, kf)  # contract features
-            scores = sites.site(self, "hook_attn_scores", jnp.where(keep, scores, 0.0),
+            scores = hooks.site(self, "hook_attn_scores", jnp.where(keep, scores, 0.0),
                                 PATTERN_AXES)
             pattern = scores / scores.sum(-1, keepdims=True)
             return scores, pattern.astype(self.dtype)
@@ -200,7 +200,7 @@ class Attention(nn.Module):
             n_keys = keep.sum(-1, keepdims=True).astype(jnp.float32)  # [(batch, 1,) q, 1]: N_i
             scale = jnp.log(jnp.float32(self.d_head)) * jnp.log(n_keys)
             scores = scale * jnp.einsum("bqhd,bkhd->bhqk", qn, kn)  # contract d_head
-            scores = sites.site(self, "hook_attn_scores", jnp.where(keep, scores, neg),
+            scores = hooks.site(self, "hook_attn_scores", jnp.where(keep, scores, neg),
                                 PATTERN_AXES)
             a = jnp.where(keep, jax.nn.softplus(scores), 0.0)
             a = a / a.sum(-1, keepdims=True)
@@ -214,7 +214,7 @@ class Attention(nn.Module):
             n = (jnp.float32(n_pos) if n_real is None
                  else n_real.astype(jnp.float32)[:, None, None, None])
             scores = scores - jnp.log(n)
-        scores = sites.site(self, "hook_attn_scores", jnp.where(keep, scores, neg), PATTERN_AXES)
+        scores = hooks.site(self, "hook_attn_scores", jnp.where(keep, scores, neg), PATTERN_AXES)
         if kind == "sigmoid":
             pattern = jnp.where(keep, jax.nn.sigmoid(scores), 0.0)
         else:  # clipped_softmax

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from jaxinterp.hooks import site, tracing
 from jaxinterp.layers import kan_basis, kan_common
 from jaxinterp.layers.common import param
 from jaxinterp.layers.kan_rational import (
@@ -45,7 +46,6 @@ from jaxinterp.layers.kan_rational import (
     rational,
     rational_denominator,
 )
-from jaxinterp.sites import site, tracing
 
 GRID_COLLECTION = "kan_grid"
 FAMILIES = ("bspline", "rbf", "chebyshev", "fourier")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from jaxinterp.sites import site, tracing
+from jaxinterp.hooks import site, tracing
 
 
 def lead_axes(x: jax.Array, what: str) -> tuple[str, ...]:

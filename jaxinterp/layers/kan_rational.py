@@ -39,9 +39,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinterp.hooks import site
 from jaxinterp.layers import kan_common
 from jaxinterp.layers.common import Initializer, param
-from jaxinterp.sites import site
 
 NUM_DEGREE = 5
 DEN_DEGREE = 4

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp import sites
+from jaxinterp import hooks
 from jaxinterp.layers.common import activation, param
 
 NEURON_AXES = ("batch", "pos", "d_mlp")
@@ -54,12 +54,12 @@ class MLP(nn.Module):
         if self.gated:
             w_gate, _ = dense("gate", (d_model, self.d_mlp), ("embed", "mlp"), False)
             gate = jnp.einsum("bpm,mn->bpn", x, w_gate).astype(self.dtype)
-            gate = sites.site(self, "hook_pre", gate, NEURON_AXES)
-            linear = sites.site(self, "hook_pre_linear", pre_in, NEURON_AXES)
+            gate = hooks.site(self, "hook_pre", gate, NEURON_AXES)
+            linear = hooks.site(self, "hook_pre_linear", pre_in, NEURON_AXES)
             post = act(gate) * linear
         else:
-            post = act(sites.site(self, "hook_pre", pre_in, NEURON_AXES))
-        post = sites.site(self, "hook_post", post.astype(self.dtype), NEURON_AXES)
+            post = act(hooks.site(self, "hook_pre", pre_in, NEURON_AXES))
+        post = hooks.site(self, "hook_post", post.astype(self.dtype), NEURON_AXES)
         w_out, b_out = dense("out", (self.d_mlp, d_model), ("mlp", "embed"), self.use_bias)
         out = jnp.einsum("bpn,nm->bpm", post, w_out)  # contract d_mlp
         if b_out is not None:

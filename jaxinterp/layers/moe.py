@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp import sites
+from jaxinterp import hooks
 from jaxinterp.layers.common import activation, param
 
 ROUTER_AXES = ("batch", "pos", "expert")
@@ -68,13 +68,13 @@ class MoE(nn.Module):
 
         w_router = param(self, "W_router", init, (d_model, e), ("embed", "expert"), pd)
         logits = jnp.einsum("bpm,me->bpe", x, w_router.astype(self.dtype))  # contract d_model
-        logits = sites.site(self, "hook_router_logits", logits.astype(jnp.float32), ROUTER_AXES)
+        logits = hooks.site(self, "hook_router_logits", logits.astype(jnp.float32), ROUTER_AXES)
         probs = jax.nn.softmax(logits, axis=-1)
         top_p, top_i = jax.lax.top_k(probs, k)  # [batch, pos, k]
         chosen = jax.nn.one_hot(top_i, e, dtype=jnp.float32)  # [batch, pos, k, expert]
         weights = jnp.einsum("bpk,bpke->bpe", top_p / top_p.sum(-1, keepdims=True),
                              chosen)  # scatter the k renormalised weights to their experts
-        weights = sites.site(self, "hook_router_weights", weights, ROUTER_AXES)
+        weights = hooks.site(self, "hook_router_weights", weights, ROUTER_AXES)
         if not self.is_initializing():  # keep `init`'s output to parameters only
             self._sow_load_balancing(probs, chosen.sum(2))
 
@@ -86,17 +86,17 @@ class MoE(nn.Module):
         if self.gated:
             w_gate = param(self, "W_gate", init, (e, d_model, dm), ("expert", "embed", "mlp"), pd)
             gate = jnp.einsum("bpm,emn->bpen", x, w_gate.astype(self.dtype))  # contract d_model
-            gate = sites.site(self, "hook_pre", gate.astype(self.dtype), EXPERT_NEURON_AXES)
-            linear = sites.site(self, "hook_pre_linear", pre, EXPERT_NEURON_AXES)
+            gate = hooks.site(self, "hook_pre", gate.astype(self.dtype), EXPERT_NEURON_AXES)
+            linear = hooks.site(self, "hook_pre_linear", pre, EXPERT_NEURON_AXES)
             post = act(gate) * linear
         else:
-            post = act(sites.site(self, "hook_pre", pre, EXPERT_NEURON_AXES))
-        post = sites.site(self, "hook_post", post.astype(self.dtype), EXPERT_NEURON_AXES)
+            post = act(hooks.site(self, "hook_pre", pre, EXPERT_NEURON_AXES))
+        post = hooks.site(self, "hook_post", post.astype(self.dtype), EXPERT_NEURON_AXES)
         w_out = param(self, "W_out", init, (e, dm, d_model), ("expert", "mlp", "embed"), pd)
         y = jnp.einsum("bpen,enm->bpem", post, w_out.astype(self.dtype))  # contract d_mlp
         if self.use_bias:
             y = y + param(self, "b_out", zeros, (e, d_model), ("expert", "embed"), pd)
-        y = sites.site(self, "hook_expert_out", y.astype(self.dtype), EXPERT_OUT_AXES)
+        y = hooks.site(self, "hook_expert_out", y.astype(self.dtype), EXPERT_OUT_AXES)
         out = jnp.einsum("bpe,bpem->bpm", weights.astype(self.dtype), y)  # contract expert
         return out.astype(self.dtype)
 

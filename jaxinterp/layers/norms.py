@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp import sites
+from jaxinterp import hooks
 from jaxinterp.layers.common import param
 
 
@@ -27,7 +27,7 @@ class LayerNorm(nn.Module):
         xf = xf - xf.mean(-1, keepdims=True)
         xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
         y = (xf * w.astype(jnp.float32) + b.astype(jnp.float32)).astype(self.dtype)
-        return sites.site(self, "hook_normalized", y, axes)
+        return hooks.site(self, "hook_normalized", y, axes)
 
 
 class RMSNorm(nn.Module):
@@ -44,7 +44,7 @@ class RMSNorm(nn.Module):
         xf = x.astype(jnp.float32)
         xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
         y = (xf * w.astype(jnp.float32)).astype(self.dtype)
-        return sites.site(self, "hook_normalized", y, axes)
+        return hooks.site(self, "hook_normalized", y, axes)
 
 
 NORMS = ("LN", "RMS", None)

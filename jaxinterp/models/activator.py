@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp import sites
+from jaxinterp import hooks
 from jaxinterp.layers.common import activation, param
 from jaxinterp.layers.mlp import NEURON_AXES
 from jaxinterp.models import vision_common as vc
@@ -67,11 +67,11 @@ class ActivatorGate(nn.Module):
         w_ln, b_ln = vc.LayerNormParams(pd, name="ln")(self.d_ffn)
         u = activation("gelu")(dense("1", x, d_model, self.d_ffn, ("embed", "mlp")))
         u = vc.AppliedNorm(self.eps, self.dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
-        u = sites.site(self, "hook_u", u, NEURON_AXES)
+        u = hooks.site(self, "hook_u", u, NEURON_AXES)
         v = dense("2", x, d_model, self.d_ffn, ("embed", "mlp"))
         v = vc.AppliedNorm(self.eps, self.dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
-        v = sites.site(self, "hook_v", v, NEURON_AXES)
-        g = sites.site(self, "hook_gated", u * v, NEURON_AXES)
+        v = hooks.site(self, "hook_v", v, NEURON_AXES)
+        g = hooks.site(self, "hook_gated", u * v, NEURON_AXES)
         return dense("3", g, self.d_ffn, d_model, ("mlp", "embed"))  # contract d_ffn
 
 

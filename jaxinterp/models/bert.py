@@ -41,14 +41,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp.hooks import COLLECTION, site
+from jaxinterp.hooks import layer as layer_scope
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.common import ACTIVATIONS, activation, param
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models.preset import Preset
 from jaxinterp.models.transformer import Embed, PosEmbed
-from jaxinterp.sites import COLLECTION, site
-from jaxinterp.sites import layer as layer_scope
 
 RESID_AXES = ("batch", "pos", "d_model")
 

@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp import sites
+from jaxinterp import hooks
 from jaxinterp.layers.common import ACTIVATIONS, activation, param
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models import vision_common as vc
@@ -119,8 +119,8 @@ class Bottleneck(nn.Module):
         w_in = param(self, "W_in", init, (d_model, self.d_mlp), ("embed", "mlp"), pd)
         pre = jnp.einsum("bm,mn->bn", x, w_in.astype(self.dtype))  # contract d_model
         pre = pre + param(self, "b_in", zeros, (self.d_mlp,), ("mlp",), pd)
-        pre = sites.site(self, "hook_pre", pre.astype(self.dtype), NEURON_AXES)
-        post = sites.site(self, "hook_post", activation(self.act_fn)(pre), NEURON_AXES)
+        pre = hooks.site(self, "hook_pre", pre.astype(self.dtype), NEURON_AXES)
+        post = hooks.site(self, "hook_post", activation(self.act_fn)(pre), NEURON_AXES)
         w_out = param(self, "W_out", init, (self.d_mlp, d_model), ("mlp", "embed"), pd)
         out = jnp.einsum("bn,nm->bm", post, w_out.astype(self.dtype))  # contract d_mlp
         return (out + param(self, "b_out", zeros, (d_model,), ("embed",), pd)).astype(self.dtype)
@@ -135,12 +135,12 @@ class DeepMLPBlock(nn.Module):
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        with sites.layer(self, "blocks", layer, c.n_layers):
-            resid_pre = sites.site(self, "hook_resid_pre", x, VEC_AXES)
+        with hooks.layer(self, "blocks", layer, c.n_layers):
+            resid_pre = hooks.site(self, "hook_resid_pre", x, VEC_AXES)
             h = LayerNorm(c.eps, dtype, pd, name="ln")(resid_pre, VEC_AXES)
             out = Bottleneck(c.d_mlp, c.act_fn, c.init_range, dtype, pd, name="mlp")(h)
-            out = sites.site(self, "hook_mlp_out", out, VEC_AXES)
-            return sites.site(self, "hook_resid_post", resid_pre + out, VEC_AXES), None
+            out = hooks.site(self, "hook_mlp_out", out, VEC_AXES)
+            return hooks.site(self, "hook_resid_post", resid_pre + out, VEC_AXES), None
 
 
 class DeepMLP(nn.Module):
@@ -155,9 +155,9 @@ class DeepMLP(nn.Module):
         vc.check_images(images, c.image_size, c.in_channels, "DeepMLP")
         x = images.reshape(images.shape[0], -1).astype(dtype)  # [batch, H*W*C]
         x = _Dense(c.d_model, (None, "embed"), c.init_range, dtype, pd, name="linear_in")(x)
-        x = sites.site(self, "hook_embed", x, VEC_AXES)
+        x = hooks.site(self, "hook_embed", x, VEC_AXES)
         if c.scan_layers:
-            stack = nn.scan(DeepMLPBlock, variable_axes={"params": 0, sites.COLLECTION: 0},
+            stack = nn.scan(DeepMLPBlock, variable_axes={"params": 0, hooks.COLLECTION: 0},
                             split_rngs={"params": True}, length=c.n_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
             x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))

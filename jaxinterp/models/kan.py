@@ -21,9 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinterp.hooks import layer as site_layer
 from jaxinterp.layers import kan
 from jaxinterp.models.preset import Preset
-from jaxinterp.sites import layer as site_layer
 
 LAYER_TYPES = (*kan.FAMILIES, "grkan")
 

@@ -72,12 +72,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinterp.hooks import COLLECTION, site
+from jaxinterp.hooks import layer as site_layer
 from jaxinterp.layers.common import activation, param
 from jaxinterp.models import vision_common as vc
 from jaxinterp.models.mixer import Dense, LayerNorm
 from jaxinterp.models.preset import Preset
-from jaxinterp.sites import COLLECTION, site
-from jaxinterp.sites import layer as site_layer
 
 MAP_AXES = ("batch", "height", "width", "d_model")
 WINDOW_AXES = ("batch", "window", "window_pos", "d_gate")

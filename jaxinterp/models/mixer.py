@@ -45,6 +45,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinterp.hooks import COLLECTION, site
+from jaxinterp.hooks import layer as site_layer
 from jaxinterp.layers.common import activation, param
 from jaxinterp.models.preset import Preset
 from jaxinterp.models.vision_common import (
@@ -54,8 +56,6 @@ from jaxinterp.models.vision_common import (
     check_images,
     n_patches,
 )
-from jaxinterp.sites import COLLECTION, site
-from jaxinterp.sites import layer as site_layer
 
 _lecun = nn.initializers.lecun_normal()
 

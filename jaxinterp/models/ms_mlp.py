@@ -40,12 +40,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinterp.hooks import layer as site_layer
+from jaxinterp.hooks import site
 from jaxinterp.layers.common import activation, param
 from jaxinterp.models.mixer import Dense, LayerNorm
 from jaxinterp.models.preset import Preset
 from jaxinterp.models.vision_common import POOLED_AXES, check_images
-from jaxinterp.sites import layer as site_layer
-from jaxinterp.sites import site
 
 MAP_AXES = ("batch", "height", "width", "d_model")
 _lecun = nn.initializers.lecun_normal()

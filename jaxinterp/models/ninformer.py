@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp import sites
+from jaxinterp import hooks
 from jaxinterp.layers.common import activation, param
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models import vision_common as vc
@@ -65,8 +65,8 @@ class _TwoLayer(nn.Module):
         w1 = param(self, "W_in", init, (d_in, self.d_hidden), (None, "mlp"), pd)
         h = jnp.einsum("bai,ih->bah", x, w1.astype(self.dtype))  # contract d_in
         h = h + param(self, "b_in", zeros, (self.d_hidden,), ("mlp",), pd)
-        h = sites.site(self, "hook_pre", h.astype(self.dtype), self.hidden_axes)
-        h = sites.site(self, "hook_post", activation("gelu")(h), self.hidden_axes)
+        h = hooks.site(self, "hook_pre", h.astype(self.dtype), self.hidden_axes)
+        h = hooks.site(self, "hook_post", activation("gelu")(h), self.hidden_axes)
         w2 = param(self, "W_out", init, (self.d_hidden, d_in), ("mlp", None), pd)
         out = jnp.einsum("bah,hi->bai", h, w2.astype(self.dtype))  # contract d_hidden
         return (out + param(self, "b_out", zeros, (d_in,), (None,), pd)).astype(self.dtype)
@@ -87,11 +87,11 @@ class MixerGateBlock(nn.Module):
         h = LayerNorm(self.eps, self.dtype, self.param_dtype, name="ln_token")(x, RESID_AXES)
         h = _TwoLayer(self.d_ffn, ("batch", "d_model", "d_mlp"), name="token_mixing", **kw)(
             jnp.swapaxes(h, 1, 2))  # [batch, d_model, pos]: mix over positions
-        y = x + sites.site(self, "hook_token_out", jnp.swapaxes(h, 1, 2), RESID_AXES)
-        y = sites.site(self, "hook_resid_mid", y, RESID_AXES)
+        y = x + hooks.site(self, "hook_token_out", jnp.swapaxes(h, 1, 2), RESID_AXES)
+        y = hooks.site(self, "hook_resid_mid", y, RESID_AXES)
         h = LayerNorm(self.eps, self.dtype, self.param_dtype, name="ln_channel")(y, RESID_AXES)
         h = _TwoLayer(self.d_ffn, ("batch", "pos", "d_mlp"), name="channel_mixing", **kw)(h)
-        return y + sites.site(self, "hook_channel_out", h, RESID_AXES)
+        return y + hooks.site(self, "hook_channel_out", h, RESID_AXES)
 
 
 class MixerGatingUnit(nn.Module):
@@ -110,10 +110,10 @@ class MixerGatingUnit(nn.Module):
                   ("embed", None), pd)
         u = jnp.einsum("bpm,mn->bpn", x, w.astype(self.dtype))  # contract d_model
         u = u + param(self, "b_proj", nn.initializers.zeros, (d,), (None,), pd)
-        u = sites.site(self, "hook_linear", u.astype(self.dtype), RESID_AXES)
+        u = hooks.site(self, "hook_linear", u.astype(self.dtype), RESID_AXES)
         v = MixerGateBlock(self.d_ffn, self.eps, self.init_range, self.dtype, pd,
                            name="mixer")(x)
-        v = sites.site(self, "hook_mixer", v, RESID_AXES)
+        v = hooks.site(self, "hook_mixer", v, RESID_AXES)
         return u * v
 
 

@@ -109,6 +109,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinterp.hooks import layer as site_layer
+from jaxinterp.hooks import site
 from jaxinterp.layers.common import activation, param
 from jaxinterp.models.mixer import Dense, LayerNorm
 from jaxinterp.models.preset import Preset
@@ -118,8 +120,6 @@ from jaxinterp.models.vision_common import (
     check_images,
     check_positive,
 )
-from jaxinterp.sites import layer as site_layer
-from jaxinterp.sites import site
 
 MAP_AXES = ("batch", "height", "width", "d_model")
 N_STAGES = 4

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp import sites
+from jaxinterp import hooks
 from jaxinterp.layers.attention import Attention, check_attention_options
 from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.mlp import KANMLP, MLP
@@ -213,8 +213,8 @@ class Block(nn.Module):
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        with sites.layer(self, "blocks", layer, c.n_layers):
-            resid_pre = sites.site(self, "hook_resid_pre", x, RESID_AXES)
+        with hooks.layer(self, "blocks", layer, c.n_layers):
+            resid_pre = hooks.site(self, "hook_resid_pre", x, RESID_AXES)
             ln1 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln1")
             attn = Attention(
                 n_heads=c.n_heads, d_head=c.d_head, n_kv_heads=c.n_key_value_heads,
@@ -227,15 +227,15 @@ class Block(nn.Module):
                 linear_feature_dim=c.linear_feature_dim,
                 dtype=dtype, param_dtype=pd, name="attn")
             h = resid_pre if ln1 is None else ln1(resid_pre, RESID_AXES)
-            attn_out = sites.site(self, "hook_attn_out", attn(h), RESID_AXES)
+            attn_out = hooks.site(self, "hook_attn_out", attn(h), RESID_AXES)
             if c.attn_only:
-                return sites.site(self, "hook_resid_post", resid_pre + attn_out, RESID_AXES), None
-            resid_mid = sites.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
+                return hooks.site(self, "hook_resid_post", resid_pre + attn_out, RESID_AXES), None
+            resid_mid = hooks.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
             ln2 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln2")
             mlp = _make_mlp(c, dtype, pd)
             h = resid_mid if ln2 is None else ln2(resid_mid, RESID_AXES)
-            mlp_out = sites.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
-            return sites.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
+            mlp_out = hooks.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
+            return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
 
 
 def _make_mlp(c: TransformerConfig, dtype, pd) -> nn.Module:
@@ -262,10 +262,10 @@ class Transformer(nn.Module):
         init = nn.initializers.normal(c.init_range)
 
         embed = Embed(c.d_vocab, c.d_model, c.init_range, pd, name="embed")
-        x = sites.site(self, "hook_embed", embed(tokens).astype(dtype), RESID_AXES)
+        x = hooks.site(self, "hook_embed", embed(tokens).astype(dtype), RESID_AXES)
         if c.positional_embedding_type == "standard":
             pos = PosEmbed(c.n_ctx, c.d_model, c.init_range, pd, name="pos_embed")
-            x = x + sites.site(self, "hook_pos_embed",
+            x = x + hooks.site(self, "hook_pos_embed",
                                pos(tokens.shape[-1], tokens.shape[0]).astype(dtype), RESID_AXES)
         n_reg = c.n_register_tokens
         if n_reg:
@@ -276,7 +276,7 @@ class Transformer(nn.Module):
         if c.scan_layers:
             stack = nn.scan(
                 block,
-                variable_axes={"params": 0, sites.COLLECTION: 0, AUX_COLLECTION: 0,
+                variable_axes={"params": 0, hooks.COLLECTION: 0, AUX_COLLECTION: 0,
                                "kan_grid": 0},
                 split_rngs={"params": True, "dropout": True},
                 length=c.n_layers,
@@ -462,7 +462,7 @@ def embed(model: nn.Module, variables: Any, tokens: jax.Array) -> jax.Array:
     _check_tokens(tokens, c)
     p = _top_params(variables)
     dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-    with sites.active(None):
+    with hooks.active(None):
         x = _embed_module(c, p)(tokens).astype(dtype)
         if c.positional_embedding_type == "standard":
             pos = PosEmbed(c.n_ctx, c.d_model, c.init_range, pd).bind({"params": p["pos_embed"]})
@@ -485,7 +485,7 @@ def final_norm(model: nn.Module, variables: Any, x: jax.Array) -> jax.Array:
     if norm is None:
         return x
     axes = tuple(f"axis_{i}" for i in range(x.ndim))  # only sites read them, and none is active
-    with sites.active(None):
+    with hooks.active(None):
         return norm.bind({"params": _top_params(variables)["ln_final"]})(x, axes)
 
 

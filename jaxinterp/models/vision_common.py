@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp import sites
+from jaxinterp import hooks
 from jaxinterp.layers.common import param
 from jaxinterp.layers.mlp import MLP
 
@@ -191,7 +191,7 @@ class AppliedNorm(nn.Module):
         xf = xf - xf.mean(-1, keepdims=True)
         xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
         y = (xf * w.astype(jnp.float32) + b.astype(jnp.float32)).astype(self.dtype)
-        return sites.site(self, "hook_normalized", y, axes)
+        return hooks.site(self, "hook_normalized", y, axes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,20 +248,20 @@ class GatedTokenBlock(nn.Module):
     def __call__(self, x: jax.Array, layer: int) -> tuple[jax.Array, None]:
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        with sites.layer(self, "blocks", layer, c.n_layers):
+        with hooks.layer(self, "blocks", layer, c.n_layers):
             w_ln, b_ln = LayerNormParams(pd, name="ln")(c.d_model)
-            x = sites.site(self, "hook_resid_pre", x, TOKEN_AXES)
+            x = hooks.site(self, "hook_resid_pre", x, TOKEN_AXES)
             h = AppliedNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, TOKEN_AXES)
             gate = self.gate(c.d_ffn, c.eps, c.init_range, dtype, pd, name="gate")(h)
-            x = x + sites.site(self, "hook_gate_out", gate, TOKEN_AXES)
+            x = x + hooks.site(self, "hook_gate_out", gate, TOKEN_AXES)
             if not c.ffn:
-                return sites.site(self, "hook_resid_post", x, TOKEN_AXES), None
-            x = sites.site(self, "hook_resid_mid", x, TOKEN_AXES)
+                return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None
+            x = hooks.site(self, "hook_resid_mid", x, TOKEN_AXES)
             h = AppliedNorm(c.eps, dtype, name="ln2")(x, w_ln, b_ln, TOKEN_AXES)
             mlp = MLP(d_mlp=c.d_ffn, act_fn="gelu", init_range=c.init_range, dtype=dtype,
                       param_dtype=pd, name="mlp")
-            x = x + sites.site(self, "hook_mlp_out", mlp(h), TOKEN_AXES)
-            return sites.site(self, "hook_resid_post", x, TOKEN_AXES), None
+            x = x + hooks.site(self, "hook_mlp_out", mlp(h), TOKEN_AXES)
+            return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None
 
 
 class GatedTokenNet(nn.Module):
@@ -279,9 +279,9 @@ class GatedTokenNet(nn.Module):
         check_images(images, c.image_size, c.in_channels, type(self).__name__)
         x = PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
                        param_dtype=pd, name="patch_embed")(images)
-        x = sites.site(self, "hook_embed", x, TOKEN_AXES)
+        x = hooks.site(self, "hook_embed", x, TOKEN_AXES)
         for i in range(c.n_layers):
             x, _ = GatedTokenBlock(c, self.gate, name=f"blocks_{i}")(x, i)
-        pooled = sites.site(self, "hook_pooled", pool(x, "mean"), POOLED_AXES)
+        pooled = hooks.site(self, "hook_pooled", pool(x, "mean"), POOLED_AXES)
         return ClassifierHead(c.num_classes, init_range=c.init_range, dtype=dtype,
                               param_dtype=pd, name="head")(pooled)

@@ -49,7 +49,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp import sites
+from jaxinterp import hooks
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.kan_rational import RATIONAL_INITS, GroupRationalKAN
@@ -174,13 +174,13 @@ class ViTBlock(nn.Module):
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        with sites.layer(self, "blocks", layer, c.n_layers):
-            resid_pre = sites.site(self, "hook_resid_pre", x, RESID_AXES)
+        with hooks.layer(self, "blocks", layer, c.n_layers):
+            resid_pre = hooks.site(self, "hook_resid_pre", x, RESID_AXES)
             h = LayerNorm(c.eps, dtype, pd, name="ln1")(resid_pre, RESID_AXES)
             attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False,
                              init_range=c.init_range, dtype=dtype, param_dtype=pd, name="attn")
-            attn_out = sites.site(self, "hook_attn_out", attn(h), RESID_AXES)
-            resid_mid = sites.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
+            attn_out = hooks.site(self, "hook_attn_out", attn(h), RESID_AXES)
+            resid_mid = hooks.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
             h = LayerNorm(c.eps, dtype, pd, name="ln2")(resid_mid, RESID_AXES)
             if c.mlp_type == "grkan":
                 mlp = GRKANFeedForward(d_mlp=c.d_mlp, groups=c.kan_groups,
@@ -189,8 +189,8 @@ class ViTBlock(nn.Module):
             else:
                 mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, init_range=c.init_range, dtype=dtype,
                           param_dtype=pd, name="mlp")
-            mlp_out = sites.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
-            return sites.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
+            mlp_out = hooks.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
+            return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
 
 
 class ViT(nn.Module):
@@ -210,15 +210,15 @@ class ViT(nn.Module):
             cls = param(self, "cls_token", nn.initializers.zeros, (c.d_model,), ("embed",), pd)
             cls = jnp.broadcast_to(cls.astype(dtype), (batch, 1, c.d_model))
             x = jnp.concatenate([cls, x], axis=1)
-        x = sites.site(self, "hook_embed", x, RESID_AXES)
+        x = hooks.site(self, "hook_embed", x, RESID_AXES)
         w_pos = param(self, "pos_embed", nn.initializers.normal(c.init_range),
                       (c.n_tokens, c.d_model), ("pos", "embed"), pd)
         pos = jnp.broadcast_to(w_pos.astype(dtype), (batch, c.n_tokens, c.d_model))
-        x = x + sites.site(self, "hook_pos_embed", pos, RESID_AXES)
+        x = x + hooks.site(self, "hook_pos_embed", pos, RESID_AXES)
 
         block = nn.remat(ViTBlock) if c.remat else ViTBlock
         if c.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0, sites.COLLECTION: 0},
+            stack = nn.scan(block, variable_axes={"params": 0, hooks.COLLECTION: 0},
                             split_rngs={"params": True, "dropout": True}, length=c.n_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
             x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
@@ -227,7 +227,7 @@ class ViT(nn.Module):
                 x, _ = block(c, name=f"blocks_{i}")(x, i)
 
         x = LayerNorm(c.eps, dtype, pd, name="ln_final")(x, RESID_AXES)
-        pooled = sites.site(self, "hook_pooled", vc.pool(x, c.pool), vc.POOLED_AXES)
+        pooled = hooks.site(self, "hook_pooled", vc.pool(x, c.pool), vc.POOLED_AXES)
         return vc.ClassifierHead(c.num_classes, init_range=c.head_init_range, dtype=dtype,
                                  param_dtype=pd, name="head")(pooled)
 

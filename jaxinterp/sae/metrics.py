@@ -22,10 +22,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinterp.hooks import active
 from jaxinterp.interventions import Ablate, Apply, Patch
 from jaxinterp.run import run
 from jaxinterp.sae.model import SAE, SAEConfig
-from jaxinterp.sites import active
 from jaxinterp.train.loss import cross_entropy
 
 

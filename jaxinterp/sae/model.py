@@ -48,8 +48,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxinterp.hooks import site
 from jaxinterp.layers.common import param
-from jaxinterp.sites import site
 
 ARCHITECTURES = ("relu", "topk", "jumprelu")
 LATENT_AXIS = {"W_enc": 1, "b_enc": 0, "W_dec": 0, "log_threshold": 0}

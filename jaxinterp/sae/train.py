@@ -83,9 +83,9 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import ConfigDict
 
 from jaxinterp.data.pipeline import to_global
+from jaxinterp.hooks import sites as list_sites
 from jaxinterp.run import run
 from jaxinterp.sae.model import LATENT_AXIS, SAE, SAEConfig, loss
-from jaxinterp.sites import sites as list_sites
 from jaxinterp.train import sharding as sharding_lib
 from jaxinterp.train import state as state_lib
 from jaxinterp.train.checkpoint import Checkpointer

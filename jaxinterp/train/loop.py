@@ -24,10 +24,10 @@ from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 from jaxinterp import data as data_lib
+from jaxinterp.hooks import COLLECTION
+from jaxinterp.hooks import sites as list_sites
 from jaxinterp.interventions import RunningMean, from_spec
 from jaxinterp.layers.kan import GRID_COLLECTION
-from jaxinterp.sites import COLLECTION
-from jaxinterp.sites import sites as list_sites
 from jaxinterp.train import sharding as sharding_lib
 from jaxinterp.train import state as state_lib
 from jaxinterp.train import step as step_lib

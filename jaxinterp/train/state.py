@@ -12,7 +12,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from jaxinterp.sites import COLLECTION
+from jaxinterp.hooks import COLLECTION
 from jaxinterp.train import sharding as sharding_lib
 
 

@@ -120,7 +120,7 @@ def test_running_mean_clamp_equals_numpy_ema_step_by_step():
     opt = make_optimizer(opt_cfg, 10)
     mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     example = np.zeros((1, 8), np.int32)
-    iv_state = step_lib.init_iv_state([iv], ji.sites.sites(model, example))
+    iv_state = step_lib.init_iv_state([iv], ji.sites(model, example))
     state, _ = state_lib.create(model, opt, example, 0, mesh, sharding.DEFAULT_RULES,
                                 iv_state=iv_state)
     step = jax.jit(functools.partial(step_lib.train_step, model=model, optimizer=opt,
@@ -150,7 +150,7 @@ def test_running_mean_needs_exactly_one_site():
                             d_vocab=32, n_ctx=9)
     iv = ji.RunningMean("blocks.*.hook_mlp_out")
     with pytest.raises(ValueError, match="matches 2 sites"):
-        step_lib.init_iv_state([iv], ji.sites.sites(model, np.zeros((1, 8), np.int32)))
+        step_lib.init_iv_state([iv], ji.sites(model, np.zeros((1, 8), np.int32)))
 
 
 # -- scheduled KAN grid updates ----------------------------------------------------------------

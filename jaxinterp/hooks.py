@@ -1,8 +1,8 @@
-"""Named sites: the places where activations can be captured and intervened on.
+"""Named sites (hook points): the places where activations can be captured and intervened on.
 
 A model declares a site by passing an activation through `site(module, name, x, axes)`:
 
-    q = sites.site(self, "hook_q", q, ("batch", "pos", "head", "d_head"))
+    q = hooks.site(self, "hook_q", q, ("batch", "pos", "head", "d_head"))
 
 Outside `jaxinterp.run` no session is active and `site` returns `x` itself, so a plain
 `model.apply` is untouched (bit for bit, and with nothing extra in the compiled program).
@@ -14,7 +14,7 @@ arithmetic it added.
 
 Names. A site's full name is the module's Flax path joined with dots plus the site name
 (`ln_final.hook_normalized`). Blocks of a layer stack wrap their body in
-`with sites.layer(self, "blocks", index, size):`, and every site below them is named
+`with hooks.layer(self, "blocks", index, size):`, and every site below them is named
 `blocks.{index}.<rest of the path>.<name>`. `index` is a Python int in an unrolled model and a
 traced integer under `nn.scan`; in the scanned case an intervention on `blocks.1.x` is applied
 with `jnp.where(index == 1, ...)`, and captured values come back stacked over layers (Flax `sow`
@@ -29,8 +29,6 @@ import contextvars
 import dataclasses
 import difflib
 import fnmatch
-import sys
-import types
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -303,17 +301,3 @@ def sites(model: nn.Module, *inputs: Any, **apply_kwargs: Any) -> dict[str, jax.
 
     jax.eval_shape(trace, *inputs)
     return session.sorted(session.site_shapes)
-
-
-
-class _CallableModule(types.ModuleType):
-    """`jaxinterp.sites` is this module (`sites.site`, `sites.layer`, used by every model) and
-    also the function `jaxinterp.sites(model, *inputs)`: calling the module calls `sites`.
-    One name for both, so `from jaxinterp import sites` means the same thing wherever and
-    whenever it is imported."""
-
-    def __call__(self, model: nn.Module, *inputs: Any, **apply_kwargs: Any):
-        return sites(model, *inputs, **apply_kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
