@@ -247,3 +247,14 @@ def test_masked_lm_trains_a_tiny_bert(tmp_path):
 
     evals = [r["eval/loss"] for r in read_jsonl(result.workdir) if "eval/loss" in r]
     assert evals[-1] < evals[0] - 0.3, evals  # masked tokens become predictable (repeats)
+
+
+def test_accuracy_counts_ties_as_wrong():
+    # A constant output (e.g. a zero-initialised head) must not score 1.
+    from jaxinterp.train.loss import cross_entropy
+
+    _, metrics = cross_entropy(jnp.zeros((2, 3, 5)), jnp.zeros((2, 3), jnp.int32))
+    assert float(metrics["accuracy"]) == 0.0
+    logits = jnp.array([[[0.0, 2.0, 1.0], [3.0, 0.0, 3.0], [0.0, 0.0, 5.0]]])
+    _, metrics = cross_entropy(logits, jnp.array([[1, 0, 2]]))
+    np.testing.assert_allclose(metrics["accuracy"], 2 / 3)  # the tie at position 1 is wrong
