@@ -1,0 +1,37 @@
+"""The training binary with orbax's checkpoint commit held back, so a test can SIGKILL the
+process while an asynchronous save is in flight:
+
+    SLOW_COMMIT_FROM_STEP=10 python -m tests.train.slow_commit --config=... --workdir=...
+
+takes the same flags as `python -m experiments.train`. Saves of steps >= SLOW_COMMIT_FROM_STEP
+write everything into orbax's temporary folder (`<step>.orbax-checkpoint-tmp-*`) as usual, then
+wait SLOW_COMMIT_SECONDS (default 600) before the commit (the rename to `<step>`), in orbax's
+background thread. Training goes on meanwhile, up to the next save, which waits for this one to
+commit. Nothing else changes: the same trainer, steps and data.
+"""
+
+import asyncio
+import os
+
+from absl import app
+from orbax.checkpoint._src.path import atomicity
+
+from experiments import train as binary
+
+_FROM = int(os.environ.get("SLOW_COMMIT_FROM_STEP", "0"))
+_SECONDS = float(os.environ.get("SLOW_COMMIT_SECONDS", "600"))
+_commit = atomicity.AtomicRenameTemporaryPath.finalize
+
+
+async def _slow_commit(self):
+    step = self.get_final().name
+    if step.isdigit() and int(step) >= _FROM:
+        print(f"slow_commit: holding the commit of step {step}", flush=True)
+        await asyncio.sleep(_SECONDS)
+    await _commit(self)
+
+
+atomicity.AtomicRenameTemporaryPath.finalize = _slow_commit
+
+if __name__ == "__main__":
+    app.run(binary.main)
