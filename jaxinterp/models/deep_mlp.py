@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import hooks
+from jaxinterp.layers import vision as vc
 from jaxinterp.layers.common import ACTIVATIONS, activation, param
 from jaxinterp.layers.norms import LayerNorm
-from jaxinterp.models import vision_common as vc
 from jaxinterp.models.preset import Preset
 
 VEC_AXES = ("batch", "d_model")

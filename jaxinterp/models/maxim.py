@@ -34,7 +34,7 @@ kernels normal(init_range = 0.02) as in the reference.
 Parameters (Flax `nn.Dense` / `nn.LayerNorm` names; reference paths after the arrows, where
 S = SplitHeadMultiAxisGmlpLayer_{i}):
 
-    patch_embed/{W_patch [p, p, C, d_model], b_patch}     (vision_common.PatchEmbed)
+    patch_embed/{W_patch [p, p, C, d_model], b_patch}     (layers.vision.PatchEmbed)
     blocks_{i}/{LayerNorm_in, in_project, out_project}    <- S/...
     blocks_{i}/global/{LayerNorm, in_project, out_project}  <- S/GridGmlpLayer/...
     blocks_{i}/global/{intermediate_layernorm, Dense_0}     <- S/GridGmlpLayer/GridGatingUnit/...
@@ -74,10 +74,10 @@ import jax.numpy as jnp
 
 from jaxinterp.hooks import COLLECTION, site
 from jaxinterp.hooks import layer as site_layer
+from jaxinterp.layers import vision as vc
 from jaxinterp.layers.common import activation, param
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.norms import FlaxLayerNorm
-from jaxinterp.models import vision_common as vc
 from jaxinterp.models.preset import Preset
 
 MAP_AXES = ("batch", "height", "width", "d_model")

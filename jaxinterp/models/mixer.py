@@ -50,14 +50,14 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.layers.common import activation, param
 from jaxinterp.layers.dense import Dense, lecun_normal
 from jaxinterp.layers.norms import FlaxLayerNorm
-from jaxinterp.models.preset import Preset
-from jaxinterp.models.vision_common import (
+from jaxinterp.layers.vision import (
     IMAGE_AXES,
     POOLED_AXES,
     TOKEN_AXES,
     check_images,
     n_patches,
 )
+from jaxinterp.models.preset import Preset
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,15 +36,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import hooks
+from jaxinterp.layers import gated_token as gt
+from jaxinterp.layers import vision as vc
 from jaxinterp.layers.common import activation, param
 from jaxinterp.layers.norms import LayerNorm
-from jaxinterp.models import vision_common as vc
 from jaxinterp.models.preset import Preset
 
 RESID_AXES = vc.TOKEN_AXES
 
 
-NiNformerConfig = vc.GatedTokenConfig
+NiNformerConfig = gt.GatedTokenConfig
 """NiNformer's hyperparameters (defaults: the reference CIFAR-10 model)."""
 
 
@@ -117,9 +118,9 @@ class MixerGatingUnit(nn.Module):
         return u * v
 
 
-class NiNformer(vc.GatedTokenNet):
+class NiNformer(gt.GatedTokenNet):
     """images [batch, H, W, C] float -> logits [batch, num_classes] float32
-    (`vc.GatedTokenNet` with the `MixerGatingUnit`)."""
+    (`gt.GatedTokenNet` with the `MixerGatingUnit`)."""
 
     config: NiNformerConfig
     gate: Callable[..., nn.Module] = MixerGatingUnit

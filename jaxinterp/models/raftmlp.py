@@ -52,8 +52,8 @@ from jaxinterp.hooks import site
 from jaxinterp.layers.common import activation
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.norms import FlaxLayerNorm
+from jaxinterp.layers.vision import POOLED_AXES, check_images
 from jaxinterp.models.preset import Preset
-from jaxinterp.models.vision_common import POOLED_AXES, check_images
 
 MAP_AXES = ("batch", "height", "width", "d_model")
 

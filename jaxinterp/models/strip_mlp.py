@@ -114,13 +114,13 @@ from jaxinterp.hooks import site
 from jaxinterp.layers.common import activation, param
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.norms import FlaxLayerNorm
-from jaxinterp.models.preset import Preset
-from jaxinterp.models.vision_common import (
+from jaxinterp.layers.vision import (
     POOLED_AXES,
     check_dtypes,
     check_images,
     check_positive,
 )
+from jaxinterp.models.preset import Preset
 
 MAP_AXES = ("batch", "height", "width", "d_model")
 N_STAGES = 4
