@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import jaxinterp as ji
+from jaxinterp.layers.vision import count_params
 from jaxinterp.models.maxim import GmlpBranch, Maxim, MaximConfig, partition, unpartition
-from jaxinterp.models.vision_common import count_params
 from tests.tiny import assert_close, randomize
 
 # 12x12 images, patch 2 -> a 6x6 token grid. Local: block_size 3 -> 4 windows of 3x3 = 9

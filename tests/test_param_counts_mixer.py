@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxinterp.layers.vision import count_params
 from jaxinterp.models.registry import PRESETS, build
-from jaxinterp.models.vision_common import count_params
 
 IMAGE = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
 

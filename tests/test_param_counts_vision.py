@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 import jaxinterp as ji
-from jaxinterp.models.vision_common import count_params
+from jaxinterp.layers.vision import count_params
 
 
 def n_params(name: str) -> int:

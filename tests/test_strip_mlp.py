@@ -25,6 +25,7 @@ import pytest
 from scipy.special import erf
 
 import jaxinterp as ji
+from jaxinterp.layers.vision import count_params
 from jaxinterp.models.registry import build
 from jaxinterp.models.strip_mlp import (
     PRESETS,
@@ -32,7 +33,6 @@ from jaxinterp.models.strip_mlp import (
     StripMLPConfig,
     reference_strip_groups,
 )
-from jaxinterp.models.vision_common import count_params
 from tests.tiny import assert_close
 
 TINY = dict(num_classes=3, image_size=32, in_channels=2, patch_size=2, embed_dim=8,

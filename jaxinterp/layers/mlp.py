@@ -22,13 +22,27 @@ NEURON_AXES = ("batch", "pos", "d_mlp")
 
 
 class MLP(nn.Module):
-    """x: [batch, pos, d_model] -> [batch, pos, d_model]."""
+    """x: [..., d_model] -> [..., d_model] (a transformer's [batch, pos, d_model]; a deep MLP's
+    [batch, d_model]; a mixer's token MLP acts on [batch, d_model, pos]).
+
+    Attributes:
+      d_mlp: hidden width.
+      act_fn: activation (`jaxinterp.layers.common.ACTIVATIONS`).
+      gated: GLU form (adds `W_gate`; see the module docstring).
+      use_bias: `b_in`, `b_out`.
+      init_range: standard deviation of the normal initialiser of the weights.
+      axes: logical names of `W_in`'s (and `W_gate`'s) dims `[d_model, d_mlp]`; `W_out` takes
+        them reversed.
+      site_axes: names of the hidden sites' axes (x's leading axes, then the hidden one).
+    """
 
     d_mlp: int
     act_fn: str = "gelu_new"
     gated: bool = False
     use_bias: bool = True
     init_range: float = 0.02
+    axes: tuple[str | None, str | None] = ("embed", "mlp")
+    site_axes: tuple[str, ...] = NEURON_AXES
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -46,22 +60,23 @@ class MLP(nn.Module):
                 param(self, f"b_{name}", zeros, (w_shape[-1],), (w_axes[-1],), pd)
                 if bias else None)
 
-        w_in, b_in = dense("in", (d_model, self.d_mlp), ("embed", "mlp"), self.use_bias)
-        pre_in = jnp.einsum("bpm,mn->bpn", x, w_in)  # contract d_model
+        sites = self.site_axes
+        w_in, b_in = dense("in", (d_model, self.d_mlp), self.axes, self.use_bias)
+        pre_in = jnp.einsum("...m,mn->...n", x, w_in)  # contract d_model
         if b_in is not None:
             pre_in = pre_in + b_in
         pre_in = pre_in.astype(self.dtype)
         if self.gated:
-            w_gate, _ = dense("gate", (d_model, self.d_mlp), ("embed", "mlp"), False)
-            gate = jnp.einsum("bpm,mn->bpn", x, w_gate).astype(self.dtype)
-            gate = hooks.site(self, "hook_pre", gate, NEURON_AXES)
-            linear = hooks.site(self, "hook_pre_linear", pre_in, NEURON_AXES)
+            w_gate, _ = dense("gate", (d_model, self.d_mlp), self.axes, False)
+            gate = jnp.einsum("...m,mn->...n", x, w_gate).astype(self.dtype)
+            gate = hooks.site(self, "hook_pre", gate, sites)
+            linear = hooks.site(self, "hook_pre_linear", pre_in, sites)
             post = act(gate) * linear
         else:
-            post = act(hooks.site(self, "hook_pre", pre_in, NEURON_AXES))
-        post = hooks.site(self, "hook_post", post.astype(self.dtype), NEURON_AXES)
-        w_out, b_out = dense("out", (self.d_mlp, d_model), ("mlp", "embed"), self.use_bias)
-        out = jnp.einsum("bpn,nm->bpm", post, w_out)  # contract d_mlp
+            post = act(hooks.site(self, "hook_pre", pre_in, sites))
+        post = hooks.site(self, "hook_post", post.astype(self.dtype), sites)
+        w_out, b_out = dense("out", (self.d_mlp, d_model), self.axes[::-1], self.use_bias)
+        out = jnp.einsum("...n,nm->...m", post, w_out)  # contract d_mlp
         if b_out is not None:
             out = out + b_out
         return out.astype(self.dtype)

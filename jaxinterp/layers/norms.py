@@ -1,5 +1,7 @@
-"""LayerNorm and RMSNorm with TransformerLens parameter names (`w`, `b`) and a
-`hook_normalized` site (the output, after the affine weights)."""
+"""LayerNorm and RMSNorm. One copy of the LayerNorm arithmetic (`layer_norm`) behind three
+parameter layouts: `LayerNorm` (TransformerLens names `w`, `b`, with a `hook_normalized` site:
+the output, after the affine weights), `FlaxLayerNorm` (Flax names `scale`, `bias`, no site),
+and `LayerNormParams` + `SharedLayerNorm` (one set of weights applied at several sites)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,17 @@ import jax.numpy as jnp
 
 from jaxinterp import hooks
 from jaxinterp.layers.common import param
+
+
+def layer_norm(x: jax.Array, w: jax.Array, b: jax.Array, eps: float, dtype) -> jax.Array:
+    """(x - mean) / sqrt(var + eps) * w + b over the last axis, in float32, returned as `dtype`.
+
+    x: [..., d]; w, b: [d]. The one copy of the LayerNorm arithmetic (every LayerNorm calls it).
+    """
+    xf = x.astype(jnp.float32)
+    xf = xf - xf.mean(-1, keepdims=True)
+    xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + eps)
+    return (xf * w.astype(jnp.float32) + b.astype(jnp.float32)).astype(dtype)
 
 
 class LayerNorm(nn.Module):
@@ -23,10 +36,7 @@ class LayerNorm(nn.Module):
         d = x.shape[-1]
         w = param(self, "w", nn.initializers.ones, (d,), ("embed",), self.param_dtype)
         b = param(self, "b", nn.initializers.zeros, (d,), ("embed",), self.param_dtype)
-        xf = x.astype(jnp.float32)
-        xf = xf - xf.mean(-1, keepdims=True)
-        xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
-        y = (xf * w.astype(jnp.float32) + b.astype(jnp.float32)).astype(self.dtype)
+        y = layer_norm(x, w, b, self.eps, self.dtype)
         return hooks.site(self, "hook_normalized", y, axes)
 
 
@@ -45,6 +55,57 @@ class RMSNorm(nn.Module):
         xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
         y = (xf * w.astype(jnp.float32)).astype(self.dtype)
         return hooks.site(self, "hook_normalized", y, axes)
+
+
+class FlaxLayerNorm(nn.Module):
+    """LayerNorm with Flax `nn.LayerNorm`'s parameters (`scale`, `bias` [d], named by
+    `axis_name`) and no site, so released Flax checkpoints (Mixer, MAXIM, ...) map leaf for
+    leaf. Statistics in float32. x: [..., d] -> [..., d]."""
+
+    eps: float = 1e-6
+    axis_name: str = "embed"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        scale = param(self, "scale", nn.initializers.ones, (d,), (self.axis_name,),
+                      self.param_dtype)
+        bias = param(self, "bias", nn.initializers.zeros, (d,), (self.axis_name,),
+                     self.param_dtype)
+        return layer_norm(x, scale, bias, self.eps, self.dtype)
+
+
+class LayerNormParams(nn.Module):
+    """The weights `w`, `b` [d] of one LayerNorm applied at several places (NiNformer and
+    Activator blocks apply one torch `nn.LayerNorm` twice). Each use is a `SharedLayerNorm`
+    with its own name, so each has its own site:
+
+        w, b = LayerNormParams(param_dtype, name="ln")(d_model)
+        h = SharedLayerNorm(eps, dtype, name="ln1")(x, w, b, axes)  # <block>.ln1.hook_normalized
+    """
+
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, d: int) -> tuple[jax.Array, jax.Array]:
+        w = param(self, "w", nn.initializers.ones, (d,), ("embed",), self.param_dtype)
+        b = param(self, "b", nn.initializers.zeros, (d,), ("embed",), self.param_dtype)
+        return w, b
+
+
+class SharedLayerNorm(nn.Module):
+    """One use of a LayerNorm whose weights come from a `LayerNormParams`, with a
+    `hook_normalized` site. x: [..., d], w, b: [d] -> [..., d]."""
+
+    eps: float = 1e-5
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, w, b, axes: tuple[str, ...]) -> jax.Array:
+        return hooks.site(self, "hook_normalized", layer_norm(x, w, b, self.eps, self.dtype),
+                          axes)
 
 
 NORMS = ("LN", "RMS", None)

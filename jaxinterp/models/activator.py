@@ -33,15 +33,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import hooks
+from jaxinterp.layers import gated_token as gt
+from jaxinterp.layers import vision as vc
 from jaxinterp.layers.common import activation, param
 from jaxinterp.layers.mlp import NEURON_AXES
-from jaxinterp.models import vision_common as vc
+from jaxinterp.layers.norms import LayerNormParams, SharedLayerNorm
 from jaxinterp.models.preset import Preset
 
 RESID_AXES = vc.TOKEN_AXES
 
 
-ActivatorConfig = vc.GatedTokenConfig
+ActivatorConfig = gt.GatedTokenConfig
 """Activator's hyperparameters (defaults: the reference CIFAR-10 model)."""
 
 
@@ -64,20 +66,20 @@ class ActivatorGate(nn.Module):
             b = param(self, f"b_{name}", zeros, (d_out,), axes[1:], pd)
             return (jnp.einsum("bpi,io->bpo", h, w.astype(self.dtype)) + b).astype(self.dtype)
 
-        w_ln, b_ln = vc.LayerNormParams(pd, name="ln")(self.d_ffn)
+        w_ln, b_ln = LayerNormParams(pd, name="ln")(self.d_ffn)
         u = activation("gelu")(dense("1", x, d_model, self.d_ffn, ("embed", "mlp")))
-        u = vc.AppliedNorm(self.eps, self.dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
+        u = SharedLayerNorm(self.eps, self.dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
         u = hooks.site(self, "hook_u", u, NEURON_AXES)
         v = dense("2", x, d_model, self.d_ffn, ("embed", "mlp"))
-        v = vc.AppliedNorm(self.eps, self.dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
+        v = SharedLayerNorm(self.eps, self.dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
         v = hooks.site(self, "hook_v", v, NEURON_AXES)
         g = hooks.site(self, "hook_gated", u * v, NEURON_AXES)
         return dense("3", g, self.d_ffn, d_model, ("mlp", "embed"))  # contract d_ffn
 
 
-class Activator(vc.GatedTokenNet):
+class Activator(gt.GatedTokenNet):
     """images [batch, H, W, C] float -> logits [batch, num_classes] float32
-    (`vc.GatedTokenNet` with the `ActivatorGate`)."""
+    (`gt.GatedTokenNet` with the `ActivatorGate`)."""
 
     config: ActivatorConfig
     gate: Callable[..., nn.Module] = ActivatorGate

@@ -45,10 +45,10 @@ from jaxinterp.hooks import COLLECTION, site
 from jaxinterp.hooks import layer as layer_scope
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.common import ACTIVATIONS, activation, param
+from jaxinterp.layers.embed import Embed, PosEmbed
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models.preset import Preset
-from jaxinterp.models.transformer import Embed, PosEmbed
 
 RESID_AXES = ("batch", "pos", "d_model")
 

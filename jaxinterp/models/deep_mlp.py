@@ -31,9 +31,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import hooks
-from jaxinterp.layers.common import ACTIVATIONS, activation, param
+from jaxinterp.layers import vision as vc
+from jaxinterp.layers.common import ACTIVATIONS, param
+from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
-from jaxinterp.models import vision_common as vc
 from jaxinterp.models.preset import Preset
 
 VEC_AXES = ("batch", "d_model")
@@ -103,31 +104,9 @@ class _Dense(nn.Module):
         return (y + b).astype(self.dtype)
 
 
-class Bottleneck(nn.Module):
-    """Inverted bottleneck: x [batch, d_model] -> W_out act(W_in x + b_in) + b_out."""
-
-    d_mlp: int
-    act_fn: str
-    init_range: float
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d_model, pd = x.shape[-1], self.param_dtype
-        init, zeros = nn.initializers.normal(self.init_range), nn.initializers.zeros
-        w_in = param(self, "W_in", init, (d_model, self.d_mlp), ("embed", "mlp"), pd)
-        pre = jnp.einsum("bm,mn->bn", x, w_in.astype(self.dtype))  # contract d_model
-        pre = pre + param(self, "b_in", zeros, (self.d_mlp,), ("mlp",), pd)
-        pre = hooks.site(self, "hook_pre", pre.astype(self.dtype), NEURON_AXES)
-        post = hooks.site(self, "hook_post", activation(self.act_fn)(pre), NEURON_AXES)
-        w_out = param(self, "W_out", init, (self.d_mlp, d_model), ("mlp", "embed"), pd)
-        out = jnp.einsum("bn,nm->bm", post, w_out.astype(self.dtype))  # contract d_mlp
-        return (out + param(self, "b_out", zeros, (d_model,), ("embed",), pd)).astype(self.dtype)
-
-
 class DeepMLPBlock(nn.Module):
-    """x + Bottleneck(LN(x)). x: [batch, d_model] -> ([batch, d_model], None)."""
+    """x + MLP(LN(x)), the MLP an inverted bottleneck W_out act(W_in x + b_in) + b_out.
+    x: [batch, d_model] -> ([batch, d_model], None)."""
 
     config: DeepMLPConfig
 
@@ -138,7 +117,8 @@ class DeepMLPBlock(nn.Module):
         with hooks.layer(self, "blocks", layer, c.n_layers):
             resid_pre = hooks.site(self, "hook_resid_pre", x, VEC_AXES)
             h = LayerNorm(c.eps, dtype, pd, name="ln")(resid_pre, VEC_AXES)
-            out = Bottleneck(c.d_mlp, c.act_fn, c.init_range, dtype, pd, name="mlp")(h)
+            out = MLP(c.d_mlp, c.act_fn, init_range=c.init_range, site_axes=NEURON_AXES,
+                      dtype=dtype, param_dtype=pd, name="mlp")(h)
             out = hooks.site(self, "hook_mlp_out", out, VEC_AXES)
             return hooks.site(self, "hook_resid_post", resid_pre + out, VEC_AXES), None
 

@@ -34,7 +34,7 @@ kernels normal(init_range = 0.02) as in the reference.
 Parameters (Flax `nn.Dense` / `nn.LayerNorm` names; reference paths after the arrows, where
 S = SplitHeadMultiAxisGmlpLayer_{i}):
 
-    patch_embed/{W_patch [p, p, C, d_model], b_patch}     (vision_common.PatchEmbed)
+    patch_embed/{W_patch [p, p, C, d_model], b_patch}     (layers.vision.PatchEmbed)
     blocks_{i}/{LayerNorm_in, in_project, out_project}    <- S/...
     blocks_{i}/global/{LayerNorm, in_project, out_project}  <- S/GridGmlpLayer/...
     blocks_{i}/global/{intermediate_layernorm, Dense_0}     <- S/GridGmlpLayer/GridGatingUnit/...
@@ -74,9 +74,10 @@ import jax.numpy as jnp
 
 from jaxinterp.hooks import COLLECTION, site
 from jaxinterp.hooks import layer as site_layer
+from jaxinterp.layers import vision as vc
 from jaxinterp.layers.common import activation, param
-from jaxinterp.models import vision_common as vc
-from jaxinterp.models.mixer import Dense, LayerNorm
+from jaxinterp.layers.dense import Dense
+from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.models.preset import Preset
 
 MAP_AXES = ("batch", "height", "width", "d_model")
@@ -204,11 +205,12 @@ class GmlpBranch(nn.Module):
         init = nn.initializers.normal(self.init_range)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         xp = partition(x, fh, fw)  # [b, n_windows, window_pos, c]
-        y = LayerNorm(self.eps, name="LayerNorm", **kw)(xp)
-        y = _dense(c * self.factor, ("embed", "mlp"), init, self.use_bias, "in_project", kw)(y)
+        y = FlaxLayerNorm(self.eps, name="LayerNorm", **kw)(xp)
+        y = Dense(c * self.factor, ("embed", "mlp"), init, self.use_bias, name="in_project",
+                  **kw)(y)
         y = activation("gelu_new")(y).astype(self.dtype)
         gu, gv = jnp.split(y, 2, axis=-1)  # [b, n, p, c * factor / 2] each
-        gv = LayerNorm(self.eps, axis_name="mlp", name="intermediate_layernorm", **kw)(gv)
+        gv = FlaxLayerNorm(self.eps, axis_name="mlp", name="intermediate_layernorm", **kw)(gv)
         n_mix = xp.shape[1] if self.kind == "global" else xp.shape[2]
         kernel, bias = _Weights(n_mix, init, self.use_bias, self.param_dtype, name="Dense_0")()
         if self.kind == "global":
@@ -221,7 +223,7 @@ class GmlpBranch(nn.Module):
                 gate = gate + bias.astype(self.dtype)[None, None, :, None]
         gate = site(self, "hook_gate", gate.astype(self.dtype), WINDOW_AXES)
         gated = site(self, "hook_gated", gu * (gate + 1.0), WINDOW_AXES)
-        y = _dense(c, ("mlp", "embed"), init, self.use_bias, "out_project", kw)(gated)
+        y = Dense(c, ("mlp", "embed"), init, self.use_bias, name="out_project", **kw)(gated)
         out = unpartition(xp + y, h, w, fh, fw)
         return site(self, "hook_out", out, MAP_AXES)
 
@@ -245,27 +247,6 @@ class _Weights(nn.Module):
         return k, b
 
 
-def _dense(features: int, axes, init, use_bias: bool, name: str, kw) -> nn.Module:
-    return (Dense(features, axes, init, name=name, **kw) if use_bias
-            else _NoBiasDense(features, axes, init, name=name, **kw))
-
-
-class _NoBiasDense(nn.Module):
-    """Flax `nn.Dense(use_bias=False)`: `kernel [in, out]` only. x: [..., in] -> [..., out]."""
-
-    features: int
-    axes: tuple[str | None, str | None]
-    kernel_init: nn.initializers.Initializer
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        k = param(self, "kernel", self.kernel_init, (x.shape[-1], self.features), self.axes,
-                  self.param_dtype)
-        return jnp.einsum("...i,io->...o", x.astype(self.dtype), k.astype(self.dtype))  # in
-
-
 class ChannelMlp(nn.Module):
     """RDCAB without channel attention: Dense_1(gelu(Dense_0(LayerNorm(x)))), with sites on the
     hidden units. x: [batch, h, w, d_model] -> [batch, h, w, d_model]."""
@@ -282,11 +263,11 @@ class ChannelMlp(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         init = nn.initializers.normal(self.init_range)
         hidden_axes = ("batch", "height", "width", "d_mlp")
-        y = LayerNorm(self.eps, name="LayerNorm", **kw)(x)
-        y = _dense(self.d_mlp, ("embed", "mlp"), init, self.use_bias, "Dense_0", kw)(y)
+        y = FlaxLayerNorm(self.eps, name="LayerNorm", **kw)(x)
+        y = Dense(self.d_mlp, ("embed", "mlp"), init, self.use_bias, name="Dense_0", **kw)(y)
         y = site(self, "hook_pre", y, hidden_axes)
         y = site(self, "hook_post", activation("gelu_new")(y).astype(self.dtype), hidden_axes)
-        return _dense(x.shape[-1], ("mlp", "embed"), init, self.use_bias, "Dense_1", kw)(y)
+        return Dense(x.shape[-1], ("mlp", "embed"), init, self.use_bias, name="Dense_1", **kw)(y)
 
 
 class MaximBlock(nn.Module):
@@ -304,8 +285,9 @@ class MaximBlock(nn.Module):
         branch = dict(use_bias=c.use_bias, eps=c.eps, init_range=c.init_range, **kw)
         with site_layer(self, "blocks", layer, c.n_layers):
             x = site(self, "hook_resid_pre", x, MAP_AXES)
-            z = LayerNorm(c.eps, name="LayerNorm_in", **kw)(x)
-            z = _dense(2 * c.d_branch, ("embed", "mlp"), init, c.use_bias, "in_project", kw)(z)
+            z = FlaxLayerNorm(c.eps, name="LayerNorm_in", **kw)(x)
+            z = Dense(2 * c.d_branch, ("embed", "mlp"), init, c.use_bias, name="in_project",
+                      **kw)(z)
             z = site(self, "hook_in_proj", activation("gelu_new")(z).astype(dtype),
                      ("batch", "height", "width", "d_mlp"))
             u, v = jnp.split(z, 2, axis=-1)  # [b, h, w, d_branch] each
@@ -313,7 +295,7 @@ class MaximBlock(nn.Module):
                            **branch)(u)
             v = GmlpBranch("local", c.block_size, c.block_gmlp_factor, name="local",
                            **branch)(v)
-            m = _dense(c.d_model, ("mlp", "embed"), init, c.use_bias, "out_project", kw)(
+            m = Dense(c.d_model, ("mlp", "embed"), init, c.use_bias, name="out_project", **kw)(
                 jnp.concatenate([u, v], axis=-1))
             x = x + site(self, "hook_mix_out", m, MAP_AXES)
             x = site(self, "hook_resid_mid", x, MAP_AXES)
@@ -344,7 +326,7 @@ class Maxim(nn.Module):
         else:
             for i in range(c.n_layers):
                 x, _ = MaximBlock(c, name=f"blocks_{i}")(x, i)
-        x = LayerNorm(c.eps, name="final_norm", dtype=dtype, param_dtype=pd)(x)
+        x = FlaxLayerNorm(c.eps, name="final_norm", dtype=dtype, param_dtype=pd)(x)
         pooled = site(self, "hook_pooled", x.mean(axis=(1, 2)), vc.POOLED_AXES)
         return vc.ClassifierHead(c.num_classes, use_bias=c.use_bias, init_range=c.init_range,
                                  dtype=dtype, param_dtype=pd, name="head")(pooled)

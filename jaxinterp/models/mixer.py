@@ -48,16 +48,16 @@ import jax.numpy as jnp
 from jaxinterp.hooks import COLLECTION, site
 from jaxinterp.hooks import layer as site_layer
 from jaxinterp.layers.common import activation, param
-from jaxinterp.models.preset import Preset
-from jaxinterp.models.vision_common import (
+from jaxinterp.layers.dense import Dense, lecun_normal
+from jaxinterp.layers.norms import FlaxLayerNorm
+from jaxinterp.layers.vision import (
     IMAGE_AXES,
     POOLED_AXES,
     TOKEN_AXES,
     check_images,
     n_patches,
 )
-
-_lecun = nn.initializers.lecun_normal()
+from jaxinterp.models.preset import Preset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,48 +114,6 @@ class MixerConfig:
         return n_patches(self.image_size, self.patch_size)
 
 
-class Dense(nn.Module):
-    """Flax `nn.Dense` with the same parameters (`kernel [in, out]`, `bias [out]`, lecun-normal /
-    zero init) carrying logical axis names. x: [..., in] -> [..., out]."""
-
-    features: int
-    axes: tuple[str | None, str | None] = ("embed", "mlp")
-    kernel_init: nn.initializers.Initializer = _lecun
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        k = param(self, "kernel", self.kernel_init, (x.shape[-1], self.features), self.axes,
-                  self.param_dtype)
-        b = param(self, "bias", nn.initializers.zeros, (self.features,), (self.axes[1],),
-                  self.param_dtype)
-        y = jnp.einsum("...i,io->...o", x.astype(self.dtype), k.astype(self.dtype))  # contract in
-        return (y + b.astype(self.dtype)).astype(self.dtype)
-
-
-class LayerNorm(nn.Module):
-    """Flax `nn.LayerNorm` parameters (`scale`, `bias`) over the last axis, statistics in
-    float32. x: [..., d] -> [..., d]."""
-
-    eps: float = 1e-6
-    axis_name: str = "embed"
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d = x.shape[-1]
-        scale = param(self, "scale", nn.initializers.ones, (d,), (self.axis_name,),
-                      self.param_dtype)
-        bias = param(self, "bias", nn.initializers.zeros, (d,), (self.axis_name,),
-                     self.param_dtype)
-        xf = x.astype(jnp.float32)
-        xf = xf - xf.mean(-1, keepdims=True)
-        xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
-        return (xf * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
-
-
 class MlpBlock(nn.Module):
     """`Dense_1(act(Dense_0(x)))` with sites on the hidden units. x: [b, rows, d] -> [b, rows, d].
 
@@ -195,13 +153,13 @@ class MixerBlock(nn.Module):
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
         with site_layer(self, "blocks", layer, c.num_blocks):
             x = site(self, "hook_resid_pre", x, TOKEN_AXES)
-            y = LayerNorm(c.eps, name="LayerNorm_0", **kw)(x)
+            y = FlaxLayerNorm(c.eps, name="LayerNorm_0", **kw)(x)
             y = jnp.swapaxes(y, 1, 2)  # [batch, d_model, pos]: the token MLP acts on positions
             y = MlpBlock(c.tokens_mlp_dim, ("batch", "d_model"), ("pos", "mlp"), c.act_fn,
                          name="token_mixing", **kw)(y)
             y = site(self, "hook_token_out", jnp.swapaxes(y, 1, 2), TOKEN_AXES)
             x = site(self, "hook_resid_mid", x + y, TOKEN_AXES)
-            y = LayerNorm(c.eps, name="LayerNorm_1", **kw)(x)
+            y = FlaxLayerNorm(c.eps, name="LayerNorm_1", **kw)(x)
             y = MlpBlock(c.channels_mlp_dim, ("batch", "pos"), ("embed", "mlp"), c.act_fn,
                          name="channel_mixing", **kw)(y)
             y = site(self, "hook_channel_out", y, TOKEN_AXES)
@@ -233,7 +191,7 @@ class Mixer(nn.Module):
         else:
             for i in range(c.num_blocks):
                 x, _ = MixerBlock(c, name=f"MixerBlock_{i}")(x, i)
-        x = LayerNorm(c.eps, name="pre_head_layer_norm", dtype=dtype, param_dtype=pd)(x)
+        x = FlaxLayerNorm(c.eps, name="pre_head_layer_norm", dtype=dtype, param_dtype=pd)(x)
         x = site(self, "hook_pooled", x.mean(axis=1), POOLED_AXES)
         head = Dense(c.num_classes, ("embed", "vocab"), nn.initializers.zeros, dtype=dtype,
                      param_dtype=pd, name="head")
@@ -253,7 +211,7 @@ class _Stem(nn.Module):
     def __call__(self, images: jax.Array) -> jax.Array:
         b, h, w, c = images.shape
         p = self.patch_size
-        kernel = param(self, "kernel", _lecun, (p, p, c, self.features),
+        kernel = param(self, "kernel", lecun_normal, (p, p, c, self.features),
                        (None, None, None, "embed"), self.param_dtype)
         bias = param(self, "bias", nn.initializers.zeros, (self.features,), ("embed",),
                      self.param_dtype)

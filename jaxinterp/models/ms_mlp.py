@@ -43,9 +43,10 @@ import jax.numpy as jnp
 from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.common import activation, param
-from jaxinterp.models.mixer import Dense, LayerNorm
+from jaxinterp.layers.dense import Dense
+from jaxinterp.layers.norms import FlaxLayerNorm
+from jaxinterp.layers.vision import POOLED_AXES, check_images
 from jaxinterp.models.preset import Preset
-from jaxinterp.models.vision_common import POOLED_AXES, check_images
 
 MAP_AXES = ("batch", "height", "width", "d_model")
 _lecun = nn.initializers.lecun_normal()
@@ -161,7 +162,7 @@ class PatchEmbed(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = _Conv(self.features, self.patch, self.patch, name="proj", **kw)(x)
-        return LayerNorm(self.eps, name="norm", **kw)(x)
+        return FlaxLayerNorm(self.eps, name="norm", **kw)(x)
 
 
 class MixShiftBlock(nn.Module):
@@ -191,7 +192,7 @@ class MixShiftBlock(nn.Module):
             lr = site(self, "hook_mix_lr", jnp.concatenate(lr, -1), MAP_AXES)
             td = site(self, "hook_mix_td", jnp.concatenate(td, -1), MAP_AXES)
             y = site(self, "hook_mixed", lr + td, MAP_AXES)
-            y = LayerNorm(c.eps, name="norm", **kw)(y)
+            y = FlaxLayerNorm(c.eps, name="norm", **kw)(y)
             y = _ChannelMlp(c.mlp_ratio * d, c.act_fn, name="mlp", **kw)(y)
             gamma = param(self, "gamma", nn.initializers.constant(c.layer_scale_init), (d,),
                           ("embed",), kw["param_dtype"])
@@ -236,7 +237,7 @@ class MSMLP(nn.Module):
         for s, depth in enumerate(c.depths):
             x = _Stage(c, s, index, name=f"layers_{s}")(x)
             index += depth
-        x = LayerNorm(c.eps, name="norm", **kw)(x.mean(axis=(1, 2)))
+        x = FlaxLayerNorm(c.eps, name="norm", **kw)(x.mean(axis=(1, 2)))
         x = site(self, "hook_pooled", x, POOLED_AXES)
         return Dense(c.num_classes, ("embed", "vocab"), name="head", **kw)(x).astype(jnp.float32)
 

@@ -36,40 +36,18 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import hooks
-from jaxinterp.layers.common import activation, param
+from jaxinterp.layers import gated_token as gt
+from jaxinterp.layers import vision as vc
+from jaxinterp.layers.common import param
+from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
-from jaxinterp.models import vision_common as vc
 from jaxinterp.models.preset import Preset
 
 RESID_AXES = vc.TOKEN_AXES
 
 
-NiNformerConfig = vc.GatedTokenConfig
+NiNformerConfig = gt.GatedTokenConfig
 """NiNformer's hyperparameters (defaults: the reference CIFAR-10 model)."""
-
-
-class _TwoLayer(nn.Module):
-    """x [..., a, d_in] -> W_2 gelu(W_1 x + b_1) + b_2 over the last axis; sites hook_pre and
-    hook_post on the hidden layer with axes `hidden_axes`."""
-
-    d_hidden: int
-    hidden_axes: tuple[str, ...]
-    init_range: float
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        d_in, pd = x.shape[-1], self.param_dtype
-        init, zeros = nn.initializers.normal(self.init_range), nn.initializers.zeros
-        w1 = param(self, "W_in", init, (d_in, self.d_hidden), (None, "mlp"), pd)
-        h = jnp.einsum("bai,ih->bah", x, w1.astype(self.dtype))  # contract d_in
-        h = h + param(self, "b_in", zeros, (self.d_hidden,), ("mlp",), pd)
-        h = hooks.site(self, "hook_pre", h.astype(self.dtype), self.hidden_axes)
-        h = hooks.site(self, "hook_post", activation("gelu")(h), self.hidden_axes)
-        w2 = param(self, "W_out", init, (self.d_hidden, d_in), ("mlp", None), pd)
-        out = jnp.einsum("bah,hi->bai", h, w2.astype(self.dtype))  # contract d_hidden
-        return (out + param(self, "b_out", zeros, (d_in,), (None,), pd)).astype(self.dtype)
 
 
 class MixerGateBlock(nn.Module):
@@ -83,14 +61,16 @@ class MixerGateBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(init_range=self.init_range, dtype=self.dtype, param_dtype=self.param_dtype)
+        # GELU MLPs on the last axis, whose kernels carry no logical name for the mixed axis
+        kw = dict(act_fn="gelu", init_range=self.init_range, axes=(None, "mlp"),
+                  dtype=self.dtype, param_dtype=self.param_dtype)
         h = LayerNorm(self.eps, self.dtype, self.param_dtype, name="ln_token")(x, RESID_AXES)
-        h = _TwoLayer(self.d_ffn, ("batch", "d_model", "d_mlp"), name="token_mixing", **kw)(
+        h = MLP(self.d_ffn, site_axes=("batch", "d_model", "d_mlp"), name="token_mixing", **kw)(
             jnp.swapaxes(h, 1, 2))  # [batch, d_model, pos]: mix over positions
         y = x + hooks.site(self, "hook_token_out", jnp.swapaxes(h, 1, 2), RESID_AXES)
         y = hooks.site(self, "hook_resid_mid", y, RESID_AXES)
         h = LayerNorm(self.eps, self.dtype, self.param_dtype, name="ln_channel")(y, RESID_AXES)
-        h = _TwoLayer(self.d_ffn, ("batch", "pos", "d_mlp"), name="channel_mixing", **kw)(h)
+        h = MLP(self.d_ffn, site_axes=("batch", "pos", "d_mlp"), name="channel_mixing", **kw)(h)
         return y + hooks.site(self, "hook_channel_out", h, RESID_AXES)
 
 
@@ -117,9 +97,9 @@ class MixerGatingUnit(nn.Module):
         return u * v
 
 
-class NiNformer(vc.GatedTokenNet):
+class NiNformer(gt.GatedTokenNet):
     """images [batch, H, W, C] float -> logits [batch, num_classes] float32
-    (`vc.GatedTokenNet` with the `MixerGatingUnit`)."""
+    (`gt.GatedTokenNet` with the `MixerGatingUnit`)."""
 
     config: NiNformerConfig
     gate: Callable[..., nn.Module] = MixerGatingUnit

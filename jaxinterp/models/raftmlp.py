@@ -50,9 +50,10 @@ import jax.numpy as jnp
 from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.common import activation
-from jaxinterp.models.mixer import Dense, LayerNorm
+from jaxinterp.layers.dense import Dense
+from jaxinterp.layers.norms import FlaxLayerNorm
+from jaxinterp.layers.vision import POOLED_AXES, check_images
 from jaxinterp.models.preset import Preset
-from jaxinterp.models.vision_common import POOLED_AXES, check_images
 
 MAP_AXES = ("batch", "height", "width", "d_model")
 
@@ -200,7 +201,7 @@ class RaftTokenMixing(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         # channel index raft * co + o -> LayerNorm over channels ordered (o, raft)
         x_or = x.reshape(b, h, w, r, co).swapaxes(3, 4).reshape(b, h, w, c)
-        y = LayerNorm(self.eps, name="norm", **kw)(x_or).reshape(b, h, w, co, r)
+        y = FlaxLayerNorm(self.eps, name="norm", **kw)(x_or).reshape(b, h, w, co, r)
         if self.axis == "height":  # rows of the MLP: (o, column); features: (raft, y)
             u = y.transpose(0, 3, 2, 4, 1).reshape(b, co, w, r * h)
             back = (0, 4, 2, 3, 1)  # [b, co, w, r, h] -> [b, h, w, r, co]
@@ -238,7 +239,7 @@ class RaftBlock(nn.Module):
                                       name=f"{name}_mixing", **kw)
                 y = site(self, f"hook_{name}_out", mix(x), MAP_AXES)
                 x = site(self, resid, x + y, MAP_AXES)
-            y = LayerNorm(c.eps, name="channel_norm", **kw)(x)
+            y = FlaxLayerNorm(c.eps, name="channel_norm", **kw)(x)
             y = _Mlp(c.channel_expansion * x.shape[-1], ("batch", "height", "width", "d_mlp"),
                      c.act_fn, name="channel_mixing", **kw)(y)
             y = site(self, "hook_channel_out", y, MAP_AXES)
@@ -277,7 +278,7 @@ class RaftMLP(nn.Module):
         x = images.astype(dtype)
         for lvl in range(len(c.dims)):
             x = RaftLevel(c, lvl, name=f"levels_{lvl}")(x)
-        x = LayerNorm(c.eps, name="norm", dtype=dtype, param_dtype=pd)(x)
+        x = FlaxLayerNorm(c.eps, name="norm", dtype=dtype, param_dtype=pd)(x)
         x = site(self, "hook_pooled", x.mean(axis=(1, 2)), POOLED_AXES)
         head = Dense(c.num_classes, ("embed", "vocab"), dtype=dtype, param_dtype=pd,
                      name="classifier")

@@ -112,14 +112,15 @@ import jax.numpy as jnp
 from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.common import activation, param
-from jaxinterp.models.mixer import Dense, LayerNorm
-from jaxinterp.models.preset import Preset
-from jaxinterp.models.vision_common import (
+from jaxinterp.layers.dense import Dense
+from jaxinterp.layers.norms import FlaxLayerNorm
+from jaxinterp.layers.vision import (
     POOLED_AXES,
     check_dtypes,
     check_images,
     check_positive,
 )
+from jaxinterp.models.preset import Preset
 
 MAP_AXES = ("batch", "height", "width", "d_model")
 N_STAGES = 4
@@ -358,7 +359,7 @@ class ChannelMixing(nn.Module):
         hidden = c.alpha * d
         axes = ("batch", "height", "width", "d_mlp")
         y = _depthwise(d, 7, 7, "conv_77", **kw)(x)
-        y = LayerNorm(c.ln_eps, name="layer_norm", **kw)(y)
+        y = FlaxLayerNorm(c.ln_eps, name="layer_norm", **kw)(y)
         y = site(self, "hook_pre", Dense(hidden, name="fc1", **kw)(y), axes)
         y = site(self, "hook_post", activation(c.act_fn)(y).astype(y.dtype), axes)
         y = site(self, "hook_grn", _GRN(kw["param_dtype"], name="grn")(y), axes)

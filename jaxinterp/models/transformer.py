@@ -53,6 +53,7 @@ import numpy as np
 from jaxinterp import hooks
 from jaxinterp.layers.attention import Attention, check_attention_options
 from jaxinterp.layers.common import ACTIVATIONS, param
+from jaxinterp.layers.embed import Embed, PosEmbed
 from jaxinterp.layers.mlp import KANMLP, MLP
 from jaxinterp.layers.moe import AUX_COLLECTION, MoE, check_moe_options
 from jaxinterp.layers.norms import NORMS, make_norm
@@ -301,51 +302,6 @@ class Transformer(nn.Module):
         b_u = (param(self, "b_U", nn.initializers.zeros, (d_out,), ("vocab",), pd)
                if c.unembed_bias else None)
         return _unembed(c, x, embed, w_u, b_u)
-
-
-class Embed(nn.Module):
-    """Token embedding `W_E` [vocab, embed]; `attend` is the tied unembedding."""
-
-    d_vocab: int
-    d_model: int
-    init_range: float
-    param_dtype: jnp.dtype
-
-    def setup(self):
-        self.W_E = param(self, "W_E", nn.initializers.normal(self.init_range),
-                         (self.d_vocab, self.d_model), ("vocab", "embed"), self.param_dtype)
-
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        """tokens [batch, pos] -> [batch, pos, d_model]."""
-        sharding = jax.typeof(tokens).sharding
-        spec = getattr(sharding, "spec", None)
-        if spec is not None and any(a is not None for a in spec):
-            # Explicit-sharding mesh: the gathered rows are laid out like the tokens.
-            out = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec, None))
-            return self.W_E.at[tokens].get(out_sharding=out)
-        return jnp.take(self.W_E, tokens, axis=0)
-
-    def attend(self, x: jax.Array) -> jax.Array:
-        """x [..., d_model] -> logits [..., d_vocab] = x W_Eᵀ."""
-        return jnp.einsum("...m,vm->...v", x, self.W_E.astype(x.dtype))  # contract d_model
-
-
-class PosEmbed(nn.Module):
-    """Learned absolute positions `W_pos` [n_ctx, embed]."""
-
-    n_ctx: int
-    d_model: int
-    init_range: float
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, n_pos: int, batch: int) -> jax.Array:
-        """-> [batch, n_pos, d_model]."""
-        if n_pos > self.n_ctx:
-            raise ValueError(f"sequence length {n_pos} exceeds n_ctx={self.n_ctx}")
-        w = param(self, "W_pos", nn.initializers.normal(self.init_range),
-                  (self.n_ctx, self.d_model), ("pos", "embed"), self.param_dtype)
-        return jnp.broadcast_to(w[:n_pos], (batch, n_pos, self.d_model))
 
 
 def _check_tokens(tokens: jax.Array, c: TransformerConfig) -> None:

@@ -50,12 +50,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import hooks
+from jaxinterp.layers import vision as vc
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.kan_rational import RATIONAL_INITS, GroupRationalKAN
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
-from jaxinterp.models import vision_common as vc
 from jaxinterp.models.preset import Preset
 
 RESID_AXES = vc.TOKEN_AXES

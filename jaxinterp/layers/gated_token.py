@@ -1,0 +1,119 @@
+"""The block and network that Activator and NiNformer share (they differ only in the gating
+unit): conv patch embedding, `GatedTokenBlock`s, mean over tokens, linear head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxinterp import hooks
+from jaxinterp.layers.mlp import MLP
+from jaxinterp.layers.norms import LayerNormParams, SharedLayerNorm
+from jaxinterp.layers.vision import (
+    POOLED_AXES,
+    TOKEN_AXES,
+    ClassifierHead,
+    PatchEmbed,
+    check_dtypes,
+    check_images,
+    check_positive,
+    n_patches,
+    pool,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class GatedTokenConfig:
+    """Hyperparameters of a `GatedTokenNet` (Activator, NiNformer); the defaults are both
+    references' CIFAR-10 model.
+
+    Attributes:
+      image_size, patch_size, in_channels, num_classes: input and output shapes.
+      n_layers: blocks; d_model: token width; d_ffn: hidden width of the gate's MLPs and of
+        the FFN.
+      ffn: keep the second (GELU MLP) sub-block (both references do; Activator's "GLU only"
+        variant drops it).
+      eps: LayerNorm epsilon (torch default 1e-5).
+      init_range: standard deviation of the normal initialiser of weights.
+      dtype, param_dtype: compute and parameter dtypes.
+    """
+
+    image_size: int = 32
+    patch_size: int = 4
+    in_channels: int = 3
+    num_classes: int = 10
+    n_layers: int = 4
+    d_model: int = 256
+    d_ffn: int = 512
+    ffn: bool = True
+    eps: float = 1e-5
+    init_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        check_positive(self, "image_size", "patch_size", "in_channels", "num_classes",
+                       "n_layers", "d_model", "d_ffn")
+        n_patches(self.image_size, self.patch_size)
+        check_dtypes(self)
+
+
+class GatedTokenBlock(nn.Module):
+    """The block Activator and NiNformer share; they differ only in the gating unit.
+
+        x = x + gate(LN(x));  x = x + MLP(LN(x))     (the MLP sub-block only if `config.ffn`)
+
+    One LayerNorm's parameters are used for both norms, as in both references. `gate` is a
+    module class called as `gate(d_ffn, eps, init_range, dtype, param_dtype, name="gate")`.
+    x [batch, pos, d_model] -> ([batch, pos, d_model], None).
+    """
+
+    config: GatedTokenConfig
+    gate: Callable[..., nn.Module]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer: int) -> tuple[jax.Array, None]:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        with hooks.layer(self, "blocks", layer, c.n_layers):
+            w_ln, b_ln = LayerNormParams(pd, name="ln")(c.d_model)
+            x = hooks.site(self, "hook_resid_pre", x, TOKEN_AXES)
+            h = SharedLayerNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, TOKEN_AXES)
+            gate = self.gate(c.d_ffn, c.eps, c.init_range, dtype, pd, name="gate")(h)
+            x = x + hooks.site(self, "hook_gate_out", gate, TOKEN_AXES)
+            if not c.ffn:
+                return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None
+            x = hooks.site(self, "hook_resid_mid", x, TOKEN_AXES)
+            h = SharedLayerNorm(c.eps, dtype, name="ln2")(x, w_ln, b_ln, TOKEN_AXES)
+            mlp = MLP(d_mlp=c.d_ffn, act_fn="gelu", init_range=c.init_range, dtype=dtype,
+                      param_dtype=pd, name="mlp")
+            x = x + hooks.site(self, "hook_mlp_out", mlp(h), TOKEN_AXES)
+            return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None
+
+
+class GatedTokenNet(nn.Module):
+    """Conv patch embedding (no class token, no positions), `GatedTokenBlock`s, mean over
+    tokens, linear head: images [batch, H, W, C] float -> logits [batch, num_classes] float32.
+    Subclasses set `gate`."""
+
+    config: GatedTokenConfig
+    gate: Callable[..., nn.Module]
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        check_images(images, c.image_size, c.in_channels, type(self).__name__)
+        x = PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
+                       param_dtype=pd, name="patch_embed")(images)
+        x = hooks.site(self, "hook_embed", x, TOKEN_AXES)
+        for i in range(c.n_layers):
+            x, _ = GatedTokenBlock(c, self.gate, name=f"blocks_{i}")(x, i)
+        pooled = hooks.site(self, "hook_pooled", pool(x, "mean"), POOLED_AXES)
+        return ClassifierHead(c.num_classes, init_range=c.init_range, dtype=dtype,
+                              param_dtype=pd, name="head")(pooled)
