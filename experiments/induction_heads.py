@@ -242,11 +242,6 @@ def plot_head_scores(arms, clamped_heads, path: str) -> None:
     plt.close(fig)
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/induction_heads.py",
-                                          "Experiment config.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/induction_heads", "Output directory.")
-
-
 def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
@@ -256,5 +251,8 @@ def main(argv):
     print(f"figures: {_WORKDIR.value}/loss_curves.png, {_WORKDIR.value}/head_scores.png")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags only for the binary: importing run_experiment defines none
+    _CONFIG = config_flags.DEFINE_config_file("config", "configs/induction_heads.py",
+                                              "Experiment config.", lock_config=True)
+    _WORKDIR = flags.DEFINE_string("workdir", "workdirs/induction_heads", "Output directory.")
     app.run(main)

@@ -99,13 +99,6 @@ def _model_inputs(example: dict[str, Any]) -> dict[str, np.ndarray]:
     return {"inputs": np.asarray(example["tokens"][:-1], np.int32)}
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "SAE experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the model, the SAE, their checkpoints "
-                                "and logs go; a rerun resumes from them.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
 def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
@@ -113,5 +106,10 @@ def main(argv):
     run_experiment(_CONFIG.value, _WORKDIR.value)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags only for the binary: importing run_experiment defines none
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "SAE experiment config file.",
+                                              lock_config=True)
+    _WORKDIR = flags.DEFINE_string("workdir", None, "Where the model, the SAE, their checkpoints "
+                                    "and logs go; a rerun resumes from them.")
+    flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)
