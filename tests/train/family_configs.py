@@ -4,8 +4,9 @@ config file for the training binary:
     config = family_configs.get_config("strip_mlp")                 # in-process: train(...)
     python -m experiments.train --config=tests/train/family_configs.py:strip_mlp --workdir=W
 
-Each model has a few thousand parameters and trains 20 steps of batch 16 in a few seconds on
-CPU, with augmentation (random crop with 1 pixel of padding, random flip). The families:
+Each model has 4k-24k parameters and trains 20 steps of batch 16 (a checkpoint every 5) with
+augmentation (random crop with 1 pixel of padding, random flip); compiling takes most of the
+time (Strip-MLP's programs about a minute of CPU). The families:
 
   vit        ViT, 2 layers, d_model 16, 2 heads, patches 4x4
   mixer      MLP-Mixer, 2 blocks, hidden 16, patches 2x2
@@ -16,11 +17,16 @@ CPU, with augmentation (random crop with 1 pixel of padding, random flip). The f
              learning rate 3e-3 (the others 1e-2)
 
 `run(workdir, family, *flags, devices=...)` runs the binary in a subprocess with that many CPU
-devices (`popen=True` returns the process instead of waiting).
+devices (`popen=True` returns the process instead of waiting); with `env=compile_cache_env(d)`
+it reuses the programs earlier runs compiled. `MESHES` is each family's 8-device mesh;
+`train_losses`, `saved_state` and `saved_shardings` read a run's results back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import subprocess
 import sys
@@ -47,6 +53,17 @@ MODELS = {
     "kan": dict(preset="kan_64_64_10", widths=(64, 16, 10)),
 }
 FAMILIES = tuple(MODELS)
+# The 8-device mesh each family's tests train on (the 1-device vs 8-device test, the SIGKILL
+# test and the 2-process test run the same command on it, so they share compiled programs).
+# Strip-MLP: data x fsdp only, since XLA computes two of its patterns wrongly when tensor > 1
+# (tests/train/test_families_sharded.py).
+MESHES = {"vit": dict(data=2, fsdp=2, tensor=2), "mixer": dict(data=2, fsdp=2, tensor=2),
+          "strip_mlp": dict(data=4, fsdp=2, tensor=1), "kan": dict(data=2, fsdp=2, tensor=2)}
+
+
+def mesh_flags(family: str) -> dict[str, int]:
+    """`flags(**mesh_flags(family))`: the family's 8-device mesh as overrides."""
+    return {f"mesh__{axis}": size for axis, size in MESHES[family].items()}
 
 
 def get_config(family: str = "vit") -> ConfigDict:
@@ -99,10 +116,31 @@ def run(workdir: str, family: str, *flags: str, devices: int = 8, popen: bool = 
     if popen:
         return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-    result = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
-                            timeout=timeout)
+    with _one_at_a_time(full_env, [module, family, str(devices), *sorted(
+            f for f in flags if not f.startswith("--config.data.data_dir="))]):
+        result = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
+                                timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+@contextlib.contextmanager
+def _one_at_a_time(env: dict, command: list[str]):
+    """With a compilation cache: holds a lock for this command (its workdir and data_dir
+    aside) in the cache directory, so two pytest-xdist workers running the same program wait
+    for each other, and the second loads what the first compiled instead of compiling it too."""
+    cache = env.get("JAX_COMPILATION_CACHE_DIR")
+    if not cache:
+        yield
+        return
+    os.makedirs(cache, exist_ok=True)
+    name = hashlib.sha256("\0".join(command).encode()).hexdigest()[:16]
+    with open(os.path.join(cache, f"run-{name}.lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def compile_cache_env(directory: str) -> dict[str, str]:
@@ -131,6 +169,33 @@ def checkpoint_steps(workdir: str) -> tuple[list[int], list[str]]:
             sorted(n for n in names if "orbax-checkpoint-tmp" in n))
 
 
+def saved_shardings(workdir: str, step: int | None = None) -> dict[str, tuple]:
+    """`{leaf key (as in saved_state): (mesh shape, partition spec)}` of the arrays a run saved
+    at `step` (default: the newest): how they were laid out on the run's devices."""
+    import grain
+    import orbax.checkpoint as ocp
+
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    step = max(checkpoint_steps(workdir)[0]) if step is None else step
+    manager = ocp.CheckpointManager(directory, item_handlers={
+        "state": ocp.PyTreeCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler()})
+    try:
+        tree = manager.item_metadata(step)["state"]
+    finally:
+        manager.close()
+    import jax
+
+    tree = tree.tree if hasattr(tree, "tree") else tree
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_key(path): (tuple(int(n) for n in m.sharding.shape), tuple(m.sharding.partition_spec))
+            for path, m in flat}
+
+
+def _key(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
 def saved_state(workdir: str, step: int | None = None) -> dict[str, np.ndarray]:
     """Every leaf of the train state saved at `step` (default: the newest) in `workdir`:
     `{"step": ..., "params/...": ..., "opt_state/...": ..., "rng": ..., "model_state/...",
@@ -155,6 +220,4 @@ def saved_state(workdir: str, step: int | None = None) -> dict[str, np.ndarray]:
     finally:
         manager.close()
     state = state["state"]
-    flat = jax.tree_util.tree_flatten_with_path(state)[0]
-    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(v)
-            for path, v in flat}
+    return {_key(path): np.asarray(v) for path, v in jax.tree_util.tree_flatten_with_path(state)[0]}

@@ -3,7 +3,7 @@ command: the run ends with every variable of the uninterrupted run, bit for bit.
 
 Two models whose train state holds more than parameters and optimizer moments (the family
 configs of tests/train/family_configs.py, 20 steps, a checkpoint every 5, on 8 CPU devices,
-mesh data=4 x fsdp=2):
+on the family's mesh, family_configs.MESHES):
   strip_mlp  BatchNorm statistics (batch_stats), drop path (the `dropout` rng from the state's
              rng) and a training-time RunningMean intervention (iv_state);
   kan        B-spline grids (kan_grid) updated at steps 0, 5, 10 and 15.
@@ -30,35 +30,34 @@ import pytest
 
 from tests.train.family_configs import (
     checkpoint_steps,
-    compile_cache_env,
     flags,
+    mesh_flags,
     run,
     saved_state,
     train_losses,
 )
 
-MESH = dict(mesh__data=4, mesh__fsdp=2, mesh__tensor=1)
 # kill point -> (commits held from this step on, the step the rerun must resume from)
 KILLS = {"mid_run": (15, 10), "mid_save": (10, 5)}
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    """A data_dir and an XLA compilation cache shared by every run of this module."""
-    root = tmp_path_factory.mktemp("kill_resume")
-    return {"data": str(root / "data"), "env": compile_cache_env(str(root / "xla_cache"))}
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
-def straight(shared, tmp_path_factory):
-    """The uninterrupted run of each family (run once, on first use)."""
+def straight(data_dir, xla_cache, tmp_path_factory):
+    """The uninterrupted run of each family (run once, on first use; the same command as the
+    8-device run of test_families_sharded, so its programs come from the session's cache when
+    that ran first)."""
     done = {}
 
     def get(family: str) -> str:
         if family not in done:
             workdir = str(tmp_path_factory.mktemp(f"straight_{family}"))
-            run(workdir, family, *flags(data__data_dir=shared["data"], **MESH),
-                env=shared["env"])
+            run(workdir, family, *flags(data__data_dir=data_dir, **mesh_flags(family)),
+                env=xla_cache)
             done[family] = workdir
         return done[family]
 
@@ -77,7 +76,7 @@ def _state_written(workdir: str, step: int) -> bool:
     return False
 
 
-def _kill_when(proc, ready, timeout: float = 300) -> None:
+def _kill_when(proc, ready, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while not ready():
         assert proc.poll() is None, "the run ended before the kill point:\n" + \
@@ -93,13 +92,13 @@ def _kill_when(proc, ready, timeout: float = 300) -> None:
 @pytest.mark.parametrize("when", list(KILLS))
 @pytest.mark.parametrize("family", ["strip_mlp", "kan"])
 def test_sigkill_then_rerun_equals_the_uninterrupted_run_bit_for_bit(
-        family, when, shared, straight, tmp_path):
+        family, when, data_dir, xla_cache, straight, tmp_path):
     reference = straight(family)
     held_from, resume_step = KILLS[when]
     workdir = str(tmp_path / "killed")
-    args = flags(data__data_dir=shared["data"], **MESH)
+    args = flags(data__data_dir=data_dir, **mesh_flags(family))
     proc = run(workdir, family, *args, popen=True, module="tests.train.slow_commit",
-               env={**shared["env"], "SLOW_COMMIT_FROM_STEP": str(held_from)})
+               env={**xla_cache, "SLOW_COMMIT_FROM_STEP": str(held_from)})
     if when == "mid_run":
         _kill_when(proc, lambda: 10 in checkpoint_steps(workdir)[0])
     else:
@@ -109,7 +108,7 @@ def test_sigkill_then_rerun_equals_the_uninterrupted_run_bit_for_bit(
     print(f"{family} {when}: killed with checkpoints {committed} committed, in flight: "
           f"{pending}")
 
-    out = run(workdir, family, *args, env=shared["env"]).stdout
+    out = run(workdir, family, *args, env=xla_cache).stdout
     assert f"resumed from step {resume_step} in" in out, out[-2000:]
 
     want, got = saved_state(reference, 20), saved_state(workdir, 20)

@@ -11,14 +11,10 @@ differed by 1.5e-3 at step 1 and up to 4e-2.) Measured: max relative loss differ
 
 import socket
 
-import jax
 import numpy as np
 import pytest
 
-from jaxinterp.train import train
-from tests.train.family_configs import flags, get_config, run, train_losses
-
-MESH = dict(data=2, fsdp=2, tensor=2)
+from tests.train.family_configs import MESHES, flags, get_config, mesh_flags, run, train_losses
 
 
 def _free_port() -> int:
@@ -28,25 +24,22 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_same_losses_as_one(tmp_path):
+def test_two_processes_give_the_same_losses_as_one(tmp_path, xla_cache):
     data_dir = str(tmp_path / "data")
     two, one = str(tmp_path / "two"), str(tmp_path / "one")
     config = get_config("vit")
     assert config.data.image.crop_padding == 1 and config.data.image.flip
+    assert MESHES["vit"] == dict(data=2, fsdp=2, tensor=2)
+    args = flags(data__data_dir=data_dir, **mesh_flags("vit"))
     port = _free_port()  # the 2-process run goes first: its process 0 prepares the dataset
-    procs = [run(two, "vit", *flags(
-        data__data_dir=data_dir, **{f"mesh__{k}": v for k, v in MESH.items()},
+    procs = [run(two, "vit", *args, *flags(
         distributed__initialize=True, distributed__coordinator_address=f"localhost:{port}",
         distributed__num_processes=2, distributed__process_id=i), devices=4, popen=True)
         for i in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
     assert "step 20/20" in outputs[0] and "step 20/20" not in outputs[1]  # process 0 logs
-
-    assert jax.device_count() == 8 and jax.process_count() == 1
-    config.data.data_dir = data_dir
-    config.mesh.update(MESH)
-    train(config, one)
+    run(one, "vit", *args, devices=8, env=xla_cache)  # as test_families_sharded's vit run
     a, b = train_losses(one), train_losses(two)
     assert len(a) == len(b) == 20
     rel = float(np.max(np.abs(b - a) / np.abs(a)))
