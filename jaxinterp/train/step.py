@@ -10,6 +10,7 @@ What it knows of the data comes from the task (`jaxinterp.train.tasks`).
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,8 +40,6 @@ def mode_kwargs(model: nn.Module, train: bool) -> dict[str, bool]:
 def init_iv_state(interventions: Sequence[Intervention], site_shapes: dict[str, Any]) -> dict:
     """Zero statistics `{str(index): {"mean", "count"}}` for the `RunningMean`s in
     `interventions`; `site_shapes` is `jaxinterp.sites(model, example)` at batch size 1."""
-    import fnmatch
-
     out = {}
     for k, iv in enumerate(interventions):
         if not isinstance(iv, RunningMean):

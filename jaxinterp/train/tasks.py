@@ -187,8 +187,7 @@ class Classification(Task):
 
     def loss(self, output, split):
         logits = output[:, self.position] if output.ndim == 3 else output
-        loss, metrics = cross_entropy(logits[:, None], split.targets[:, None])
-        return loss, metrics
+        return cross_entropy(logits[:, None], split.targets[:, None])
 
 
 @dataclasses.dataclass(frozen=True)
