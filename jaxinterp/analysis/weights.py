@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.models.layout import stack_layers
+from jaxinterp.layers.stack import stack_layers
 from jaxinterp.models.transformer import check_transformer, unembedding, unrolled_params
 
 

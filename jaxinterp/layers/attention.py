@@ -64,15 +64,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import hooks
+from jaxinterp.layers.axes import FEATURE_AXES, GATE_AXES, HEAD_AXES, PATTERN_AXES
 from jaxinterp.layers.common import param
 from jaxinterp.layers.linear_attention import HedgehogFeatureMap
 from jaxinterp.layers.norms import RMSNorm
 from jaxinterp.layers.rotary import apply_rotary
 
-HEAD_AXES = ("batch", "pos", "head", "d_head")
-FEATURE_AXES = ("batch", "pos", "head", "d_feature")
-PATTERN_AXES = ("batch", "head", "query_pos", "key_pos")
-GATE_AXES = ("batch", "pos", "head")
 ATTENTION_TYPES = ("softmax", "sigmoid", "softplus", "clipped_softmax", "linear")
 _REWEIGHT_EPS = 1e-8
 

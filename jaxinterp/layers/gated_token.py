@@ -12,11 +12,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import hooks
+from jaxinterp.layers.axes import POOLED_AXES, TOKEN_AXES
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNormParams, SharedLayerNorm
+from jaxinterp.layers.stack import stack
 from jaxinterp.layers.vision import (
-    POOLED_AXES,
-    TOKEN_AXES,
     ClassifierHead,
     PatchEmbed,
     check_dtypes,
@@ -112,8 +112,7 @@ class GatedTokenNet(nn.Module):
         x = PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
                        param_dtype=pd, name="patch_embed")(images)
         x = hooks.site(self, "hook_embed", x, TOKEN_AXES)
-        for i in range(c.n_layers):
-            x, _ = GatedTokenBlock(c, self.gate, name=f"blocks_{i}")(x, i)
+        x = stack(GatedTokenBlock, x, n_layers=c.n_layers, args=(c, self.gate), axes=TOKEN_AXES)
         pooled = hooks.site(self, "hook_pooled", pool(x, "mean"), POOLED_AXES)
         return ClassifierHead(c.num_classes, init_range=c.init_range, dtype=dtype,
                               param_dtype=pd, name="head")(pooled)

@@ -16,9 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import hooks
+from jaxinterp.layers.axes import NEURON_AXES
 from jaxinterp.layers.common import activation, param
-
-NEURON_AXES = ("batch", "pos", "d_mlp")
 
 
 class MLP(nn.Module):

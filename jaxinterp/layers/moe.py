@@ -35,11 +35,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import hooks
+from jaxinterp.layers.axes import EXPERT_NEURON_AXES, EXPERT_OUT_AXES, ROUTER_AXES
 from jaxinterp.layers.common import activation, param
 
-ROUTER_AXES = ("batch", "pos", "expert")
-EXPERT_NEURON_AXES = ("batch", "pos", "expert", "d_mlp")
-EXPERT_OUT_AXES = ("batch", "pos", "expert", "d_model")
 AUX_COLLECTION = "aux_loss"
 
 

@@ -8,8 +8,7 @@ non-overlapping `patch x patch` squares, read in row-major order (patch `(i, j)`
 one, `W_patch [patch, patch, channels, d_model]` (timm's `proj.weight` transposed), and the
 counts match timm's `patch_embed.proj` (weight plus bias).
 
-Public API:
-  IMAGE_AXES, TOKEN_AXES, POOLED_AXES       site axis names
+Public API (site axis names such as TOKEN_AXES live in `jaxinterp.layers.axes`):
   check_images(images, image_size, channels, who)   clear ValueError on bad input
   n_patches(image_size, patch_size) -> int
   PatchEmbed(patch_size, d_model, ...)(images) -> [batch, n_patches, d_model]
@@ -27,9 +26,6 @@ import numpy as np
 
 from jaxinterp.layers.common import param
 
-IMAGE_AXES = ("batch", "height", "width", "channels")
-TOKEN_AXES = ("batch", "pos", "d_model")
-POOLED_AXES = ("batch", "d_model")
 POOLS = ("token", "mean")
 
 

@@ -9,11 +9,11 @@ attention, norm and MLP variants), `bert`, `vit` (ViT and KAT), `mixer` (MLP-Mix
 (Scaling-MLPs), `kan` (KAN networks). Image models take NHWC float images.
 """
 
+from jaxinterp.layers.stack import stack_layers, unstack_layers
 from jaxinterp.models.activator import Activator, ActivatorConfig
 from jaxinterp.models.bert import Bert, BertConfig
 from jaxinterp.models.deep_mlp import DeepMLP, DeepMLPConfig
 from jaxinterp.models.kan import KAN, KANConfig
-from jaxinterp.models.layout import stack_layers, unstack_layers
 from jaxinterp.models.maxim import Maxim, MaximConfig
 from jaxinterp.models.mixer import Mixer, MixerConfig
 from jaxinterp.models.ms_mlp import MSMLP, MSMLPConfig

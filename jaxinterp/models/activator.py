@@ -34,14 +34,10 @@ import jax.numpy as jnp
 
 from jaxinterp import hooks
 from jaxinterp.layers import gated_token as gt
-from jaxinterp.layers import vision as vc
+from jaxinterp.layers.axes import NEURON_AXES
 from jaxinterp.layers.common import activation, param
-from jaxinterp.layers.mlp import NEURON_AXES
 from jaxinterp.layers.norms import LayerNormParams, SharedLayerNorm
 from jaxinterp.models.preset import Preset
-
-RESID_AXES = vc.TOKEN_AXES
-
 
 ActivatorConfig = gt.GatedTokenConfig
 """Activator's hyperparameters (defaults: the reference CIFAR-10 model)."""

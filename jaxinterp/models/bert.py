@@ -41,16 +41,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.hooks import COLLECTION, site
-from jaxinterp.hooks import layer as layer_scope
+from jaxinterp.hooks import site
 from jaxinterp.layers.attention import Attention
+from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, activation, param
 from jaxinterp.layers.embed import Embed, PosEmbed
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
+from jaxinterp.layers.stack import stack
 from jaxinterp.models.preset import Preset
-
-RESID_AXES = ("batch", "pos", "d_model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,19 +104,18 @@ class BertBlock(nn.Module):
         """key_mask: [batch, pos] bool, True for real tokens (None: all real)."""
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        with layer_scope(self, "blocks", layer, c.n_layers):
-            resid_pre = site(self, "hook_resid_pre", x, RESID_AXES)
-            attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False, use_bias=True,
-                             init_range=c.init_range, dtype=dtype, param_dtype=pd, name="attn")
-            attn_out = site(self, "hook_attn_out", attn(resid_pre, key_mask), RESID_AXES)
-            resid_mid = site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
-            h = LayerNorm(c.eps, dtype, pd, name="ln1")(resid_mid, RESID_AXES)
-            mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, use_bias=True, init_range=c.init_range,
-                      dtype=dtype, param_dtype=pd, name="mlp")
-            mlp_out = site(self, "hook_mlp_out", mlp(h), RESID_AXES)
-            resid_post = site(self, "hook_resid_post", h + mlp_out, RESID_AXES)
-            out = LayerNorm(c.eps, dtype, pd, name="ln2")(resid_post, RESID_AXES)
-            return site(self, "hook_normalized_resid_post", out, RESID_AXES), None
+        resid_pre = site(self, "hook_resid_pre", x, RESID_AXES)
+        attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False, use_bias=True,
+                         init_range=c.init_range, dtype=dtype, param_dtype=pd, name="attn")
+        attn_out = site(self, "hook_attn_out", attn(resid_pre, key_mask), RESID_AXES)
+        resid_mid = site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
+        h = LayerNorm(c.eps, dtype, pd, name="ln1")(resid_mid, RESID_AXES)
+        mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, use_bias=True, init_range=c.init_range,
+                  dtype=dtype, param_dtype=pd, name="mlp")
+        mlp_out = site(self, "hook_mlp_out", mlp(h), RESID_AXES)
+        resid_post = site(self, "hook_resid_post", h + mlp_out, RESID_AXES)
+        out = LayerNorm(c.eps, dtype, pd, name="ln2")(resid_post, RESID_AXES)
+        return site(self, "hook_normalized_resid_post", out, RESID_AXES), None
 
 
 class MLMHead(nn.Module):
@@ -168,15 +166,9 @@ class Bert(nn.Module):
                            RESID_AXES)
         x = LayerNorm(c.eps, dtype, pd, name="embed_ln")(x, RESID_AXES)
 
-        if c.scan_layers:  # the layer index is scanned over; every layer sees the same mask
-            stack = nn.scan(BertBlock, variable_axes={"params": 0, COLLECTION: 0},
-                            split_rngs={"params": True, "dropout": True}, length=c.n_layers,
-                            in_axes=(0, nn.broadcast),
-                            metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32), key_mask)
-        else:
-            for i in range(c.n_layers):
-                x, _ = BertBlock(c, name=f"blocks_{i}")(x, i, key_mask)
+        # every layer sees the same mask
+        x = stack(BertBlock, x, key_mask, n_layers=c.n_layers, scan=c.scan_layers, args=(c,),
+                  axes=RESID_AXES)
         if not c.mlm_head:
             return x
         h = MLMHead(c, name="mlm_head")(x)

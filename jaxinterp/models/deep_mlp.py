@@ -32,13 +32,13 @@ import jax.numpy as jnp
 
 from jaxinterp import hooks
 from jaxinterp.layers import vision as vc
+from jaxinterp.layers.axes import VEC_AXES
+from jaxinterp.layers.axes import VEC_NEURON_AXES as NEURON_AXES
 from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
+from jaxinterp.layers.stack import stack
 from jaxinterp.models.preset import Preset
-
-VEC_AXES = ("batch", "d_model")
-NEURON_AXES = ("batch", "d_mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,14 +136,8 @@ class DeepMLP(nn.Module):
         x = images.reshape(images.shape[0], -1).astype(dtype)  # [batch, H*W*C]
         x = _Dense(c.d_model, (None, "embed"), c.init_range, dtype, pd, name="linear_in")(x)
         x = hooks.site(self, "hook_embed", x, VEC_AXES)
-        if c.scan_layers:
-            stack = nn.scan(DeepMLPBlock, variable_axes={"params": 0, hooks.COLLECTION: 0},
-                            split_rngs={"params": True}, length=c.n_layers,
-                            metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
-        else:
-            for i in range(c.n_layers):
-                x, _ = DeepMLPBlock(c, name=f"blocks_{i}")(x, i)
+        x = stack(DeepMLPBlock, x, n_layers=c.n_layers, scan=c.scan_layers, args=(c,),
+                  axes=VEC_AXES)
         if c.final_norm:
             x = LayerNorm(c.eps, dtype, pd, name="ln_final")(x, VEC_AXES)
         logits = _Dense(c.num_classes, ("embed", "vocab"), c.init_range, dtype, pd,

@@ -72,16 +72,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.hooks import COLLECTION, site
 from jaxinterp.hooks import layer as site_layer
+from jaxinterp.hooks import site
 from jaxinterp.layers import vision as vc
+from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES, WINDOW_AXES
 from jaxinterp.layers.common import activation, param
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.norms import FlaxLayerNorm
+from jaxinterp.layers.stack import stack
 from jaxinterp.models.preset import Preset
 
-MAP_AXES = ("batch", "height", "width", "d_model")
-WINDOW_AXES = ("batch", "window", "window_pos", "d_gate")
 BRANCHES = ("local", "global")
 
 
@@ -318,16 +318,10 @@ class Maxim(nn.Module):
                           init_range=c.init_range, dtype=dtype, param_dtype=pd,
                           name="patch_embed")(images)
         x = site(self, "hook_embed", x.reshape(-1, c.side, c.side, c.d_model), MAP_AXES)
-        if c.scan_layers:
-            stack = nn.scan(MaximBlock, variable_axes={"params": 0, COLLECTION: 0},
-                            split_rngs={"params": True}, length=c.n_layers,
-                            metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
-        else:
-            for i in range(c.n_layers):
-                x, _ = MaximBlock(c, name=f"blocks_{i}")(x, i)
+        x = stack(MaximBlock, x, n_layers=c.n_layers, scan=c.scan_layers, args=(c,),
+                  axes=MAP_AXES)
         x = FlaxLayerNorm(c.eps, name="final_norm", dtype=dtype, param_dtype=pd)(x)
-        pooled = site(self, "hook_pooled", x.mean(axis=(1, 2)), vc.POOLED_AXES)
+        pooled = site(self, "hook_pooled", x.mean(axis=(1, 2)), POOLED_AXES)
         return vc.ClassifierHead(c.num_classes, use_bias=c.use_bias, init_range=c.init_range,
                                  dtype=dtype, param_dtype=pd, name="head")(pooled)
 

@@ -45,15 +45,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.hooks import COLLECTION, site
 from jaxinterp.hooks import layer as site_layer
+from jaxinterp.hooks import site
+from jaxinterp.layers.axes import IMAGE_AXES, POOLED_AXES, TOKEN_AXES
 from jaxinterp.layers.common import activation, param
 from jaxinterp.layers.dense import Dense, lecun_normal
 from jaxinterp.layers.norms import FlaxLayerNorm
+from jaxinterp.layers.stack import stack
 from jaxinterp.layers.vision import (
-    IMAGE_AXES,
-    POOLED_AXES,
-    TOKEN_AXES,
     check_images,
     n_patches,
 )
@@ -179,18 +178,8 @@ class Mixer(nn.Module):
         images = site(self, "hook_image", images.astype(dtype), IMAGE_AXES)
         x = _Stem(c.patch_size, c.hidden_dim, dtype, pd, name="stem")(images)
         x = site(self, "hook_embed", x, TOKEN_AXES)
-        if c.scan_layers:
-            stack = nn.scan(
-                MixerBlock,
-                variable_axes={"params": 0, COLLECTION: 0},
-                split_rngs={"params": True},
-                length=c.num_blocks,
-                metadata_params={nn.PARTITION_NAME: "layers"},
-            )
-            x, _ = stack(c, name="MixerBlock")(x, jnp.arange(c.num_blocks, dtype=jnp.int32))
-        else:
-            for i in range(c.num_blocks):
-                x, _ = MixerBlock(c, name=f"MixerBlock_{i}")(x, i)
+        x = stack(MixerBlock, x, n_layers=c.num_blocks, scan=c.scan_layers, args=(c,),
+                  name="MixerBlock", axes=TOKEN_AXES)
         x = FlaxLayerNorm(c.eps, name="pre_head_layer_norm", dtype=dtype, param_dtype=pd)(x)
         x = site(self, "hook_pooled", x.mean(axis=1), POOLED_AXES)
         head = Dense(c.num_classes, ("embed", "vocab"), nn.initializers.zeros, dtype=dtype,

@@ -37,14 +37,11 @@ import jax.numpy as jnp
 
 from jaxinterp import hooks
 from jaxinterp.layers import gated_token as gt
-from jaxinterp.layers import vision as vc
+from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import param
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models.preset import Preset
-
-RESID_AXES = vc.TOKEN_AXES
-
 
 NiNformerConfig = gt.GatedTokenConfig
 """NiNformer's hyperparameters (defaults: the reference CIFAR-10 model)."""

@@ -49,13 +49,12 @@ import jax.numpy as jnp
 
 from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
+from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.norms import FlaxLayerNorm
-from jaxinterp.layers.vision import POOLED_AXES, check_images
+from jaxinterp.layers.vision import check_images
 from jaxinterp.models.preset import Preset
-
-MAP_AXES = ("batch", "height", "width", "d_model")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,14 +52,14 @@ import numpy as np
 
 from jaxinterp import hooks
 from jaxinterp.layers.attention import Attention, check_attention_options
+from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.embed import Embed, PosEmbed
 from jaxinterp.layers.mlp import KANMLP, MLP
-from jaxinterp.layers.moe import AUX_COLLECTION, MoE, check_moe_options
+from jaxinterp.layers.moe import MoE, check_moe_options
 from jaxinterp.layers.norms import NORMS, make_norm
-from jaxinterp.models.layout import unstack_layers
+from jaxinterp.layers.stack import stack, unstack_layers
 
-RESID_AXES = ("batch", "pos", "d_model")
 MLP_TYPES = ("dense", "moe", "kan")
 
 
@@ -214,29 +214,28 @@ class Block(nn.Module):
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        with hooks.layer(self, "blocks", layer, c.n_layers):
-            resid_pre = hooks.site(self, "hook_resid_pre", x, RESID_AXES)
-            ln1 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln1")
-            attn = Attention(
-                n_heads=c.n_heads, d_head=c.d_head, n_kv_heads=c.n_key_value_heads,
-                causal=c.causal, use_bias=c.use_bias, qk_norm=c.qk_norm,
-                rotary_dim=(c.rotary_dim or c.d_head)
-                if c.positional_embedding_type == "rotary" else None,
-                rotary_base=c.rotary_base, init_range=c.init_range, eps=c.eps,
-                attention_type=c.attention_type, gated=c.gated_attention, clip_zeta=c.clip_zeta,
-                clip_gamma=c.clip_gamma, softplus_power=c.softplus_power,
-                linear_feature_dim=c.linear_feature_dim,
-                dtype=dtype, param_dtype=pd, name="attn")
-            h = resid_pre if ln1 is None else ln1(resid_pre, RESID_AXES)
-            attn_out = hooks.site(self, "hook_attn_out", attn(h), RESID_AXES)
-            if c.attn_only:
-                return hooks.site(self, "hook_resid_post", resid_pre + attn_out, RESID_AXES), None
-            resid_mid = hooks.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
-            ln2 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln2")
-            mlp = _make_mlp(c, dtype, pd)
-            h = resid_mid if ln2 is None else ln2(resid_mid, RESID_AXES)
-            mlp_out = hooks.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
-            return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
+        resid_pre = hooks.site(self, "hook_resid_pre", x, RESID_AXES)
+        ln1 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln1")
+        attn = Attention(
+            n_heads=c.n_heads, d_head=c.d_head, n_kv_heads=c.n_key_value_heads,
+            causal=c.causal, use_bias=c.use_bias, qk_norm=c.qk_norm,
+            rotary_dim=(c.rotary_dim or c.d_head)
+            if c.positional_embedding_type == "rotary" else None,
+            rotary_base=c.rotary_base, init_range=c.init_range, eps=c.eps,
+            attention_type=c.attention_type, gated=c.gated_attention, clip_zeta=c.clip_zeta,
+            clip_gamma=c.clip_gamma, softplus_power=c.softplus_power,
+            linear_feature_dim=c.linear_feature_dim,
+            dtype=dtype, param_dtype=pd, name="attn")
+        h = resid_pre if ln1 is None else ln1(resid_pre, RESID_AXES)
+        attn_out = hooks.site(self, "hook_attn_out", attn(h), RESID_AXES)
+        if c.attn_only:
+            return hooks.site(self, "hook_resid_post", resid_pre + attn_out, RESID_AXES), None
+        resid_mid = hooks.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
+        ln2 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln2")
+        mlp = _make_mlp(c, dtype, pd)
+        h = resid_mid if ln2 is None else ln2(resid_mid, RESID_AXES)
+        mlp_out = hooks.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
+        return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
 
 
 def _make_mlp(c: TransformerConfig, dtype, pd) -> nn.Module:
@@ -273,20 +272,8 @@ class Transformer(nn.Module):
             w_reg = param(self, "W_reg", init, (n_reg, c.d_model), ("register", "embed"), pd)
             x = _prepend_registers(x, w_reg, dtype)
 
-        block = nn.remat(Block) if c.remat else Block
-        if c.scan_layers:
-            stack = nn.scan(
-                block,
-                variable_axes={"params": 0, hooks.COLLECTION: 0, AUX_COLLECTION: 0,
-                               "kan_grid": 0},
-                split_rngs={"params": True, "dropout": True},
-                length=c.n_layers,
-                metadata_params={nn.PARTITION_NAME: "layers"},
-            )
-            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
-        else:
-            for i in range(c.n_layers):
-                x, _ = block(c, name=f"blocks_{i}")(x, i)
+        x = stack(Block, x, n_layers=c.n_layers, scan=c.scan_layers, remat=c.remat, args=(c,),
+                  axes=RESID_AXES)
 
         # The read-out functions below (final_norm, drop_registers, unembed) apply these same
         # modules and helpers to given parameters, so that analyses read out exactly like this.

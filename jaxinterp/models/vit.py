@@ -52,13 +52,14 @@ import jax.numpy as jnp
 from jaxinterp import hooks
 from jaxinterp.layers import vision as vc
 from jaxinterp.layers.attention import Attention
+from jaxinterp.layers.axes import POOLED_AXES, RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.kan_rational import RATIONAL_INITS, GroupRationalKAN
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
+from jaxinterp.layers.stack import stack
 from jaxinterp.models.preset import Preset
 
-RESID_AXES = vc.TOKEN_AXES
 MLP_TYPES = ("mlp", "grkan")
 
 @dataclasses.dataclass(frozen=True)
@@ -174,23 +175,22 @@ class ViTBlock(nn.Module):
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        with hooks.layer(self, "blocks", layer, c.n_layers):
-            resid_pre = hooks.site(self, "hook_resid_pre", x, RESID_AXES)
-            h = LayerNorm(c.eps, dtype, pd, name="ln1")(resid_pre, RESID_AXES)
-            attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False,
-                             init_range=c.init_range, dtype=dtype, param_dtype=pd, name="attn")
-            attn_out = hooks.site(self, "hook_attn_out", attn(h), RESID_AXES)
-            resid_mid = hooks.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
-            h = LayerNorm(c.eps, dtype, pd, name="ln2")(resid_mid, RESID_AXES)
-            if c.mlp_type == "grkan":
-                mlp = GRKANFeedForward(d_mlp=c.d_mlp, groups=c.kan_groups,
-                                       act_init=c.kan_act_init, init_range=c.init_range,
-                                       dtype=dtype, param_dtype=pd, name="mlp")
-            else:
-                mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, init_range=c.init_range, dtype=dtype,
-                          param_dtype=pd, name="mlp")
-            mlp_out = hooks.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
-            return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
+        resid_pre = hooks.site(self, "hook_resid_pre", x, RESID_AXES)
+        h = LayerNorm(c.eps, dtype, pd, name="ln1")(resid_pre, RESID_AXES)
+        attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False,
+                         init_range=c.init_range, dtype=dtype, param_dtype=pd, name="attn")
+        attn_out = hooks.site(self, "hook_attn_out", attn(h), RESID_AXES)
+        resid_mid = hooks.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
+        h = LayerNorm(c.eps, dtype, pd, name="ln2")(resid_mid, RESID_AXES)
+        if c.mlp_type == "grkan":
+            mlp = GRKANFeedForward(d_mlp=c.d_mlp, groups=c.kan_groups,
+                                   act_init=c.kan_act_init, init_range=c.init_range,
+                                   dtype=dtype, param_dtype=pd, name="mlp")
+        else:
+            mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, init_range=c.init_range, dtype=dtype,
+                      param_dtype=pd, name="mlp")
+        mlp_out = hooks.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
+        return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
 
 
 class ViT(nn.Module):
@@ -216,18 +216,11 @@ class ViT(nn.Module):
         pos = jnp.broadcast_to(w_pos.astype(dtype), (batch, c.n_tokens, c.d_model))
         x = x + hooks.site(self, "hook_pos_embed", pos, RESID_AXES)
 
-        block = nn.remat(ViTBlock) if c.remat else ViTBlock
-        if c.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0, hooks.COLLECTION: 0},
-                            split_rngs={"params": True, "dropout": True}, length=c.n_layers,
-                            metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = stack(c, name="blocks")(x, jnp.arange(c.n_layers, dtype=jnp.int32))
-        else:
-            for i in range(c.n_layers):
-                x, _ = block(c, name=f"blocks_{i}")(x, i)
+        x = stack(ViTBlock, x, n_layers=c.n_layers, scan=c.scan_layers, remat=c.remat,
+                  args=(c,), axes=RESID_AXES)
 
         x = LayerNorm(c.eps, dtype, pd, name="ln_final")(x, RESID_AXES)
-        pooled = hooks.site(self, "hook_pooled", vc.pool(x, c.pool), vc.POOLED_AXES)
+        pooled = hooks.site(self, "hook_pooled", vc.pool(x, c.pool), POOLED_AXES)
         return vc.ClassifierHead(c.num_classes, init_range=c.head_init_range, dtype=dtype,
                                  param_dtype=pd, name="head")(pooled)
 

@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from jaxinterp.layers.stack import stack_layers
 from jaxinterp.models.bert import Bert, BertConfig
-from jaxinterp.models.layout import stack_layers
 from jaxinterp.models.transformer import Transformer, TransformerConfig
 
 SUPPORTED: dict[str, tuple[str, ...]] = {

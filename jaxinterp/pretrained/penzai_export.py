@@ -32,7 +32,7 @@ from penzai import pz
 from penzai.models.transformer import model_parts
 
 from jaxinterp.layers.common import activation
-from jaxinterp.models.layout import unstack_layers
+from jaxinterp.layers.stack import unstack_layers
 from jaxinterp.models.transformer import Transformer, TransformerConfig
 
 _HANDLED = {
