@@ -144,9 +144,11 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
                                        jax.dtypes.canonicalize_dtype(np.asarray(x).dtype)),
         {f: first[f] for f in task.features})
     _check_output(task, model, state, example, abstract_batch, train_source)
-    jax.eval_shape(train_fn, state_lib.abstract(shardings, state), abstract_batch)
-    train_step, eval_step = step_lib.compile_steps(mesh, shardings, train_fn, eval_fn)
-    grid_step = _grid_step(config, model, task, mesh, shardings)
+    jax.eval_shape(sharding_lib.on_mesh(train_fn, mesh, rules),
+                   state_lib.abstract(shardings, state), abstract_batch)
+    train_step, eval_step = step_lib.compile_steps(mesh, shardings, train_fn, eval_fn,
+                                                   rules)
+    grid_step = _grid_step(config, model, task, mesh, shardings, rules)
 
     writer = MetricsWriter(workdir)
     tokens = isinstance(task, (NextToken, MaskedLM))
@@ -246,11 +248,12 @@ def _check_output(task, model, state, example, abstract_batch, source) -> None:
     task.check_output(out, split, source)
 
 
-def _grid_step(config: ConfigDict, model: nn.Module, task, mesh, shardings):
+def _grid_step(config: ConfigDict, model: nn.Module, task, mesh, shardings, rules):
     if not config.kan_grid.update_every:
         return None
     fn = functools.partial(step_lib.grid_step, model=model, task=task)
-    return jax.jit(fn, in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
+    return jax.jit(sharding_lib.on_mesh(fn, mesh, rules),
+                   in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
                    out_shardings=shardings, donate_argnums=(0,))
 
 

@@ -7,9 +7,10 @@ batch axis is split over `data` and `fsdp`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -66,6 +67,21 @@ def rules_from_config(rules: Sequence[Sequence[Any]] | None) -> tuple[tuple[str,
     for name, axes in rules:
         out.append((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes))
     return tuple(out)
+
+
+def on_mesh(fn: Callable[..., Any], mesh: Mesh, rules) -> Callable[..., Any]:
+    """`fn` traced with `mesh` (as the abstract mesh) and the logical-axis `rules` in context.
+
+    Models constrain activations with `nn.with_logical_constraint` (at the layer stack's block
+    boundaries, `jaxinterp.layers.stack`); that is a no-op unless both are in context while the
+    function is traced, so the steps are `jax.jit(on_mesh(step, mesh, rules))`.
+    """
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+            return fn(*args, **kwargs)
+
+    return traced
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -183,12 +183,17 @@ def compile_steps(
     state_shardings: TrainState,
     train_fn: Callable[..., Any],
     eval_fn: Callable[..., Any],
+    rules=sharding_lib.DEFAULT_RULES,
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """`jax.jit`s the steps with explicit shardings; the train step donates the old state."""
+    """`jax.jit`s the steps with explicit shardings; the train step donates the old state.
+    The steps are traced with the mesh and the logical-axis `rules` in context, so the models'
+    activation constraints lay activations out on the mesh (`sharding.on_mesh`)."""
     batch_sh = sharding_lib.batch_sharding(mesh)
     replicated = NamedSharding(mesh, P())
-    train = jax.jit(train_fn, in_shardings=(state_shardings, batch_sh),
+    train = jax.jit(sharding_lib.on_mesh(train_fn, mesh, rules),
+                    in_shardings=(state_shardings, batch_sh),
                     out_shardings=(state_shardings, replicated), donate_argnums=(0,))
-    evaluate = jax.jit(eval_fn, in_shardings=(state_shardings, batch_sh),
+    evaluate = jax.jit(sharding_lib.on_mesh(eval_fn, mesh, rules),
+                       in_shardings=(state_shardings, batch_sh),
                        out_shardings=replicated)
     return train, evaluate
