@@ -13,8 +13,8 @@ and which values to capture. Nothing of it survives into the compiled function e
 arithmetic it added.
 
 Names. A site's full name is the module's Flax path joined with dots plus the site name
-(`ln_final.hook_normalized`). Blocks of a layer stack wrap their body in
-`with hooks.layer(self, "blocks", index, size):`, and every site below them is named
+(`ln_final.hook_normalized`). The layer stack (`jaxinterp.layers.stack`) calls each block inside
+`with hooks.layer(block, "blocks", index, size):`, and every site below it is named
 `blocks.{index}.<rest of the path>.<name>`. `index` is a Python int in an unrolled model and a
 traced integer under `nn.scan`; in the scanned case an intervention on `blocks.1.x` is applied
 with `jnp.where(index == 1, ...)`, and captured values come back stacked over layers (Flax `sow`

@@ -64,7 +64,7 @@ class BertConfig:
       eps: LayerNorm epsilon (BERT: 1e-12).
       mlm_head: add the masked-LM head (dense + act + LayerNorm + tied decoder + bias) and
         return its logits instead of the final hidden states.
-      init_range, dtype, param_dtype, scan_layers: as in `TransformerConfig`.
+      init_range, dtype, param_dtype, scan_layers, remat: as in `TransformerConfig`.
     """
 
     n_layers: int = 2
@@ -82,6 +82,7 @@ class BertConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     scan_layers: bool = False
+    remat: bool = False
 
     def __post_init__(self):
         for f in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx",
@@ -94,7 +95,8 @@ class BertConfig:
 
 
 class BertBlock(nn.Module):
-    """One post-norm encoder block. x: [batch, pos, d_model] -> ([batch, pos, d_model], None)."""
+    """One post-norm encoder block. x: [batch, pos, d_model] -> ([batch, pos, d_model], None).
+    `layer` is the block index (`jaxinterp.layers.stack` names the sites `blocks.{layer}.…`)."""
 
     config: BertConfig
 
@@ -167,8 +169,8 @@ class Bert(nn.Module):
         x = LayerNorm(c.eps, dtype, pd, name="embed_ln")(x, RESID_AXES)
 
         # every layer sees the same mask
-        x = stack(BertBlock, x, key_mask, n_layers=c.n_layers, scan=c.scan_layers, args=(c,),
-                  axes=RESID_AXES)
+        x = stack(BertBlock, x, key_mask, n_layers=c.n_layers, scan=c.scan_layers,
+                  remat=c.remat, args=(c,), axes=RESID_AXES)
         if not c.mlm_head:
             return x
         h = MLMHead(c, name="mlm_head")(x)

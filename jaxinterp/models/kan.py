@@ -33,7 +33,10 @@ class KANConfig:
     """Hyperparameters of a KAN network.
 
     Attributes:
-      widths: node counts, input first: (64, 64, 10) is 64 inputs, 64 hidden, 10 outputs.
+      widths: node counts, input first: (64, 64, 10) is 64 inputs, 64 hidden, 10 outputs
+        (pykan's `width`). Kept as one tuple rather than the `n_layers` / `d_model` other
+        families have: a KAN's layers have different widths (input, hidden and output widths
+        are all free), so there is no single d_model; `n_layers` is `len(widths) - 1`.
       layer_type: "bspline", "rbf", "chebyshev", "fourier", "grkan" (group-rational + linear,
         KAT), or a tuple of the first four (a learnable mix per edge).
       grid_size, order, grid_range: B-spline grid (G intervals, order k, initial range).
@@ -87,6 +90,11 @@ class KANConfig:
                 jnp.dtype(getattr(self, f))
             except TypeError:
                 raise ValueError(f"KANConfig.{f}={getattr(self, f)!r} is not a dtype") from None
+
+    @property
+    def n_layers(self) -> int:
+        """Number of KAN layers, `len(widths) - 1`."""
+        return len(self.widths) - 1
 
 
 class KAN(nn.Module):

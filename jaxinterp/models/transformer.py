@@ -205,7 +205,8 @@ class TransformerConfig:
 class Block(nn.Module):
     """One pre-norm block. x: [batch, pos, d_model] -> ([batch, pos, d_model], None).
 
-    `layer` is the block's index: a Python int when unrolled, a traced int under `nn.scan`.
+    `layer` is the block's index (a Python int when unrolled, a traced int under `nn.scan`);
+    `jaxinterp.layers.stack` passes it and names the block's sites `blocks.{layer}.…`.
     """
 
     config: TransformerConfig

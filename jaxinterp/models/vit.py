@@ -60,7 +60,8 @@ from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.layers.stack import stack
 from jaxinterp.models.preset import Preset
 
-MLP_TYPES = ("mlp", "grkan")
+MLP_TYPES = ("dense", "grkan")
+
 
 @dataclasses.dataclass(frozen=True)
 class ViTConfig:
@@ -74,7 +75,7 @@ class ViTConfig:
       n_layers, d_model, n_heads, d_head, d_mlp: transformer sizes (timm: depth, embed_dim,
         num_heads, embed_dim // num_heads, mlp_ratio * embed_dim).
       act_fn: MLP activation ("gelu" = exact, as timm's nn.GELU); unused by "grkan".
-      mlp_type: "mlp" (ViT) or "grkan" (KAT).
+      mlp_type: "dense" (ViT's MLP) or "grkan" (KAT's group-rational KAN feed-forward).
       kan_groups: GR-KAN groups (KAT: 8); must divide d_model and d_mlp.
       kan_act_init: initial shape of KAT's second rational (act2): "swish" (Adamdad/kat
         presets), "gelu" or "identity" (`kan_rational.RATIONAL_INITS`).
@@ -97,7 +98,7 @@ class ViTConfig:
     d_head: int = 64
     d_mlp: int = 768
     act_fn: str = "gelu"
-    mlp_type: Literal["mlp", "grkan"] = "mlp"
+    mlp_type: Literal["dense", "grkan"] = "dense"
     kan_groups: int = 8
     kan_act_init: str = "swish"
     class_token: bool = True
@@ -117,7 +118,8 @@ class ViTConfig:
         if self.act_fn not in ACTIVATIONS:
             raise ValueError(f"act_fn={self.act_fn!r}; choose from {sorted(ACTIVATIONS)}")
         if self.mlp_type not in MLP_TYPES:
-            raise ValueError(f"mlp_type={self.mlp_type!r}; choose from {MLP_TYPES}")
+            hint = " ('mlp' is now called 'dense')" if self.mlp_type == "mlp" else ""
+            raise ValueError(f"mlp_type={self.mlp_type!r}; choose from {MLP_TYPES}{hint}")
         if self.mlp_type == "grkan":
             for f in ("d_model", "d_mlp"):
                 if getattr(self, f) % self.kan_groups:
@@ -167,7 +169,8 @@ class GRKANFeedForward(nn.Module):
 
 
 class ViTBlock(nn.Module):
-    """Pre-LN encoder block. x: [batch, pos, d_model] -> ([batch, pos, d_model], None)."""
+    """Pre-LN encoder block. x: [batch, pos, d_model] -> ([batch, pos, d_model], None).
+    `layer` is the block index (`jaxinterp.layers.stack` names the sites `blocks.{layer}.…`)."""
 
     config: ViTConfig
 
