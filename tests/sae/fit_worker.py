@@ -110,7 +110,7 @@ def main(argv=None) -> None:
     from jaxinterp.sae.train import fit
     from jaxinterp.train import sharding
     from jaxinterp.train.checkpoint import Checkpointer
-    from tests.tiny import tiny
+    from tests.helpers.tiny_models import tiny
 
     if args.kill_after_save:
         save = Checkpointer.save
