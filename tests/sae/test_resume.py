@@ -55,7 +55,7 @@ class Crash(Exception):
     pass
 
 
-class CrashAt(W._KillAt):
+class CrashAt(W.KillAt):
     """Like the worker's SIGKILL, but raising in-process (checkpoints already started are
     committed, as after any crash that lets Python unwind)."""
 
