@@ -13,8 +13,8 @@ import pytest
 
 from jaxinterp.sae import train as T
 from jaxinterp.train import sharding
+from tests.helpers.tiny_models import tiny
 from tests.sae import fit_worker as W
-from tests.tiny import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL, VARIABLES, _ = tiny()
@@ -55,7 +55,7 @@ class Crash(Exception):
     pass
 
 
-class CrashAt(W._KillAt):
+class CrashAt(W.KillAt):
     """Like the worker's SIGKILL, but raising in-process (checkpoints already started are
     committed, as after any crash that lets Python unwind)."""
 

@@ -71,7 +71,6 @@ def get_config(family: str = "vit") -> ConfigDict:
     if family not in MODELS:
         raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
     c = base_config()
-    c.seed = 0
     c.num_train_steps = 20
     c.batch_size = 16
     c.log_every_steps = 5

@@ -10,7 +10,7 @@ import pytest
 
 from jaxinterp.train.checkpoint import load_params
 from jaxinterp.train.metrics import read_jsonl
-from tests.train.tiny import binary, cli
+from tests.helpers.tiny_train_config import binary, cli
 
 
 def _steps(workdir):

@@ -12,7 +12,7 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.models.mixer import PRESETS, Mixer, MixerConfig
-from tests.tiny import assert_close, randomize
+from tests.helpers.tiny_models import assert_close, randomize
 
 TINY = dict(num_classes=5, image_size=8, in_channels=2, patch_size=2, num_blocks=2,
             hidden_dim=12, tokens_mlp_dim=10, channels_mlp_dim=20)

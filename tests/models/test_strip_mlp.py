@@ -33,7 +33,7 @@ from jaxinterp.models.strip_mlp import (
     StripMLPConfig,
     reference_strip_groups,
 )
-from tests.tiny import assert_close
+from tests.helpers.tiny_models import assert_close
 
 TINY = dict(num_classes=3, image_size=32, in_channels=2, patch_size=2, embed_dim=8,
             depths=(1, 1, 2, 1), strip_groups=2, drop_path_rate=0.0)

@@ -12,7 +12,7 @@ from einops import rearrange
 from scipy.special import erf
 
 import jaxinterp as ji
-from tests.tiny import assert_close, randomize
+from tests.helpers.tiny_models import assert_close, randomize
 
 
 def _ln(x, p, eps):

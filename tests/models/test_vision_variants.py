@@ -14,7 +14,7 @@ import jaxinterp as ji
 from jaxinterp.models.activator import Activator, ActivatorConfig
 from jaxinterp.models.deep_mlp import DeepMLP, DeepMLPConfig
 from jaxinterp.models.ninformer import NiNformer, NiNformerConfig
-from tests.tiny import assert_close, randomize
+from tests.helpers.tiny_models import assert_close, randomize
 
 IMAGES = jax.random.normal(jax.random.key(1), (3, 8, 8, 2))
 

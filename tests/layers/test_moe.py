@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import jaxinterp as ji
-from tests.reference import ACT
-from tests.tiny import assert_close, tiny
+from tests.helpers.numpy_transformer import ACT
+from tests.helpers.tiny_models import assert_close, tiny
 
 MOE = dict(n_layers=1, mlp_type="moe", n_experts=4, experts_per_token=2, d_mlp=16)
 

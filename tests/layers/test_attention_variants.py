@@ -13,8 +13,8 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.layers.linear_attention import causal_linear_attention
-from tests import reference
-from tests.tiny import assert_close, tiny
+from tests.helpers import numpy_transformer
+from tests.helpers.tiny_models import assert_close, tiny
 
 
 def _np(x):
@@ -204,7 +204,7 @@ def test_no_normalization_model_has_no_norms_and_matches_reference():
     params = nn.meta.unbox(variables)["params"]
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     assert not [path for path, _ in flat if "ln" in jax.tree_util.keystr(path)]
-    ref_logits, _ = reference.forward(model.config, variables, tokens)
+    ref_logits, _ = numpy_transformer.forward(model.config, variables, tokens)
     assert_close(model.apply(variables, tokens), ref_logits, rtol=2e-4, atol_rel=2e-5)
 
 
@@ -212,7 +212,7 @@ def test_no_normalization_model_has_no_norms_and_matches_reference():
                                           ("relu", "ReGLU")])
 def test_glu_family_matches_reference(act_fn, name):
     model, variables, tokens = tiny(n_layers=1, act_fn=act_fn, gated_mlp=True)
-    ref_logits, _ = reference.forward(model.config, variables, tokens)
+    ref_logits, _ = numpy_transformer.forward(model.config, variables, tokens)
     assert_close(model.apply(variables, tokens), ref_logits, rtol=2e-4, atol_rel=2e-5,
                  err_msg=name)
 
