@@ -6,4 +6,5 @@
   transformer, interventions and analysis tests.
 - `numpy_sae`: an independent NumPy float64 SAE / transcoder forward pass.
 - `tiny_train_config`: a tiny version of the flagship training config, in process or as a binary.
+- `processes`: `free_port` for tests that start a multi-process run.
 """
