@@ -35,7 +35,8 @@ import jax.numpy as jnp
 from jaxinterp import hooks
 from jaxinterp.layers import gated_token as gt
 from jaxinterp.layers import vision as vc
-from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.common import activation
+from jaxinterp.layers.dense import dense
 from jaxinterp.layers.mlp import NEURON_AXES
 from jaxinterp.layers.norms import LayerNormParams, SharedLayerNorm
 from jaxinterp.models.preset import Preset
@@ -58,23 +59,21 @@ class ActivatorGate(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        d_model, pd = x.shape[-1], self.param_dtype
-        init, zeros = nn.initializers.normal(self.init_range), nn.initializers.zeros
+        kw = dict(kernel_init=nn.initializers.normal(self.init_range), promote=False,
+                  dtype=self.dtype, param_dtype=self.param_dtype)
 
-        def dense(name, h, d_in, d_out, axes):
-            w = param(self, f"W_{name}", init, (d_in, d_out), axes, pd)
-            b = param(self, f"b_{name}", zeros, (d_out,), axes[1:], pd)
-            return (jnp.einsum("bpi,io->bpo", h, w.astype(self.dtype)) + b).astype(self.dtype)
+        def linear(i: str, h: jax.Array, features: int, axes) -> jax.Array:  # h W_i + b_i
+            return dense(self, h, features, axes=axes, names=(f"W_{i}", f"b_{i}"), **kw)
 
-        w_ln, b_ln = LayerNormParams(pd, name="ln")(self.d_ffn)
-        u = activation("gelu")(dense("1", x, d_model, self.d_ffn, ("embed", "mlp")))
+        w_ln, b_ln = LayerNormParams(self.param_dtype, name="ln")(self.d_ffn)
+        u = activation("gelu")(linear("1", x, self.d_ffn, ("embed", "mlp")))
         u = SharedLayerNorm(self.eps, self.dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
         u = hooks.site(self, "hook_u", u, NEURON_AXES)
-        v = dense("2", x, d_model, self.d_ffn, ("embed", "mlp"))
+        v = linear("2", x, self.d_ffn, ("embed", "mlp"))
         v = SharedLayerNorm(self.eps, self.dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
         v = hooks.site(self, "hook_v", v, NEURON_AXES)
         g = hooks.site(self, "hook_gated", u * v, NEURON_AXES)
-        return dense("3", g, self.d_ffn, d_model, ("mlp", "embed"))  # contract d_ffn
+        return linear("3", g, x.shape[-1], ("mlp", "embed"))  # contract d_ffn
 
 
 class Activator(gt.GatedTokenNet):

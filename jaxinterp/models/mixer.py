@@ -47,13 +47,15 @@ import jax.numpy as jnp
 
 from jaxinterp.hooks import COLLECTION, site
 from jaxinterp.hooks import layer as site_layer
-from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.common import activation
 from jaxinterp.layers.dense import Dense, lecun_normal
+from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.vision import (
     IMAGE_AXES,
     POOLED_AXES,
     TOKEN_AXES,
+    PatchEmbed,
     check_images,
     n_patches,
 )
@@ -114,29 +116,12 @@ class MixerConfig:
         return n_patches(self.image_size, self.patch_size)
 
 
-class MlpBlock(nn.Module):
-    """`Dense_1(act(Dense_0(x)))` with sites on the hidden units. x: [b, rows, d] -> [b, rows, d].
-
-    `axes` names the axes of x's leading two dims in the sites (the hidden site is
-    `(*axes, "d_mlp")`); `kernel_axes` are the logical names of `Dense_0`'s kernel.
-    """
-
-    mlp_dim: int
-    axes: tuple[str, str]
-    kernel_axes: tuple[str, str]
-    act_fn: str = "gelu_new"
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        hidden_axes = (*self.axes, "d_mlp")
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = Dense(self.mlp_dim, self.kernel_axes, name="Dense_0", **kw)(x)
-        h = site(self, "hook_pre", h, hidden_axes)
-        h = site(self, "hook_post", activation(self.act_fn)(h).astype(self.dtype),
-                       hidden_axes)
-        return Dense(x.shape[-1], self.kernel_axes[::-1], name="Dense_1", **kw)(h)
+def _mlp(d_mlp: int, rows: tuple[str, str], kernel_axes: tuple[str, str], act_fn: str,
+         name: str, kw: dict) -> MLP:
+    """`Dense_1(act(Dense_0(x)))` on x [b, rows, d] (Flax layout), hidden sites on
+    `(*rows, "d_mlp")`; `kernel_axes`: logical names of `Dense_0`'s kernel."""
+    return MLP(d_mlp, act_fn, kernel_init=lecun_normal, axes=kernel_axes,
+               site_axes=(*rows, "d_mlp"), names=("Dense_0", "Dense_1"), name=name, **kw)
 
 
 class MixerBlock(nn.Module):
@@ -155,13 +140,13 @@ class MixerBlock(nn.Module):
             x = site(self, "hook_resid_pre", x, TOKEN_AXES)
             y = FlaxLayerNorm(c.eps, name="LayerNorm_0", **kw)(x)
             y = jnp.swapaxes(y, 1, 2)  # [batch, d_model, pos]: the token MLP acts on positions
-            y = MlpBlock(c.tokens_mlp_dim, ("batch", "d_model"), ("pos", "mlp"), c.act_fn,
-                         name="token_mixing", **kw)(y)
+            y = _mlp(c.tokens_mlp_dim, ("batch", "d_model"), ("pos", "mlp"), c.act_fn,
+                     "token_mixing", kw)(y)
             y = site(self, "hook_token_out", jnp.swapaxes(y, 1, 2), TOKEN_AXES)
             x = site(self, "hook_resid_mid", x + y, TOKEN_AXES)
             y = FlaxLayerNorm(c.eps, name="LayerNorm_1", **kw)(x)
-            y = MlpBlock(c.channels_mlp_dim, ("batch", "pos"), ("embed", "mlp"), c.act_fn,
-                         name="channel_mixing", **kw)(y)
+            y = _mlp(c.channels_mlp_dim, ("batch", "pos"), ("embed", "mlp"), c.act_fn,
+                     "channel_mixing", kw)(y)
             y = site(self, "hook_channel_out", y, TOKEN_AXES)
             return site(self, "hook_resid_post", x + y, TOKEN_AXES), None
 
@@ -177,7 +162,9 @@ class Mixer(nn.Module):
         check_images(images, c.image_size, c.in_channels, "Mixer")
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         images = site(self, "hook_image", images.astype(dtype), IMAGE_AXES)
-        x = _Stem(c.patch_size, c.hidden_dim, dtype, pd, name="stem")(images)
+        x = PatchEmbed(c.patch_size, c.hidden_dim, kernel_init=lecun_normal,
+                       names=("kernel", "bias"), promote=True, dtype=dtype, param_dtype=pd,
+                       name="stem")(images)
         x = site(self, "hook_embed", x, TOKEN_AXES)
         if c.scan_layers:
             stack = nn.scan(
@@ -196,29 +183,6 @@ class Mixer(nn.Module):
         head = Dense(c.num_classes, ("embed", "vocab"), nn.initializers.zeros, dtype=dtype,
                      param_dtype=pd, name="head")
         return head(x).astype(jnp.float32)
-
-
-class _Stem(nn.Module):
-    """Flax `nn.Conv(d_model, (p, p), strides=(p, p))` on an image that the patches tile:
-    images [b, H, W, C] -> tokens [b, (H/p)*(W/p), d_model], patches in row-major order."""
-
-    patch_size: int
-    features: int
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
-        b, h, w, c = images.shape
-        p = self.patch_size
-        kernel = param(self, "kernel", lecun_normal, (p, p, c, self.features),
-                       (None, None, None, "embed"), self.param_dtype)
-        bias = param(self, "bias", nn.initializers.zeros, (self.features,), ("embed",),
-                     self.param_dtype)
-        patches = images.reshape(b, h // p, p, w // p, p, c)
-        # contract each patch's rows y, columns x and channels c
-        out = jnp.einsum("bgyhxc,yxcd->bghd", patches, kernel.astype(self.dtype))
-        return (out + bias.astype(self.dtype)).reshape(b, -1, self.features).astype(self.dtype)
 
 
 def _preset(blocks: int, hidden: int, tokens_mlp: int, channels_mlp: int, patch: int,

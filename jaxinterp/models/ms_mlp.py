@@ -43,13 +43,14 @@ import jax.numpy as jnp
 from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.common import activation, param
-from jaxinterp.layers.dense import Dense
+from jaxinterp.layers.conv import Conv, depthwise
+from jaxinterp.layers.dense import Dense, lecun_normal
+from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.vision import POOLED_AXES, check_images
 from jaxinterp.models.preset import Preset
 
 MAP_AXES = ("batch", "height", "width", "d_model")
-_lecun = nn.initializers.lecun_normal()
 
 
 def chunk_sizes(dim: int, n: int) -> tuple[int, ...]:
@@ -122,35 +123,9 @@ class MSMLPConfig:
         activation(self.act_fn)
 
 
-class _Conv(nn.Module):
-    """Conv with kernel = stride (`groups=1`) or a same-size depthwise conv (`depthwise`).
-    x [b, H, W, C_in] -> [b, H/stride, W/stride, features]; kernel HWIO, bias."""
-
-    features: int
-    kernel: int
-    stride: int = 1
-    depthwise: bool = False
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        k, c_in = self.kernel, x.shape[-1]
-        groups = c_in if self.depthwise else 1
-        w = param(self, "kernel", _lecun, (k, k, c_in // groups, self.features),
-                  (None, None, None, "embed"), self.param_dtype)
-        b = param(self, "bias", nn.initializers.zeros, (self.features,), ("embed",),
-                  self.param_dtype)
-        pad = [(k // 2, k // 2)] * 2 if self.depthwise else "VALID"
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), w.astype(self.dtype), (self.stride, self.stride), pad,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
-        return (y + b.astype(self.dtype)).astype(self.dtype)
-
-
-class PatchEmbed(nn.Module):
-    """`proj` conv (kernel = stride = patch) then LayerNorm `norm`. [b, H, W, C] -> [b, H/p,
-    W/p, features]."""
+class ConvEmbed(nn.Module):
+    """The reference's `PatchEmbed`: `proj` conv (kernel = stride = patch, bias) then LayerNorm
+    `norm`. [b, H, W, C] -> [b, H/p, W/p, features]."""
 
     patch: int
     features: int
@@ -161,7 +136,7 @@ class PatchEmbed(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = _Conv(self.features, self.patch, self.patch, name="proj", **kw)(x)
+        x = Conv(self.features, self.patch, self.patch, name="proj", **kw)(x)
         return FlaxLayerNorm(self.eps, name="norm", **kw)(x)
 
 
@@ -185,38 +160,21 @@ class MixShiftBlock(nn.Module):
             for g, (xg, shift, k) in enumerate(zip(groups, c.shift_dist,
                                                    c.mix_size[self.stage], strict=True)):
                 # torch.roll(x, shift, dim): out[i] = x[i - shift]; same as jnp.roll
-                lr.append(_Conv(sizes[g], k, depthwise=True, name=f"dwconv_lr_{g}", **kw)(
+                lr.append(depthwise(sizes[g], k, name=f"dwconv_lr_{g}", **kw)(
                     jnp.roll(xg, shift, axis=2)))
-                td.append(_Conv(sizes[g], k, depthwise=True, name=f"dwconv_td_{g}", **kw)(
+                td.append(depthwise(sizes[g], k, name=f"dwconv_td_{g}", **kw)(
                     jnp.roll(xg, shift, axis=1)))
             lr = site(self, "hook_mix_lr", jnp.concatenate(lr, -1), MAP_AXES)
             td = site(self, "hook_mix_td", jnp.concatenate(td, -1), MAP_AXES)
             y = site(self, "hook_mixed", lr + td, MAP_AXES)
             y = FlaxLayerNorm(c.eps, name="norm", **kw)(y)
-            y = _ChannelMlp(c.mlp_ratio * d, c.act_fn, name="mlp", **kw)(y)
+            y = MLP(c.mlp_ratio * d, c.act_fn, kernel_init=lecun_normal,
+                    site_axes=("batch", "height", "width", "d_mlp"),
+                    names=("pwconv1", "pwconv2"), name="mlp", **kw)(y)
             gamma = param(self, "gamma", nn.initializers.constant(c.layer_scale_init), (d,),
                           ("embed",), kw["param_dtype"])
             y = site(self, "hook_mlp_out", y * gamma.astype(y.dtype), MAP_AXES)
             return site(self, "hook_resid_post", x + y, MAP_AXES)
-
-
-class _ChannelMlp(nn.Module):
-    """pwconv2(act(pwconv1(x))) with hidden sites; parameters live in the parent's scope names
-    `pwconv1`, `pwconv2` (see `MixShiftBlock`). x: [..., d] -> [..., d]."""
-
-    hidden: int
-    act_fn: str
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        axes = ("batch", "height", "width", "d_mlp")
-        h = site(self, "hook_pre", Dense(self.hidden, ("embed", "mlp"), name="pwconv1", **kw)(x),
-                 axes)
-        h = site(self, "hook_post", activation(self.act_fn)(h).astype(self.dtype), axes)
-        return Dense(x.shape[-1], ("mlp", "embed"), name="pwconv2", **kw)(h)
 
 
 class MSMLP(nn.Module):
@@ -230,7 +188,7 @@ class MSMLP(nn.Module):
         check_images(images, c.image_size, c.in_channels, "MSMLP")
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         kw = dict(dtype=dtype, param_dtype=pd)
-        x = PatchEmbed(c.patch_size, c.embed_dim, c.eps, name="patch_embed", **kw)(
+        x = ConvEmbed(c.patch_size, c.embed_dim, c.eps, name="patch_embed", **kw)(
             images.astype(dtype))
         x = site(self, "hook_embed", x, MAP_AXES)
         index = 0
@@ -255,7 +213,7 @@ class _Stage(nn.Module):
         for j in range(c.depths[self.stage]):
             x = MixShiftBlock(c, self.stage, self.first + j, name=f"blocks_{j}")(x)
         if self.stage < len(c.depths) - 1:
-            x = PatchEmbed(2, 2 * x.shape[-1], c.eps, jnp.dtype(c.dtype),
+            x = ConvEmbed(2, 2 * x.shape[-1], c.eps, jnp.dtype(c.dtype),
                            jnp.dtype(c.param_dtype), name="downsample")(x)
         return x
 

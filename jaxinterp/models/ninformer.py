@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jaxinterp import hooks
 from jaxinterp.layers import gated_token as gt
 from jaxinterp.layers import vision as vc
-from jaxinterp.layers.common import param
+from jaxinterp.layers.dense import dense
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models.preset import Preset
@@ -85,13 +85,12 @@ class MixerGatingUnit(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        d, pd = x.shape[-1], self.param_dtype
-        w = param(self, "W_proj", nn.initializers.normal(self.init_range), (d, d),
-                  ("embed", None), pd)
-        u = jnp.einsum("bpm,mn->bpn", x, w.astype(self.dtype))  # contract d_model
-        u = u + param(self, "b_proj", nn.initializers.zeros, (d,), (None,), pd)
-        u = hooks.site(self, "hook_linear", u.astype(self.dtype), RESID_AXES)
-        v = MixerGateBlock(self.d_ffn, self.eps, self.init_range, self.dtype, pd,
+        u = dense(self, x, x.shape[-1], axes=("embed", None),
+                  kernel_init=nn.initializers.normal(self.init_range),
+                  names=("W_proj", "b_proj"), promote=False, dtype=self.dtype,
+                  param_dtype=self.param_dtype)  # x W_proj + b_proj
+        u = hooks.site(self, "hook_linear", u, RESID_AXES)
+        v = MixerGateBlock(self.d_ffn, self.eps, self.init_range, self.dtype, self.param_dtype,
                            name="mixer")(x)
         v = hooks.site(self, "hook_mixer", v, RESID_AXES)
         return u * v

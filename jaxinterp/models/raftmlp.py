@@ -50,7 +50,8 @@ import jax.numpy as jnp
 from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.common import activation
-from jaxinterp.layers.dense import Dense
+from jaxinterp.layers.dense import Dense, lecun_normal
+from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.vision import POOLED_AXES, check_images
 from jaxinterp.models.preset import Preset
@@ -160,22 +161,10 @@ class CrossScaleEmbedding(nn.Module):
                      param_dtype=self.param_dtype, name="fc")(jnp.concatenate(parts, -1))
 
 
-class _Mlp(nn.Module):
-    """`fc2(act(fc1(norm?)))` on the last axis with hidden sites. x: [..., d] -> [..., d]."""
-
-    hidden: int
-    axes: tuple[str, ...]
-    act_fn: str
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, u: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = site(self, "hook_pre", Dense(self.hidden, ("embed", "mlp"), name="fc1", **kw)(u),
-                 self.axes)
-        h = site(self, "hook_post", activation(self.act_fn)(h).astype(self.dtype), self.axes)
-        return Dense(u.shape[-1], ("mlp", "embed"), name="fc2", **kw)(h)
+def _mlp(hidden: int, site_axes: tuple[str, ...], act_fn: str, name: str, kw: dict) -> MLP:
+    """`fc2(act(fc1(u)))` on the last axis with hidden sites. u: [..., d] -> [..., d]."""
+    return MLP(hidden, act_fn, kernel_init=lecun_normal, site_axes=site_axes,
+               names=("fc1", "fc2"), name=name, **kw)
 
 
 class RaftTokenMixing(nn.Module):
@@ -210,8 +199,8 @@ class RaftTokenMixing(nn.Module):
             u = y.transpose(0, 3, 1, 4, 2).reshape(b, co, h, r * w)
             back = (0, 2, 4, 3, 1)  # [b, co, h, r, w] -> [b, h, w, r, co]
             n = w
-        out = _Mlp(self.expansion * r * n, ("batch", "raft_channel", self.axis_other, "d_mlp"),
-                   self.act_fn, name="mlp", **kw)(u)
+        out = _mlp(self.expansion * r * n, ("batch", "raft_channel", self.axis_other, "d_mlp"),
+                   self.act_fn, "mlp", kw)(u)
         return out.reshape(b, co, out.shape[2], r, n).transpose(back).reshape(b, h, w, c)
 
     @property
@@ -240,8 +229,8 @@ class RaftBlock(nn.Module):
                 y = site(self, f"hook_{name}_out", mix(x), MAP_AXES)
                 x = site(self, resid, x + y, MAP_AXES)
             y = FlaxLayerNorm(c.eps, name="channel_norm", **kw)(x)
-            y = _Mlp(c.channel_expansion * x.shape[-1], ("batch", "height", "width", "d_mlp"),
-                     c.act_fn, name="channel_mixing", **kw)(y)
+            y = _mlp(c.channel_expansion * x.shape[-1], ("batch", "height", "width", "d_mlp"),
+                     c.act_fn, "channel_mixing", kw)(y)
             y = site(self, "hook_channel_out", y, MAP_AXES)
             return site(self, "hook_resid_post", x + y, MAP_AXES)
 

@@ -104,6 +104,7 @@ Sites (blocks numbered across stages, 0 .. sum(depths)-1; D = d_model / 2):
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -112,6 +113,7 @@ import jax.numpy as jnp
 from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.conv import Conv, depthwise
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.vision import (
@@ -124,7 +126,8 @@ from jaxinterp.models.preset import Preset
 
 MAP_AXES = ("batch", "height", "width", "d_model")
 N_STAGES = 4
-_lecun = nn.initializers.lecun_normal()
+_conv = functools.partial(Conv, use_bias=False)  # the reference's convs are bias-free
+_depthwise = functools.partial(depthwise, use_bias=False)
 
 
 def reference_strip_groups(channels: int) -> int:
@@ -212,38 +215,6 @@ class StripMLPConfig:
         return reference_strip_groups(self.channels(stage))
 
 
-class _Conv(nn.Module):
-    """Bias-free conv, torch `Conv2d(..., bias=False)` semantics (cross-correlation, zero
-    padding `pad = (ph, pw)`). x [b, H, W, C_in] -> [b, H', W', features]; kernel HWIO
-    [kh, kw, C_in / groups, features]."""
-
-    features: int
-    kernel: tuple[int, int]
-    stride: int = 1
-    groups: int = 1
-    pad: tuple[int, int] = (0, 0)
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kh, kw = self.kernel
-        c_in = x.shape[-1]
-        w = param(self, "kernel", _lecun, (kh, kw, c_in // self.groups, self.features),
-                  (None, None, None, "embed"), self.param_dtype)
-        ph, pw = self.pad
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), w.astype(self.dtype), (self.stride, self.stride),
-            [(ph, ph), (pw, pw)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups)
-        return y.astype(self.dtype)
-
-
-def _depthwise(features: int, kh: int, kw: int, name: str, **kw_) -> _Conv:
-    """torch `Conv2d(C, C, (kh, kw), padding=(kh // 2, kw // 2), groups=C, bias=False)`."""
-    return _Conv(features, (kh, kw), groups=features, pad=(kh // 2, kw // 2), name=name, **kw_)
-
-
 def _batch_norm(config: StripMLPConfig, train: bool, name: str) -> nn.BatchNorm:
     """Flax BatchNorm over the channels (last axis) with logically named scale/bias."""
     return nn.BatchNorm(
@@ -314,12 +285,12 @@ class StripMixing(nn.Module):
         pos_w = relative_positions(table_w, h, w).astype(x.dtype)
         row = _StripProj(1, name="proj_h", **kw)((x + pos_h).reshape(b, h, w, g, cc))
         row = site(self, "hook_row", row.reshape(b, h, w, d), MAP_AXES)
-        r = _Conv(d, (1, 1), name="fuse_h", **kw)(jnp.concatenate([row, x], -1))
+        r = _conv(d, (1, 1), name="fuse_h", **kw)(jnp.concatenate([row, x], -1))
         r = act(_batch_norm(c, train, "norm")(r)) + pos_w
         r = site(self, "hook_row_fused", r.astype(x.dtype), MAP_AXES)
         col = _StripProj(2, name="proj_w", **kw)(r.reshape(b, h, w, g, cc))
         col = site(self, "hook_col", col.reshape(b, h, w, d), MAP_AXES)
-        out = _Conv(d, (1, 1), name="fuse_w", **kw)(jnp.concatenate([x, col], -1))
+        out = _conv(d, (1, 1), name="fuse_w", **kw)(jnp.concatenate([x, col], -1))
         return site(self, "hook_out", out, MAP_AXES)
 
 
@@ -333,8 +304,8 @@ class LocalMixing(nn.Module):
         c = self.config
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
         d = x.shape[-1]
-        xw = site(self, "hook_w", _depthwise(d, 3, 7, "fc_h", **kw)(x), MAP_AXES)
-        xh = site(self, "hook_h", _depthwise(d, 7, 3, "fc_w", **kw)(x), MAP_AXES)
+        xw = site(self, "hook_w", _depthwise(d, (3, 7), name="fc_h", **kw)(x), MAP_AXES)
+        xh = site(self, "hook_h", _depthwise(d, (7, 3), name="fc_w", **kw)(x), MAP_AXES)
         a = (xh + xw + x).mean(axis=(1, 2))  # [b, D]
         a = activation(c.act_fn)(Dense(d // 2, name="reweight_fc1", **kw)(a))
         a = Dense(3 * d, ("mlp", "embed"), name="reweight_fc2", **kw)(a)
@@ -358,7 +329,7 @@ class ChannelMixing(nn.Module):
         d = x.shape[-1]
         hidden = c.alpha * d
         axes = ("batch", "height", "width", "d_mlp")
-        y = _depthwise(d, 7, 7, "conv_77", **kw)(x)
+        y = _depthwise(d, (7, 7), name="conv_77", **kw)(x)
         y = FlaxLayerNorm(c.ln_eps, name="layer_norm", **kw)(y)
         y = site(self, "hook_pre", Dense(hidden, name="fc1", **kw)(y), axes)
         y = site(self, "hook_post", activation(c.act_fn)(y).astype(y.dtype), axes)
@@ -412,13 +383,13 @@ class StripBlock(nn.Module):
         with site_layer(self, "blocks", self.index, sum(c.depths)):
             x = site(self, "hook_resid_pre", x, MAP_AXES)
             u = act(_batch_norm(c, train, "dw_norm")(x))
-            u = site(self, "hook_dwconv", _depthwise(d, 3, 3, "dwconv", **kw)(u), MAP_AXES)
+            u = site(self, "hook_dwconv", _depthwise(d, (3, 3), name="dwconv", **kw)(u), MAP_AXES)
             u = act(_batch_norm(c, train, "proj_norm")(Dense(d, name="proj", **kw)(u)))
             u = site(self, "hook_proj", u.astype(x.dtype), MAP_AXES)
             u1 = StripMixing(c, c.groups(self.stage), name="strip_mixing")(u[..., :d // 2],
                                                                            train)
             u2 = LocalMixing(c, name="local_mixing")(u[..., d // 2:])
-            y = _Conv(d, (1, 1), name="fuse", **kw)(jnp.concatenate([u1, u2], -1))
+            y = _conv(d, (1, 1), name="fuse", **kw)(jnp.concatenate([u1, u2], -1))
             y = site(self, "hook_token_out", y, MAP_AXES)
             x = site(self, "hook_resid_mid", x + _drop_path(self, y, c.drop_path_rate, train),
                      MAP_AXES)
@@ -449,7 +420,7 @@ class StripMLP(nn.Module):
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         kw = dict(dtype=dtype, param_dtype=pd)
         e, p = c.embed_dim, c.patch_size
-        x = _Conv(e, (p, p), p, name="patch_embed", **kw)(images.astype(dtype))
+        x = _conv(e, (p, p), p, name="patch_embed", **kw)(images.astype(dtype))
         x = site(self, "hook_embed", x, MAP_AXES)
         index = 0
 
@@ -461,10 +432,10 @@ class StripMLP(nn.Module):
             return x
 
         def merge(k: int, x: jax.Array) -> jax.Array:
-            return _Conv(2 * x.shape[-1], (2, 2), 2, name=f"merging{k}", **kw)(x)
+            return _conv(2 * x.shape[-1], (2, 2), 2, name=f"merging{k}", **kw)(x)
 
         def skip(name: str, x: jax.Array) -> jax.Array:  # one input channel per group
-            return _Conv(2 * x.shape[-1], (2, 2), 2, groups=x.shape[-1], name=name, **kw)(x)
+            return _conv(2 * x.shape[-1], (2, 2), 2, groups=x.shape[-1], name=name, **kw)(x)
 
         x = merge(1, stage(0, x))
         s1_14 = skip("conv_s1_28", x)
