@@ -15,7 +15,8 @@ Public API:
   PatchEmbed(patch_size, d_model, ...)(images) -> [batch, n_patches, d_model] (or the map)
   pool(x, kind) -> [batch, d_model]         "token" (position 0) or "mean" (over positions)
   ClassifierHead(num_classes, ...)(x) -> logits [batch, num_classes] float32
-  count_params(tree) -> int; check_positive(config, *fields); check_dtypes(config)
+  count_params(tree) -> int; check_positive(config, *fields); check_stages(config, *fields);
+  check_dtypes(config)
 """
 
 from __future__ import annotations
@@ -151,6 +152,17 @@ def check_positive(config, *fields: str) -> None:
         v = getattr(config, f)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{type(config).__name__}.{f} must be a positive int, got {v!r}")
+
+
+def check_stages(config, *fields: str) -> None:
+    """Raises ValueError unless each named field of `config` is a tuple of positive ints, one
+    per stage (hierarchical families: `n_layers`, and `d_model` where it is per stage)."""
+    for f in fields:
+        v = getattr(config, f)
+        if (not isinstance(v, tuple) or not v
+                or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in v)):
+            raise ValueError(f"{type(config).__name__}.{f} must be a tuple of positive ints, one "
+                             f"per stage, got {v!r}")
 
 
 def check_dtypes(config) -> None:

@@ -19,8 +19,8 @@ Sites:
   hook_embed                                          [batch, pos, d_model]
   blocks.{i}.hook_resid_pre, hook_gate_out, hook_resid_mid, hook_mlp_out, hook_resid_post
   blocks.{i}.ln1.hook_normalized, blocks.{i}.ln2.hook_normalized   [batch, pos, d_model]
-  blocks.{i}.gate.hook_u, hook_v, hook_gated                       [batch, pos, d_ffn]
-  blocks.{i}.mlp.hook_pre|hook_post                                [batch, pos, d_ffn]
+  blocks.{i}.gate.hook_u, hook_v, hook_gated                       [batch, pos, d_mlp]
+  blocks.{i}.mlp.hook_pre|hook_post                                [batch, pos, d_mlp]
   hook_pooled                                                      [batch, d_model]
 """
 
@@ -51,7 +51,7 @@ ActivatorConfig = gt.GatedTokenConfig
 class ActivatorGate(nn.Module):
     """x [batch, pos, d_model] -> (LN(gelu(x W_1 + b_1)) * LN(x W_2 + b_2)) W_3 + b_3."""
 
-    d_ffn: int
+    d_mlp: int
     eps: float = 1e-5
     init_range: float = 0.02
     dtype: jnp.dtype = jnp.float32
@@ -65,15 +65,15 @@ class ActivatorGate(nn.Module):
         def linear(i: str, h: jax.Array, features: int, axes) -> jax.Array:  # h W_i + b_i
             return dense(self, h, features, axes=axes, names=(f"W_{i}", f"b_{i}"), **kw)
 
-        w_ln, b_ln = LayerNormParams(self.param_dtype, name="ln")(self.d_ffn)
-        u = activation("gelu")(linear("1", x, self.d_ffn, ("embed", "mlp")))
+        w_ln, b_ln = LayerNormParams(self.param_dtype, name="ln")(self.d_mlp)
+        u = activation("gelu")(linear("1", x, self.d_mlp, ("embed", "mlp")))
         u = SharedLayerNorm(self.eps, self.dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
         u = hooks.site(self, "hook_u", u, NEURON_AXES)
-        v = linear("2", x, self.d_ffn, ("embed", "mlp"))
+        v = linear("2", x, self.d_mlp, ("embed", "mlp"))
         v = SharedLayerNorm(self.eps, self.dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
         v = hooks.site(self, "hook_v", v, NEURON_AXES)
         g = hooks.site(self, "hook_gated", u * v, NEURON_AXES)
-        return linear("3", g, x.shape[-1], ("mlp", "embed"))  # contract d_ffn
+        return linear("3", g, x.shape[-1], ("mlp", "embed"))  # contract d_mlp
 
 
 class Activator(gt.GatedTokenNet):
@@ -88,13 +88,13 @@ PRESETS: dict[str, Preset] = {
     "activator_c10": Preset(
         Activator, ActivatorConfig,
         dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
-             d_model=256, d_ffn=512, ffn=True),
+             d_model=256, d_mlp=512, ffn=True),
         "Activator, the reference CIFAR-10 model (32x32, patch 4, 4 blocks, d_model 256, "
-        "d_ffn 512; 2,650,890 parameters)."),
+        "d_mlp 512; 2,650,890 parameters)."),
     "activator_glu_only_c10": Preset(
         Activator, ActivatorConfig,
         dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
-             d_model=256, d_ffn=512, ffn=False),
+             d_model=256, d_mlp=512, ffn=False),
         "Activator without the second MLP (reference activator_only_GEGLU.py; 1,599,242 "
         "parameters)."),
 }

@@ -19,7 +19,7 @@ Parameters carry the reference's module names (`patch_embed/{proj, norm}`,
 `layers_{s}/downsample/{proj, norm}`, `norm`, `head`) in Flax layout (`kernel` [in, out] or
 HWIO, `bias`, `scale`). No dropout or stochastic depth.
 
-Sites (blocks numbered across stages, 0 .. sum(depths)-1):
+Sites (blocks numbered across stages, 0 .. sum(n_layers)-1):
   hook_embed                                   [batch, height, width, d_model]
   blocks.{i}.hook_resid_pre                    [batch, height, width, d_model]
   blocks.{i}.hook_mix_lr, hook_mix_td          [batch, height, width, d_model] (each branch)
@@ -47,7 +47,7 @@ from jaxinterp.layers.conv import Conv, depthwise
 from jaxinterp.layers.dense import Dense, lecun_normal
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
-from jaxinterp.layers.vision import POOLED_AXES, check_images
+from jaxinterp.layers.vision import POOLED_AXES, check_images, check_stages
 from jaxinterp.models.preset import Preset
 
 MAP_AXES = ("batch", "height", "width", "d_model")
@@ -61,13 +61,14 @@ def chunk_sizes(dim: int, n: int) -> tuple[int, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class MSMLPConfig:
-    """Hyperparameters of an MS-MLP (names follow the reference's `MS_MLP`).
+    """Hyperparameters of an MS-MLP (names follow the reference's `MS_MLP` except
+    n_layers, d_model).
 
     Attributes:
       num_classes, image_size, in_channels: as usual.
       patch_size: side of the first patch embedding.
-      embed_dim: channels of stage 0 (doubled at each later stage).
-      depths: blocks per stage.
+      d_model: channels of stage 0, doubled at each later stage (the reference's `embed_dim`).
+      n_layers: blocks per stage (the reference's `depths`).
       shift_size: channel groups per block.
       shift_dist: roll of each group (positions).
       mix_size: per stage, the depthwise kernel size of each group (odd sizes).
@@ -82,8 +83,8 @@ class MSMLPConfig:
     image_size: int = 224
     in_channels: int = 3
     patch_size: int = 4
-    embed_dim: int = 96
-    depths: tuple[int, ...] = (3, 3, 9, 3)
+    d_model: int = 96
+    n_layers: tuple[int, ...] = (3, 3, 9, 3)
     shift_size: int = 5
     shift_dist: tuple[int, ...] = (-2, -1, 0, 1, 2)
     mix_size: tuple[tuple[int, ...], ...] = ((1, 1, 3, 5, 7), (1, 3, 3, 5, 7), (1, 5, 5, 5, 7),
@@ -96,23 +97,22 @@ class MSMLPConfig:
     param_dtype: str = "float32"
 
     def __post_init__(self):
-        for f in ("num_classes", "image_size", "in_channels", "patch_size", "embed_dim",
+        for f in ("num_classes", "image_size", "in_channels", "patch_size", "d_model",
                   "shift_size", "mlp_ratio"):
             v = getattr(self, f)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"MSMLPConfig.{f} must be a positive int, got {v!r}")
-        n = len(self.depths)
-        if n == 0 or min(self.depths) <= 0:
-            raise ValueError(f"MSMLPConfig.depths must be positive, got {self.depths}")
+        check_stages(self, "n_layers")
+        n = len(self.n_layers)
         if len(self.mix_size) != n:
-            raise ValueError(f"mix_size has {len(self.mix_size)} stages, depths has {n}")
+            raise ValueError(f"mix_size has {len(self.mix_size)} stages, n_layers has {n}")
         if len(self.shift_dist) != self.shift_size:
             raise ValueError(f"shift_dist {self.shift_dist} needs shift_size={self.shift_size} "
                              "entries")
         for s, ks in enumerate(self.mix_size):
             if len(ks) != self.shift_size or any(k <= 0 or k % 2 == 0 for k in ks):
                 raise ValueError(f"mix_size[{s}]={ks}: need {self.shift_size} odd kernel sizes")
-            d = self.embed_dim * 2 ** s
+            d = self.d_model * 2 ** s
             if len(chunk_sizes(d, self.shift_size)) != self.shift_size:
                 raise ValueError(f"stage {s}: {d} channels do not split into {self.shift_size} "
                                  "torch.chunk groups")
@@ -152,7 +152,7 @@ class MixShiftBlock(nn.Module):
         c = self.config
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
         d = x.shape[-1]
-        with site_layer(self, "blocks", self.index, sum(c.depths)):
+        with site_layer(self, "blocks", self.index, sum(c.n_layers)):
             x = site(self, "hook_resid_pre", x, MAP_AXES)
             sizes = chunk_sizes(d, c.shift_size)
             groups = jnp.split(x, list(itertools.accumulate(sizes))[:-1], axis=-1)
@@ -188,11 +188,11 @@ class MSMLP(nn.Module):
         check_images(images, c.image_size, c.in_channels, "MSMLP")
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         kw = dict(dtype=dtype, param_dtype=pd)
-        x = ConvEmbed(c.patch_size, c.embed_dim, c.eps, name="patch_embed", **kw)(
+        x = ConvEmbed(c.patch_size, c.d_model, c.eps, name="patch_embed", **kw)(
             images.astype(dtype))
         x = site(self, "hook_embed", x, MAP_AXES)
         index = 0
-        for s, depth in enumerate(c.depths):
+        for s, depth in enumerate(c.n_layers):
             x = _Stage(c, s, index, name=f"layers_{s}")(x)
             index += depth
         x = FlaxLayerNorm(c.eps, name="norm", **kw)(x.mean(axis=(1, 2)))
@@ -210,17 +210,17 @@ class _Stage(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        for j in range(c.depths[self.stage]):
+        for j in range(c.n_layers[self.stage]):
             x = MixShiftBlock(c, self.stage, self.first + j, name=f"blocks_{j}")(x)
-        if self.stage < len(c.depths) - 1:
+        if self.stage < len(c.n_layers) - 1:
             x = ConvEmbed(2, 2 * x.shape[-1], c.eps, jnp.dtype(c.dtype),
                            jnp.dtype(c.param_dtype), name="downsample")(x)
         return x
 
 
 PRESETS: dict[str, Preset] = {
-    "msmlp_t": Preset(MSMLP, MSMLPConfig, dict(embed_dim=96, depths=(3, 3, 9, 3)),
+    "msmlp_t": Preset(MSMLP, MSMLPConfig, dict(d_model=96, n_layers=(3, 3, 9, 3)),
                       "MS-MLP-Tiny (JegZheng/MS-MLP msmlp_tiny_patch4_shift5_224; README: 28M)."),
-    "msmlp_s": Preset(MSMLP, MSMLPConfig, dict(embed_dim=96, depths=(3, 3, 27, 3)),
+    "msmlp_s": Preset(MSMLP, MSMLPConfig, dict(d_model=96, n_layers=(3, 3, 27, 3)),
                       "MS-MLP-Small (JegZheng/MS-MLP msmlp_small_patch4_shift5_224; README: 50M)."),
 }

@@ -3,8 +3,8 @@ arXiv:2307.11458; reference code Med-Process/Strip_MLP `models/strip_mlp.py`, `S
 
 images [batch, H, W, C] float -> logits [batch, num_classes] float32. Everything is NHWC.
 
-A four-stage pyramid: a p x p patch conv (no bias) to `embed_dim` channels, then stages of
-C = embed_dim * 2^s channels on (H/p / 2^s)^2 positions, joined by 2 x 2 "merging" convs that
+A four-stage pyramid: a p x p patch conv (no bias) to `d_model` channels, then stages of
+C = d_model * 2^s channels on (H/p / 2^s)^2 positions, joined by 2 x 2 "merging" convs that
 double the channels. Two cross-scale skips (grouped 2 x 2 convs, one input channel per group)
 carry stage-2 features to stages 3 and 4 and stage-3 features to stage 4:
 
@@ -79,7 +79,7 @@ convs, bias-free, HWIO `kernel [kh, kw, in / groups, out]`); torch name -> ours:
   ....smlp_block.fuse -> blocks{s}_{j}/fuse
   ....channel_mixing.{conv_77, layer_norm, fc1, fc2, grn} -> blocks{s}_{j}/channel_mixing/same
 
-Sites (blocks numbered across stages, 0 .. sum(depths)-1; D = d_model / 2):
+Sites (blocks numbered across stages, 0 .. sum(n_layers)-1; D = d_model / 2):
   hook_embed                                       [batch, height, width, d_model]
   hook_stage{2,3,4}_in                             [batch, height, width, d_model] (after skips)
   blocks.{i}.hook_resid_pre                        [batch, height, width, d_model]
@@ -138,13 +138,14 @@ def reference_strip_groups(channels: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class StripMLPConfig:
-    """Hyperparameters of a Strip-MLP (names follow the reference's `StripMLPNet`).
+    """Hyperparameters of a Strip-MLP (names follow the reference's `StripMLPNet`
+    except n_layers, d_model).
 
     Attributes:
       num_classes, image_size, in_channels: as usual (square images).
       patch_size: side of the first (bias-free) patch convolution.
-      embed_dim: channels of stage 1 (doubled at each later stage).
-      depths: blocks in each of the 4 stages (the reference's `layers`).
+      d_model: channels of stage 1, doubled at each later stage (the reference's `embed_dim`).
+      n_layers: blocks in each of the 4 stages, a tuple (the reference's `layers`).
       alpha: channel-MLP expansion (hidden width alpha * d_model).
       strip_groups: C1, the channel groups sharing one set of strip weights; None = the
         reference's rule per stage (`reference_strip_groups`: 2 if channels % 80 == 0 else 4).
@@ -160,8 +161,8 @@ class StripMLPConfig:
     image_size: int = 224
     in_channels: int = 3
     patch_size: int = 4
-    embed_dim: int = 80
-    depths: tuple[int, ...] = (2, 2, 12, 2)
+    d_model: int = 80
+    n_layers: tuple[int, ...] = (2, 2, 12, 2)
     alpha: int = 3
     strip_groups: int | None = None
     bn_eps: float = 1e-5
@@ -174,12 +175,12 @@ class StripMLPConfig:
 
     def __post_init__(self):
         check_positive(self, "num_classes", "image_size", "in_channels", "patch_size",
-                       "embed_dim", "alpha")
-        if (len(self.depths) != N_STAGES
+                       "d_model", "alpha")
+        if (not isinstance(self.n_layers, tuple) or len(self.n_layers) != N_STAGES
                 or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0
-                       for d in self.depths)):
-            raise ValueError(f"StripMLPConfig.depths must be {N_STAGES} positive ints (the "
-                             f"reference's four stages), got {self.depths}")
+                       for d in self.n_layers)):
+            raise ValueError(f"StripMLPConfig.n_layers must be {N_STAGES} positive ints in a "
+                             f"tuple (one per stage, the reference's four), got {self.n_layers!r}")
         if self.strip_groups is not None:
             if isinstance(self.strip_groups, bool) or not isinstance(self.strip_groups, int) \
                     or self.strip_groups <= 0:
@@ -202,7 +203,7 @@ class StripMLPConfig:
 
     def channels(self, stage: int) -> int:
         """d_model of stage `stage` (0-based)."""
-        return self.embed_dim * 2 ** stage
+        return self.d_model * 2 ** stage
 
     def side(self, stage: int) -> int:
         """Height = width of the feature map of stage `stage` (0-based)."""
@@ -380,7 +381,7 @@ class StripBlock(nn.Module):
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
         d = x.shape[-1]
         act = activation(c.act_fn)
-        with site_layer(self, "blocks", self.index, sum(c.depths)):
+        with site_layer(self, "blocks", self.index, sum(c.n_layers)):
             x = site(self, "hook_resid_pre", x, MAP_AXES)
             u = act(_batch_norm(c, train, "dw_norm")(x))
             u = site(self, "hook_dwconv", _depthwise(d, (3, 3), name="dwconv", **kw)(u), MAP_AXES)
@@ -419,14 +420,14 @@ class StripMLP(nn.Module):
                              "train=False)")
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         kw = dict(dtype=dtype, param_dtype=pd)
-        e, p = c.embed_dim, c.patch_size
+        e, p = c.d_model, c.patch_size
         x = _conv(e, (p, p), p, name="patch_embed", **kw)(images.astype(dtype))
         x = site(self, "hook_embed", x, MAP_AXES)
         index = 0
 
         def stage(s: int, x: jax.Array) -> jax.Array:
             nonlocal index
-            for j in range(c.depths[s]):
+            for j in range(c.n_layers[s]):
                 x = StripBlock(c, s, index, name=f"blocks{s + 1}_{j}")(x, train)
                 index += 1
             return x
@@ -452,9 +453,9 @@ class StripMLP(nn.Module):
         return head(x).astype(jnp.float32)
 
 
-def _preset(embed_dim: int, depths: tuple[int, ...], doc: str) -> Preset:
+def _preset(d_model: int, n_layers: tuple[int, ...], doc: str) -> Preset:
     return Preset(StripMLP, StripMLPConfig,
-                  dict(embed_dim=embed_dim, depths=depths, patch_size=4, alpha=3,
+                  dict(d_model=d_model, n_layers=n_layers, patch_size=4, alpha=3,
                        image_size=224, num_classes=1000), doc)
 
 
