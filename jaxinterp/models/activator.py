@@ -51,26 +51,24 @@ ActivatorConfig = gt.GatedTokenConfig
 class ActivatorGate(nn.Module):
     """x [batch, pos, d_model] -> (LN(gelu(x W_1 + b_1)) * LN(x W_2 + b_2)) W_3 + b_3."""
 
-    d_mlp: int
-    eps: float = 1e-5
-    init_range: float = 0.02
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
+    config: ActivatorConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(kernel_init=nn.initializers.normal(self.init_range), promote=False,
-                  dtype=self.dtype, param_dtype=self.param_dtype)
+        c = self.config
+        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        kw = dict(kernel_init=nn.initializers.normal(c.init_range), promote=False, dtype=dtype,
+                  param_dtype=pd)
 
         def linear(i: str, h: jax.Array, features: int, axes) -> jax.Array:  # h W_i + b_i
             return dense(self, h, features, axes=axes, names=(f"W_{i}", f"b_{i}"), **kw)
 
-        w_ln, b_ln = LayerNormParams(self.param_dtype, name="ln")(self.d_mlp)
-        u = activation("gelu")(linear("1", x, self.d_mlp, ("embed", "mlp")))
-        u = SharedLayerNorm(self.eps, self.dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
+        w_ln, b_ln = LayerNormParams(pd, name="ln")(c.d_mlp)
+        u = activation("gelu")(linear("1", x, c.d_mlp, ("embed", "mlp")))
+        u = SharedLayerNorm(c.eps, dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
         u = hooks.site(self, "hook_u", u, NEURON_AXES)
-        v = linear("2", x, self.d_mlp, ("embed", "mlp"))
-        v = SharedLayerNorm(self.eps, self.dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
+        v = linear("2", x, c.d_mlp, ("embed", "mlp"))
+        v = SharedLayerNorm(c.eps, dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
         v = hooks.site(self, "hook_v", v, NEURON_AXES)
         g = hooks.site(self, "hook_gated", u * v, NEURON_AXES)
         return linear("3", g, x.shape[-1], ("mlp", "embed"))  # contract d_mlp
@@ -86,15 +84,11 @@ class Activator(gt.GatedTokenNet):
 
 PRESETS: dict[str, Preset] = {
     "activator_c10": Preset(
-        Activator, ActivatorConfig,
-        dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
-             d_model=256, d_mlp=512, ffn=True),
+        Activator, ActivatorConfig, dict(gt.CIFAR10, ffn=True),
         "Activator, the reference CIFAR-10 model (32x32, patch 4, 4 blocks, d_model 256, "
         "d_mlp 512; 2,650,890 parameters)."),
     "activator_glu_only_c10": Preset(
-        Activator, ActivatorConfig,
-        dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
-             d_model=256, d_mlp=512, ffn=False),
+        Activator, ActivatorConfig, dict(gt.CIFAR10, ffn=False),
         "Activator without the second MLP (reference activator_only_GEGLU.py; 1,599,242 "
         "parameters)."),
 }

@@ -250,20 +250,16 @@ class _Weights(nn.Module):
 
 class ChannelMlp(nn.Module):
     """RDCAB without channel attention: Dense_1(gelu(Dense_0(LayerNorm(x)))), with sites on the
-    hidden units. x: [batch, h, w, d_model] -> [batch, h, w, d_model]."""
+    hidden units (width `config.d_mlp`). x: [batch, h, w, d_model] -> [batch, h, w, d_model]."""
 
-    d_mlp: int
-    use_bias: bool = True
-    eps: float = 1e-6
-    init_range: float = 0.02
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
+    config: MaximConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        y = FlaxLayerNorm(self.eps, name="LayerNorm", **kw)(x)
-        mlp = MLP(self.d_mlp, "gelu_new", use_bias=self.use_bias, init_range=self.init_range,
+        c = self.config
+        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        y = FlaxLayerNorm(c.eps, name="LayerNorm", **kw)(x)
+        mlp = MLP(c.d_mlp, "gelu_new", use_bias=c.use_bias, init_range=c.init_range,
                   site_axes=("batch", "height", "width", "d_mlp"), names=("Dense_0", "Dense_1"),
                   **kw)
         nn.share_scope(self, mlp)  # LayerNorm, Dense_0, Dense_1 side by side, as in the reference
@@ -299,7 +295,7 @@ class MaximBlock(nn.Module):
                 jnp.concatenate([u, v], axis=-1))
             x = x + site(self, "hook_mix_out", m, MAP_AXES)
             x = site(self, "hook_resid_mid", x, MAP_AXES)
-            y = ChannelMlp(c.d_mlp, name="channel_mlp", **branch)(x)
+            y = ChannelMlp(c, name="channel_mlp")(x)
             x = x + site(self, "hook_mlp_out", y, MAP_AXES)
             return site(self, "hook_resid_post", x, MAP_AXES), None
 
