@@ -68,13 +68,25 @@ CIFAR10 = dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_lay
 """Both references' CIFAR-10 model (the presets' fields)."""
 
 
+class GateUnit(nn.Module):
+    """Base class of the gating units (`ActivatorGate`, NiNformer's `MixerGatingUnit`): the
+    hyperparameters `GatedTokenBlock` gives them. Subclasses define `__call__`,
+    x [batch, pos, d_model] -> [batch, pos, d_model]."""
+
+    d_mlp: int
+    eps: float = 1e-5
+    init_range: float = 0.02
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+
 class GatedTokenBlock(nn.Module):
     """The block Activator and NiNformer share; they differ only in the gating unit.
 
         x = x + gate(LN(x));  x = x + MLP(LN(x))     (the MLP sub-block only if `config.ffn`)
 
     One LayerNorm's parameters are used for both norms, as in both references. `gate` is a
-    module class called as `gate(config, name="gate")`.
+    `GateUnit` class, called as `gate(d_mlp, eps, init_range, dtype, param_dtype, name="gate")`.
     x [batch, pos, d_model] -> ([batch, pos, d_model], None).
     """
 
@@ -89,7 +101,7 @@ class GatedTokenBlock(nn.Module):
             w_ln, b_ln = LayerNormParams(pd, name="ln")(c.d_model)
             x = hooks.site(self, "hook_resid_pre", x, TOKEN_AXES)
             h = SharedLayerNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, TOKEN_AXES)
-            gate = self.gate(c, name="gate")(h)
+            gate = self.gate(c.d_mlp, c.eps, c.init_range, dtype, pd, name="gate")(h)
             x = x + hooks.site(self, "hook_gate_out", gate, TOKEN_AXES)
             if not c.ffn:
                 return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None

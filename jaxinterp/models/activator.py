@@ -30,7 +30,6 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxinterp import hooks
 from jaxinterp.layers import gated_token as gt
@@ -48,27 +47,23 @@ ActivatorConfig = gt.GatedTokenConfig
 """Activator's hyperparameters (defaults: the reference CIFAR-10 model)."""
 
 
-class ActivatorGate(nn.Module):
+class ActivatorGate(gt.GateUnit):
     """x [batch, pos, d_model] -> (LN(gelu(x W_1 + b_1)) * LN(x W_2 + b_2)) W_3 + b_3."""
-
-    config: ActivatorConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        kw = dict(kernel_init=nn.initializers.normal(c.init_range), promote=False, dtype=dtype,
-                  param_dtype=pd)
+        kw = dict(kernel_init=nn.initializers.normal(self.init_range), promote=False,
+                  dtype=self.dtype, param_dtype=self.param_dtype)
 
         def linear(i: str, h: jax.Array, features: int, axes) -> jax.Array:  # h W_i + b_i
             return dense(self, h, features, axes=axes, names=(f"W_{i}", f"b_{i}"), **kw)
 
-        w_ln, b_ln = LayerNormParams(pd, name="ln")(c.d_mlp)
-        u = activation("gelu")(linear("1", x, c.d_mlp, ("embed", "mlp")))
-        u = SharedLayerNorm(c.eps, dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
+        w_ln, b_ln = LayerNormParams(self.param_dtype, name="ln")(self.d_mlp)
+        u = activation("gelu")(linear("1", x, self.d_mlp, ("embed", "mlp")))
+        u = SharedLayerNorm(self.eps, self.dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
         u = hooks.site(self, "hook_u", u, NEURON_AXES)
-        v = linear("2", x, c.d_mlp, ("embed", "mlp"))
-        v = SharedLayerNorm(c.eps, dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
+        v = linear("2", x, self.d_mlp, ("embed", "mlp"))
+        v = SharedLayerNorm(self.eps, self.dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
         v = hooks.site(self, "hook_v", v, NEURON_AXES)
         g = hooks.site(self, "hook_gated", u * v, NEURON_AXES)
         return linear("3", g, x.shape[-1], ("mlp", "embed"))  # contract d_mlp

@@ -50,42 +50,36 @@ NiNformerConfig = gt.GatedTokenConfig
 """NiNformer's hyperparameters (defaults: the reference CIFAR-10 model)."""
 
 
-class MixerGateBlock(nn.Module):
+class MixerGateBlock(gt.GateUnit):
     """The MLP-Mixer block that computes the gate. x: [batch, pos, d_model] -> same."""
-
-    config: NiNformerConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         # GELU MLPs on the last axis, whose kernels carry no logical name for the mixed axis
-        kw = dict(act_fn="gelu", init_range=c.init_range, axes=(None, "mlp"), dtype=dtype,
-                  param_dtype=pd)
-        h = LayerNorm(c.eps, dtype, pd, name="ln_token")(x, RESID_AXES)
-        h = MLP(c.d_mlp, site_axes=("batch", "d_model", "d_mlp"), name="token_mixing", **kw)(
+        kw = dict(act_fn="gelu", init_range=self.init_range, axes=(None, "mlp"),
+                  dtype=self.dtype, param_dtype=self.param_dtype)
+        h = LayerNorm(self.eps, self.dtype, self.param_dtype, name="ln_token")(x, RESID_AXES)
+        h = MLP(self.d_mlp, site_axes=("batch", "d_model", "d_mlp"), name="token_mixing", **kw)(
             jnp.swapaxes(h, 1, 2))  # [batch, d_model, pos]: mix over positions
         y = x + hooks.site(self, "hook_token_out", jnp.swapaxes(h, 1, 2), RESID_AXES)
         y = hooks.site(self, "hook_resid_mid", y, RESID_AXES)
-        h = LayerNorm(c.eps, dtype, pd, name="ln_channel")(y, RESID_AXES)
-        h = MLP(c.d_mlp, site_axes=("batch", "pos", "d_mlp"), name="channel_mixing", **kw)(h)
+        h = LayerNorm(self.eps, self.dtype, self.param_dtype, name="ln_channel")(y, RESID_AXES)
+        h = MLP(self.d_mlp, site_axes=("batch", "pos", "d_mlp"), name="channel_mixing", **kw)(h)
         return y + hooks.site(self, "hook_channel_out", h, RESID_AXES)
 
 
-class MixerGatingUnit(nn.Module):
+class MixerGatingUnit(gt.GateUnit):
     """x [batch, pos, d_model] -> (x W_p + b_p) * MixerGateBlock(x)."""
-
-    config: NiNformerConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        c = self.config
         u = dense(self, x, x.shape[-1], axes=("embed", None),
-                  kernel_init=nn.initializers.normal(c.init_range), names=("W_proj", "b_proj"),
-                  promote=False, dtype=jnp.dtype(c.dtype),
-                  param_dtype=jnp.dtype(c.param_dtype))  # x W_proj + b_proj
+                  kernel_init=nn.initializers.normal(self.init_range),
+                  names=("W_proj", "b_proj"), promote=False, dtype=self.dtype,
+                  param_dtype=self.param_dtype)  # x W_proj + b_proj
         u = hooks.site(self, "hook_linear", u, RESID_AXES)
-        v = MixerGateBlock(c, name="mixer")(x)
+        v = MixerGateBlock(self.d_mlp, self.eps, self.init_range, self.dtype, self.param_dtype,
+                           name="mixer")(x)
         v = hooks.site(self, "hook_mixer", v, RESID_AXES)
         return u * v
 
