@@ -45,10 +45,10 @@ MODELS = {
     "vit": dict(preset="vit_ti16", image_size=8, patch_size=4, in_channels=1, num_classes=10,
                 n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32),
     "mixer": dict(preset="mixer_s32", image_size=8, patch_size=2, in_channels=1,
-                  num_classes=10, num_blocks=2, hidden_dim=16, tokens_mlp_dim=16,
-                  channels_mlp_dim=32),
+                  num_classes=10, n_layers=2, d_model=16, d_mlp_tokens=16,
+                  d_mlp=32),
     "strip_mlp": dict(preset="strip_mlp_t_light", image_size=8, patch_size=1, in_channels=1,
-                      num_classes=10, embed_dim=4, depths=(1, 1, 1, 1), strip_groups=1,
+                      num_classes=10, d_model=4, n_layers=(1, 1, 1, 1), strip_groups=1,
                       drop_path_rate=0.1),
     "kan": dict(preset="kan_64_64_10", widths=(64, 16, 10)),
 }
