@@ -25,9 +25,7 @@ def get_config():
     c.log_every_steps = 100
     c.eval_every_steps = 250
     c.eval_batches = 8  # 512 test sequences
-    c.checkpoint_every_steps = 500
 
-    c.data.name = "induction"
     c.data.builder_kwargs = dict(vocab_size=64, half_len=16, min_half_len=8, bos=True,
                                  placement="random", num_train=50_000, num_test=512, seed=0)
     # bert_base's shape scaled down: 2 post-norm layers, bidirectional attention, tied MLM head.
@@ -36,6 +34,5 @@ def get_config():
     c.task = dict(name="masked_lm", mask_token_id=64, mask_prob=0.15, vocab_size=64)
 
     c.optimizer.learning_rate = 3e-3
-    c.optimizer.warmup_steps = 100
     c.optimizer.weight_decay = 0.01
     return c

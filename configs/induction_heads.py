@@ -39,15 +39,12 @@ from jaxinterp.train.config import base_config
 
 def get_config():
     c = base_config()
-    c.seed = 0
     c.num_train_steps = 1500
     c.batch_size = 64
     c.log_every_steps = 100
     c.eval_every_steps = 50
     c.eval_batches = 2
-    c.checkpoint_every_steps = 500
 
-    c.data.name = "induction"
     # A segment of 8..16 tokens, repeated at a random later position among random tokens that
     # follow a skip-bigram 20% of the time (see the module docstring and
     # jaxinterp/data/induction.py for why both are needed).
@@ -58,8 +55,6 @@ def get_config():
     c.model = dict(preset="attn_only_2l", n_layers=2, d_model=64, n_heads=1, d_head=64,
                    d_vocab=64, n_ctx=33, normalization_type="LN", init_range=0.02)
 
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.warmup_steps = 100
     c.optimizer.schedule = "constant"
     c.optimizer.weight_decay = 0.0
 

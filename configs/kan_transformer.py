@@ -26,7 +26,6 @@ P = 31  # the modulus; the vocabulary is 0..P-1, "+" (P) and "=" (P + 1)
 
 def get_config():
     c = base_config()
-    c.seed = 0
     c.num_train_steps = 1500
     c.batch_size = 64
     c.log_every_steps = 250
@@ -44,6 +43,5 @@ def get_config():
                    d_mlp=64, d_vocab=P + 2, n_ctx=4, mlp_type="kan", kan_basis="bspline")
 
     c.optimizer.learning_rate = 3e-3
-    c.optimizer.warmup_steps = 100
     c.optimizer.weight_decay = 1.0
     return c

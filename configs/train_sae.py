@@ -23,20 +23,19 @@ Other variants from the command line: `--config.sae.architecture=relu --config.s
 """
 
 from ml_collections import ConfigDict
-from ml_collections.config_dict import placeholder
 
-from jaxinterp.train.config import base_config
+from jaxinterp.sae.model import SAEConfig
+from jaxinterp.sae.train import TrainConfig
+from jaxinterp.train.config import base_config, dataclass_config
 
 
 def get_config():
     c = ConfigDict()
     lm = base_config()
     lm.num_train_steps = 600
-    lm.batch_size = 32
     lm.log_every_steps = 100
     lm.eval_every_steps = 600
     lm.checkpoint_every_steps = 600
-    lm.data.name = "induction"
     lm.data.builder_kwargs = dict(vocab_size=64, half_len=16, min_half_len=8, bos=True,
                                   placement="random", skip_prob=0.2, num_train=20_000,
                                   num_test=512, seed=0)
@@ -48,17 +47,13 @@ def get_config():
     c.lm = lm
     c.lm_workdir = ""  # "" trains the model above under <workdir>/lm
 
-    c.sae = ConfigDict(dict(
-        architecture="topk", d_in=64, d_sae=512, d_out=placeholder(int), k=16, aux_k=0,
-        aux_coeff=1.0 / 32, l1_coeff=1e-3, l0_coeff=1e-3, bandwidth=1e-3, threshold_init=1e-3,
-        # d_out: None (the default) means d_in.
-        normalize_decoder=True, transcoder=False, site="blocks.1.hook_resid_mid", out_site=""))
-    c.train = ConfigDict(dict(
-        num_steps=1500, batch_size=1024, learning_rate=1e-3, warmup_steps=50, b1=0.9,
-        b2=0.999, buffer_batches=4, shuffle=True, dead_after_steps=200, resample_every=250,
-        resample_until=1000, init_b_dec_mean=True, log_every=100, seed=0, checkpoint_every=250,
-        keep_checkpoints=3))
+    # SAEConfig's and TrainConfig's defaults (every field overridable), changed where this
+    # experiment differs; model_preset is set from the model by experiments/train_sae.py.
+    c.sae = dataclass_config(SAEConfig, exclude=["model_preset"], d_in=lm.model.d_model, k=16,
+                             site="blocks.1.hook_resid_mid")
+    c.train = dataclass_config(TrainConfig, num_steps=1500, resample_every=250,
+                               resample_until=1000, checkpoint_every=250)
     c.model_batch_size = 32  # sequences per model forward (32 x 32 = 1024 activations)
     c.eval_batch_size = 128
-    c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.mesh = base_config().mesh
     return c

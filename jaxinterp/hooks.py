@@ -30,15 +30,13 @@ import dataclasses
 import difflib
 import fnmatch
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
 import jax.numpy as jnp
 
 if TYPE_CHECKING:
     import flax.linen as nn
-
-    from jaxinterp.interventions import Intervention
 
 COLLECTION = "intermediates"
 """Flax variable collection that captured site values are sown into."""
@@ -73,6 +71,15 @@ class SiteView:
         return None
 
 
+class Edit(Protocol):
+    """What a `Session` applies at a site (`jaxinterp.interventions.Intervention` is one):
+    a `site` name or glob, and a call that returns the new activation, same shape as `x`."""
+
+    site: str
+
+    def __call__(self, x: jax.Array, view: SiteView) -> jax.Array: ...
+
+
 @dataclasses.dataclass
 class _Layer:
     path: tuple[str, ...]  # Flax path of the block module
@@ -90,7 +97,7 @@ class _Captured:
 class Session:
     """Trace-time record of one `run`: which sites exist, what to capture, what to change."""
 
-    def __init__(self, capture: Sequence[str], interventions: Sequence[Intervention]):
+    def __init__(self, capture: Sequence[str], interventions: Sequence[Edit]):
         self.capture = tuple(capture)
         self.interventions = tuple(interventions)
         self.site_shapes: dict[str, jax.ShapeDtypeStruct] = {}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxinterp as ji
-from tests.tiny import tiny
+from tests.helpers.tiny_models import tiny
 
 MODEL, VARIABLES, TOKENS = tiny()
 D = MODEL.config.d_model

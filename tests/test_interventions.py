@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import jaxinterp as ji
-from tests import reference
-from tests.tiny import assert_close, tiny, tokens_like
+from tests.helpers import numpy_transformer
+from tests.helpers.tiny_models import assert_close, tiny, tokens_like
 
 MODEL, VARIABLES, TOKENS = tiny()
 CFG = MODEL.config
@@ -110,7 +110,7 @@ def test_intervention_matches_reference(case, scan):
     model, variables = layout(scan)
     logits, _ = jax.jit(lambda v, ivs: ji.run(model, v, TOKENS, interventions=ivs))(
         variables, interventions)
-    want, _ = reference.forward(CFG, VARIABLES, TOKENS, hooks=hooks)
+    want, _ = numpy_transformer.forward(CFG, VARIABLES, TOKENS, hooks=hooks)
     clean = MODEL.apply(VARIABLES, TOKENS)
     assert np.abs(want - np.asarray(clean)).max() > 1e-3, "the intervention should matter"
     np.testing.assert_allclose(logits, want, rtol=2e-4, atol=2e-4)
@@ -203,7 +203,7 @@ def test_grad_wrt_add_scale_matches_finite_difference():
     def ref_metric(s):
         hooks = {"blocks.0.hook_resid_mid": lambda x: np.concatenate(
             [x[:, :4], x[:, 4:5] + s * np.asarray(VEC, np.float64), x[:, 5:]], axis=1)}
-        lg = reference.forward(CFG, VARIABLES, TOKENS, hooks=hooks)[0][:, -1]
+        lg = numpy_transformer.forward(CFG, VARIABLES, TOKENS, hooks=hooks)[0][:, -1]
         lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
         return (lg[:, target] - lse).mean()
 

@@ -9,7 +9,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxinterp as ji
-from tests.tiny import tiny
+from tests.helpers.tiny_models import tiny
 
 
 @pytest.mark.parametrize("scan", [False, True])

@@ -17,4 +17,4 @@ from configs.digits.common import digits_config
 
 def get_config():
     return digits_config(
-        "activator_c10", dict(patch_size=4, n_layers=2, d_model=32, d_ffn=64), steps=800)
+        "activator_c10", dict(patch_size=4, n_layers=2, d_model=32, d_mlp=64), steps=800)

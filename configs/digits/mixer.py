@@ -16,5 +16,5 @@ from configs.digits.common import digits_config
 def get_config():
     return digits_config(
         "mixer_s32",
-        dict(patch_size=4, num_blocks=2, hidden_dim=32, tokens_mlp_dim=32, channels_mlp_dim=64),
+        dict(patch_size=4, n_layers=2, d_model=32, d_mlp_tokens=32, d_mlp=64),
         image_size=16, channels=3, steps=800)

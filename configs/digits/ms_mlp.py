@@ -16,6 +16,6 @@ from configs.digits.common import digits_config
 def get_config():
     return digits_config(
         "msmlp_t",
-        dict(patch_size=2, embed_dim=20, depths=(1, 1),
+        dict(patch_size=2, d_model=20, n_layers=(1, 1),
              mix_size=((1, 1, 3, 5, 7), (1, 3, 3, 5, 7))),
         steps=400)

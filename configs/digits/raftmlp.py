@@ -17,6 +17,6 @@ from configs.digits.common import digits_config
 def get_config():
     return digits_config(
         "raftmlp_s",
-        dict(dims=(16, 32), depths=(1, 1), patch_sizes=(2, 2), raft_sizes=(2, 2),
+        dict(d_model=(16, 32), n_layers=(1, 1), patch_sizes=(2, 2), raft_sizes=(2, 2),
              embedding_kernels=((2, 4), (2,))),
         steps=800)

@@ -24,4 +24,4 @@ from configs.digits.common import digits_config
 
 def get_config():
     return digits_config(
-        "strip_mlp_t_light", dict(patch_size=1, embed_dim=8, depths=(1, 1, 1, 1)), steps=200)
+        "strip_mlp_t_light", dict(patch_size=1, d_model=8, n_layers=(1, 1, 1, 1)), steps=200)

@@ -107,7 +107,7 @@ def act_patch_gflop_per_patch(model, variables, corrupted, src, n_layers: int,
     computes the layers before the patched one once, so later layers cost less per patch)."""
     total = 0.0
     for i in range(n_layers):
-        compiled = patching._patched_metrics.lower(
+        compiled = patching.patched_metrics.lower(
             variables, corrupted, src, np.eye(seq, dtype=bool), None, model=model,
             metric=logit_diff, name=f"blocks.{i}.hook_resid_pre").compile()
         total += (_flops(compiled) or float("nan")) / seq
@@ -166,7 +166,7 @@ def measure(n_layers: int = 12, seq: int = 20, batch: int = 8, repeats: int = 3,
     one = naive_one.lower(variables, corrupted, src, np.array([0], np.int32), model=model,
                           name=name).compile()
     n_cells = seq if batch_size is None else min(batch_size, seq)
-    chunk = patching._patched_metrics.lower(
+    chunk = patching.patched_metrics.lower(
         variables, corrupted, src, np.eye(seq, dtype=bool)[:n_cells], None, model=model,
         metric=logit_diff, name=name).compile()
     res["naive_call_mb"], res["act_patch_call_mb"] = _mb(one), _mb(chunk)

@@ -3,13 +3,28 @@
     from jaxinterp import analysis as A
     A.act_patch(model, variables, clean, corrupted, metric, site="resid_pre", by="layer_pos")
 
-Modules, one concept each:
-  patching, path_patching, attribution   activation, path and attribution patching
-  lenses       logit lens and tuned lens       dla       direct logit attribution
-  heads        head detectors                  stats     activation statistics over a dataset
-  steering     steering vectors and sweeps     probes    linear and logistic probes
-  weights      TransformerLens-style weight processing
-  figures      matplotlib figures for all of the above
+One module per concept, with its main function(s) (in `__all__`, importable from the package):
+
+  module          main function(s)                       what it answers
+  patching        act_patch                              which activations carry a clean/corrupted
+                                                         difference (activation patching)
+  path_patching   path_patch                             a sender head's effect through chosen
+                                                         receivers only
+  attribution     attr_patch                             every activation patch at once, to first
+                                                         order (one backward pass)
+  lenses          logit_lens, tuned_lens                 each layer's residual stream read as a
+                                                         next-token prediction
+  dla             direct_logit_attribution               each component's direct share of a logit
+  heads           detection_score, classify_heads        which mechanism an attention head
+                                                         implements
+  stats           activation_stats                       sparsity and massive activations, streamed
+  steering        steering_vectors, steer                contrastive steering vectors, added to runs
+  probes          fit_linear_probe, fit_logistic_probe   whether a property is linearly decodable
+  weights         process_weights                        TransformerLens-style weight processing
+  figures         (plot_* functions)                     matplotlib figures for all of the above
+
+The modules' other public names are also importable from the package (`A.induction_score`,
+`A.train_tuned_lens`, ...); `help(A.<module>)` lists them with their definitions.
 """
 
 from jaxinterp.analysis import (
@@ -69,53 +84,32 @@ from jaxinterp.analysis.steering import (
 )
 from jaxinterp.analysis.weights import process_weights
 
+# The modules and their main functions (the table above). The other names imported here stay
+# importable from the package (`A.induction_score`, as the README and colabs use them).
 __all__ = [
-    "ActivationStats",
-    "LogitAttribution",
-    "ProbeFit",
-    "TunedLens",
     "act_patch",
     "activation_stats",
-    "attention_sink_score",
     "attr_patch",
     "attribution",
     "classify_heads",
     "detection_score",
     "direct_logit_attribution",
     "dla",
-    "duplicate_token_pattern",
     "figures",
     "fit_linear_probe",
-    "fit_linear_probe_stream",
     "fit_logistic_probe",
-    "fit_logistic_probe_stream",
     "heads",
-    "induction_pattern",
-    "induction_score",
-    "init_tuned_lens",
-    "lens_kl",
     "lenses",
-    "load_tuned_lens",
     "logit_lens",
-    "mean_difference",
     "patching",
     "path_patch",
     "path_patching",
-    "previous_token_pattern",
-    "previous_token_score",
-    "principal_direction",
     "probes",
     "process_weights",
-    "retrieval_score",
-    "save_tuned_lens",
-    "site_batches",
     "stats",
     "steer",
     "steering",
     "steering_vectors",
-    "strength_sweep",
-    "successor_score",
-    "train_tuned_lens",
     "tuned_lens",
     "weights",
 ]

@@ -217,8 +217,18 @@ def chunked(fn: Callable[..., jax.Array], masks: Sequence[np.ndarray | None],
 
 
 @functools.partial(jax.jit, static_argnames=("model", "metric", "name"))
-def _patched_metrics(variables, inputs, source, positions, heads, *, model, metric, name):
-    """metric(run on `inputs` with `source` patched in at `name`) for each cell: [cells]."""
+def patched_metrics(variables, inputs, source, positions, heads, *, model, metric, name):
+    """metric(run on `inputs` with `source` patched in at `name`) for each cell: [cells].
+
+    The compiled sweep that `act_patch` runs once per layer (and per chunk of `batch_size`
+    cells); public so that benchmarks can lower and inspect it.
+
+    Args:
+      inputs: the corrupted inputs, e.g. tokens [batch, pos].
+      source: the clean activation at site `name` (its shape as `ji.run` captures it).
+      positions: bool [cells, pos] (or None): the positions each cell patches.
+      heads: bool [cells, head] (or None): the heads each cell patches.
+    """
 
     def one(pos_mask, head_mask):
         patch = Patch(name, source, positions=pos_mask, heads=head_mask)
@@ -275,7 +285,7 @@ def act_patch(
     positions, heads = sweep.cells()
     rows = []
     for name in sweep.names:
-        fn = functools.partial(_patched_metrics, variables, corrupted_inputs, clean_cache[name],
+        fn = functools.partial(patched_metrics, variables, corrupted_inputs, clean_cache[name],
                                model=model, metric=metric, name=name)
         rows.append(chunked(fn, [positions, heads], batch_size).reshape(sweep.cell_shape))
     return jnp.stack(rows).astype(jnp.float32)

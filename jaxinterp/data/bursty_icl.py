@@ -42,7 +42,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxinterp.data._base import SyntheticBuilder, check, chunk_rngs
+from jaxinterp.data.synthetic import SyntheticBuilder, check, chunk_rngs
 
 _CLASS_STREAM = 11
 _SPLIT_STREAMS = {"train": 0, "test_icl": 1, "test_iwl": 2}

@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxinterp.data._base import SyntheticBuilder, check
+from jaxinterp.data.synthetic import SyntheticBuilder, check
 
 NUM_EXAMPLES = 1797
 NUM_TEST = 360

@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxinterp.data._base import SyntheticBuilder, check, chunk_rngs
+from jaxinterp.data.synthetic import SyntheticBuilder, check, chunk_rngs
 
 _POOL_STREAM = 7
 

@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxinterp.data._base import SyntheticBuilder, check
+from jaxinterp.data.synthetic import SyntheticBuilder, check
 
 OPS = ("+", "-", "/")
 

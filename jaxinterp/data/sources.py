@@ -15,12 +15,12 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from jaxinterp.data._base import ARRAY_RECORD
 from jaxinterp.data.bursty_icl import BurstyIcl
 from jaxinterp.data.digits import Digits
 from jaxinterp.data.icl_regression import IclRegression
 from jaxinterp.data.induction import Induction
 from jaxinterp.data.modular_arithmetic import ModularArithmetic
+from jaxinterp.data.synthetic import ARRAY_RECORD
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "induction": Induction,

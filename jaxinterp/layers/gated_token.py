@@ -34,7 +34,7 @@ class GatedTokenConfig:
 
     Attributes:
       image_size, patch_size, in_channels, num_classes: input and output shapes.
-      n_layers: blocks; d_model: token width; d_ffn: hidden width of the gate's MLPs and of
+      n_layers: blocks; d_model: token width; d_mlp: hidden width of the gate's MLPs and of
         the FFN.
       ffn: keep the second (GELU MLP) sub-block (both references do; Activator's "GLU only"
         variant drops it).
@@ -49,7 +49,7 @@ class GatedTokenConfig:
     num_classes: int = 10
     n_layers: int = 4
     d_model: int = 256
-    d_ffn: int = 512
+    d_mlp: int = 512
     ffn: bool = True
     eps: float = 1e-5
     init_range: float = 0.02
@@ -58,9 +58,26 @@ class GatedTokenConfig:
 
     def __post_init__(self):
         check_positive(self, "image_size", "patch_size", "in_channels", "num_classes",
-                       "n_layers", "d_model", "d_ffn")
+                       "n_layers", "d_model", "d_mlp")
         n_patches(self.image_size, self.patch_size)
         check_dtypes(self)
+
+
+CIFAR10 = dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
+               d_model=256, d_mlp=512)
+"""Both references' CIFAR-10 model (the presets' fields)."""
+
+
+class GateUnit(nn.Module):
+    """Base class of the gating units (`ActivatorGate`, NiNformer's `MixerGatingUnit`): the
+    hyperparameters `GatedTokenBlock` gives them. Subclasses define `__call__`,
+    x [batch, pos, d_model] -> [batch, pos, d_model]."""
+
+    d_mlp: int
+    eps: float = 1e-5
+    init_range: float = 0.02
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
 
 class GatedTokenBlock(nn.Module):
@@ -69,7 +86,7 @@ class GatedTokenBlock(nn.Module):
         x = x + gate(LN(x));  x = x + MLP(LN(x))     (the MLP sub-block only if `config.ffn`)
 
     One LayerNorm's parameters are used for both norms, as in both references. `gate` is a
-    module class called as `gate(d_ffn, eps, init_range, dtype, param_dtype, name="gate")`.
+    `GateUnit` class, called as `gate(d_mlp, eps, init_range, dtype, param_dtype, name="gate")`.
     x [batch, pos, d_model] -> ([batch, pos, d_model], None).
     """
 
@@ -84,13 +101,13 @@ class GatedTokenBlock(nn.Module):
             w_ln, b_ln = LayerNormParams(pd, name="ln")(c.d_model)
             x = hooks.site(self, "hook_resid_pre", x, TOKEN_AXES)
             h = SharedLayerNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, TOKEN_AXES)
-            gate = self.gate(c.d_ffn, c.eps, c.init_range, dtype, pd, name="gate")(h)
+            gate = self.gate(c.d_mlp, c.eps, c.init_range, dtype, pd, name="gate")(h)
             x = x + hooks.site(self, "hook_gate_out", gate, TOKEN_AXES)
             if not c.ffn:
                 return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None
             x = hooks.site(self, "hook_resid_mid", x, TOKEN_AXES)
             h = SharedLayerNorm(c.eps, dtype, name="ln2")(x, w_ln, b_ln, TOKEN_AXES)
-            mlp = MLP(d_mlp=c.d_ffn, act_fn="gelu", init_range=c.init_range, dtype=dtype,
+            mlp = MLP(d_mlp=c.d_mlp, act_fn="gelu", init_range=c.init_range, dtype=dtype,
                       param_dtype=pd, name="mlp")
             x = x + hooks.site(self, "hook_mlp_out", mlp(h), TOKEN_AXES)
             return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None

@@ -6,7 +6,12 @@ Gated (GLU family: SwiGLU = silu, GeGLU = gelu), as TransformerLens's GatedMLP:
         hook_post = act(hook_pre) * hook_pre_linear.
 
 W_in, W_gate [embed, mlp] = [d_model, d_mlp]; W_out [mlp, embed] = [d_mlp, d_model].
-Sites are [batch, pos, d_mlp].
+Sites are [batch, pos, d_mlp] (or the `site_axes` given).
+
+The same two-layer MLP in Flax layout (`names=("Dense_0", "Dense_1")`: two `Dense` submodules
+with `kernel`, `bias`, Flax dtype promotion) serves the vision MLPs whose released checkpoints
+use that layout (Mixer, MAXIM) or whose references name the two layers (RaftMLP `fc1`/`fc2`,
+MS-MLP `pwconv1`/`pwconv2`); the sites are the same.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import jax.numpy as jnp
 
 from jaxinterp import hooks
 from jaxinterp.layers.axes import NEURON_AXES
-from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.common import Initializer, activation
+from jaxinterp.layers.dense import Dense, dense
 
 
 class MLP(nn.Module):
@@ -27,12 +33,15 @@ class MLP(nn.Module):
     Attributes:
       d_mlp: hidden width.
       act_fn: activation (`jaxinterp.layers.common.ACTIVATIONS`).
-      gated: GLU form (adds `W_gate`; see the module docstring).
-      use_bias: `b_in`, `b_out`.
+      gated: GLU form (adds `W_gate`; see the module docstring; TransformerLens layout only).
+      use_bias: `b_in`, `b_out` (Flax layout: each `Dense`'s `bias`).
       init_range: standard deviation of the normal initialiser of the weights.
+      kernel_init: initialiser of the weights instead (e.g. Flax's lecun-normal).
       axes: logical names of `W_in`'s (and `W_gate`'s) dims `[d_model, d_mlp]`; `W_out` takes
         them reversed.
       site_axes: names of the hidden sites' axes (x's leading axes, then the hidden one).
+      names: None: TransformerLens layout (`W_in`, `b_in`, `W_out`, `b_out` in this module);
+        a pair: Flax layout, two `Dense` submodules with these names.
     """
 
     d_mlp: int
@@ -40,45 +49,40 @@ class MLP(nn.Module):
     gated: bool = False
     use_bias: bool = True
     init_range: float = 0.02
+    kernel_init: Initializer | None = None
     axes: tuple[str | None, str | None] = ("embed", "mlp")
     site_axes: tuple[str, ...] = NEURON_AXES
+    names: tuple[str, str] | None = None
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        d_model = x.shape[-1]
+        if self.gated and self.names is not None:
+            raise ValueError(f"MLP(gated=True) has the TransformerLens layout only; got "
+                             f"names={self.names!r} (use names=None)")
         act = activation(self.act_fn)
-        init = nn.initializers.normal(self.init_range)
-        zeros = nn.initializers.zeros
-        pd = self.param_dtype
+        init = (nn.initializers.normal(self.init_range) if self.kernel_init is None
+                else self.kernel_init)
+        kw = dict(kernel_init=init, dtype=self.dtype, param_dtype=self.param_dtype)
 
-        def dense(name: str, w_shape, w_axes, bias: bool) -> jax.Array:
-            w = param(self, f"W_{name}", init, w_shape, w_axes, pd)
-            return w.astype(self.dtype), (
-                param(self, f"b_{name}", zeros, (w_shape[-1],), (w_axes[-1],), pd)
-                if bias else None)
+        def linear(which: str, i: int, u: jax.Array, features: int, axes, bias: bool):
+            if self.names is None:  # W_{which}, b_{which} in this module's scope
+                return dense(self, u, features, axes=axes, use_bias=bias,
+                             names=(f"W_{which}", f"b_{which}"), promote=False, **kw)
+            return Dense(features, axes, use_bias=bias, name=self.names[i], **kw)(u)
 
         sites = self.site_axes
-        w_in, b_in = dense("in", (d_model, self.d_mlp), self.axes, self.use_bias)
-        pre_in = jnp.einsum("...m,mn->...n", x, w_in)  # contract d_model
-        if b_in is not None:
-            pre_in = pre_in + b_in
-        pre_in = pre_in.astype(self.dtype)
+        pre_in = linear("in", 0, x, self.d_mlp, self.axes, self.use_bias)
         if self.gated:
-            w_gate, _ = dense("gate", (d_model, self.d_mlp), self.axes, False)
-            gate = jnp.einsum("...m,mn->...n", x, w_gate).astype(self.dtype)
+            gate = linear("gate", 0, x, self.d_mlp, self.axes, False)
             gate = hooks.site(self, "hook_pre", gate, sites)
-            linear = hooks.site(self, "hook_pre_linear", pre_in, sites)
-            post = act(gate) * linear
+            linear_in = hooks.site(self, "hook_pre_linear", pre_in, sites)
+            post = act(gate) * linear_in
         else:
             post = act(hooks.site(self, "hook_pre", pre_in, sites))
         post = hooks.site(self, "hook_post", post.astype(self.dtype), sites)
-        w_out, b_out = dense("out", (self.d_mlp, d_model), self.axes[::-1], self.use_bias)
-        out = jnp.einsum("...n,nm->...m", post, w_out)  # contract d_mlp
-        if b_out is not None:
-            out = out + b_out
-        return out.astype(self.dtype)
+        return linear("out", 1, post, x.shape[-1], self.axes[::-1], self.use_bias)
 
 
 class KANMLP(nn.Module):

@@ -11,10 +11,11 @@ counts match timm's `patch_embed.proj` (weight plus bias).
 Public API (site axis names such as TOKEN_AXES live in `jaxinterp.layers.axes`):
   check_images(images, image_size, channels, who)   clear ValueError on bad input
   n_patches(image_size, patch_size) -> int
-  PatchEmbed(patch_size, d_model, ...)(images) -> [batch, n_patches, d_model]
+  PatchEmbed(patch_size, d_model, ...)(images) -> [batch, n_patches, d_model] (or the map)
   pool(x, kind) -> [batch, d_model]         "token" (position 0) or "mean" (over positions)
   ClassifierHead(num_classes, ...)(x) -> logits [batch, num_classes] float32
-  count_params(tree) -> int; check_positive(config, *fields); check_dtypes(config)
+  count_params(tree) -> int; check_positive(config, *fields); check_stages(config, *fields);
+  check_dtypes(config)
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.layers.common import param
+from jaxinterp.layers.common import Initializer, param
+from jaxinterp.layers.dense import dense
 
 POOLS = ("token", "mean")
 
@@ -62,15 +64,24 @@ def n_patches(image_size: int | tuple[int, int], patch_size: int) -> int:
 
 
 class PatchEmbed(nn.Module):
-    """images [batch, H, W, C] -> tokens [batch, (H/p)*(W/p), d_model] (row-major patches).
+    """images [batch, H, W, C] -> tokens [batch, (H/p)*(W/p), d_model] (row-major patches), or
+    the map [batch, H/p, W/p, d_model] with `tokens=False`: Flax `nn.Conv(d_model, (p, p),
+    strides=(p, p))` on an image that the patches tile, computed as one contraction per patch.
 
-    Parameters: `W_patch [patch, patch, channels, d_model]`, `b_patch [d_model]`.
+    Parameters `names` = (kernel, bias): `W_patch [patch, patch, channels, d_model]`, `b_patch
+    [d_model]` (default), or Flax's `kernel`, `bias` (Mixer's `stem`). `kernel_init` (default
+    normal(init_range)); `promote`: as `jaxinterp.layers.dense.dense` (True: Flax's casts;
+    False: the bias is added as stored).
     """
 
     patch_size: int
     d_model: int
     use_bias: bool = True
     init_range: float = 0.02
+    kernel_init: Initializer | None = None
+    names: tuple[str, str] = ("W_patch", "b_patch")
+    promote: bool = False
+    tokens: bool = True
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -79,18 +90,20 @@ class PatchEmbed(nn.Module):
         b, h, w, c = images.shape
         p = self.patch_size
         n_patches((h, w), p)
-        gh, gw = h // p, w // p
-        # [b, gh, p, gw, p, c] -> [b, gh, gw, p, p, c]: one row per patch, pixels in (y, x, c) order
-        patches = images.reshape(b, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
-        patches = patches.reshape(b, gh * gw, p, p, c).astype(self.dtype)
-        kernel = param(self, "W_patch", nn.initializers.normal(self.init_range),
-                       (p, p, c, self.d_model), (None, None, None, "embed"), self.param_dtype)
-        # contract the patch's pixels (y, x) and channels c
-        out = jnp.einsum("bnyxc,yxcd->bnd", patches, kernel.astype(self.dtype))
+        init = (nn.initializers.normal(self.init_range) if self.kernel_init is None
+                else self.kernel_init)
+        kernel = param(self, self.names[0], init, (p, p, c, self.d_model),
+                       (None, None, None, "embed"), self.param_dtype)
+        # [b, gh, p, gw, p, c]: patch (g, h) holds pixels (y, x) of channels c
+        patches = images.reshape(b, h // p, p, w // p, p, c).astype(self.dtype)
+        # contract each patch's rows y, columns x and channels c
+        out = jnp.einsum("bgyhxc,yxcd->bghd", patches, kernel.astype(self.dtype))
         if self.use_bias:
-            out = out + param(self, "b_patch", nn.initializers.zeros, (self.d_model,),
-                              ("embed",), self.param_dtype)
-        return out.astype(self.dtype)
+            bias = param(self, self.names[1], nn.initializers.zeros, (self.d_model,),
+                         ("embed",), self.param_dtype)
+            out = out + (bias.astype(self.dtype) if self.promote else bias)
+        out = out.astype(self.dtype)
+        return out.reshape(b, -1, self.d_model) if self.tokens else out
 
 
 def pool(x: jax.Array, kind: str) -> jax.Array:
@@ -118,13 +131,10 @@ class ClassifierHead(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         init = (nn.initializers.normal(self.init_range) if self.init_range
                 else nn.initializers.zeros)
-        w = param(self, "W_head", init, (x.shape[-1], self.num_classes), ("embed", "vocab"),
-                  self.param_dtype)
-        logits = jnp.einsum("bd,dk->bk", x.astype(self.dtype), w.astype(self.dtype))  # contract d
-        if self.use_bias:
-            logits = logits + param(self, "b_head", nn.initializers.zeros, (self.num_classes,),
-                                    ("vocab",), self.param_dtype)
-        return logits.astype(jnp.float32)
+        return dense(self, x.astype(self.dtype), self.num_classes, axes=("embed", "vocab"),
+                     kernel_init=init, use_bias=self.use_bias, names=("W_head", "b_head"),
+                     promote=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                     out_dtype=jnp.float32)
 
 
 def count_params(tree) -> int:
@@ -138,6 +148,17 @@ def check_positive(config, *fields: str) -> None:
         v = getattr(config, f)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{type(config).__name__}.{f} must be a positive int, got {v!r}")
+
+
+def check_stages(config, *fields: str) -> None:
+    """Raises ValueError unless each named field of `config` is a tuple of positive ints, one
+    per stage (hierarchical families: `n_layers`, and `d_model` where it is per stage)."""
+    for f in fields:
+        v = getattr(config, f)
+        if (not isinstance(v, tuple) or not v
+                or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in v)):
+            raise ValueError(f"{type(config).__name__}.{f} must be a tuple of positive ints, one "
+                             f"per stage, got {v!r}")
 
 
 def check_dtypes(config) -> None:

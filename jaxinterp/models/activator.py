@@ -19,8 +19,8 @@ Sites:
   hook_embed                                          [batch, pos, d_model]
   blocks.{i}.hook_resid_pre, hook_gate_out, hook_resid_mid, hook_mlp_out, hook_resid_post
   blocks.{i}.ln1.hook_normalized, blocks.{i}.ln2.hook_normalized   [batch, pos, d_model]
-  blocks.{i}.gate.hook_u, hook_v, hook_gated                       [batch, pos, d_ffn]
-  blocks.{i}.mlp.hook_pre|hook_post                                [batch, pos, d_ffn]
+  blocks.{i}.gate.hook_u, hook_v, hook_gated                       [batch, pos, d_mlp]
+  blocks.{i}.mlp.hook_pre|hook_post                                [batch, pos, d_mlp]
   hook_pooled                                                      [batch, d_model]
 """
 
@@ -30,12 +30,12 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxinterp import hooks
 from jaxinterp.layers import gated_token as gt
 from jaxinterp.layers.axes import NEURON_AXES
-from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.common import activation
+from jaxinterp.layers.dense import dense
 from jaxinterp.layers.norms import LayerNormParams, SharedLayerNorm
 from jaxinterp.models.preset import Preset
 
@@ -43,34 +43,26 @@ ActivatorConfig = gt.GatedTokenConfig
 """Activator's hyperparameters (defaults: the reference CIFAR-10 model)."""
 
 
-class ActivatorGate(nn.Module):
+class ActivatorGate(gt.GateUnit):
     """x [batch, pos, d_model] -> (LN(gelu(x W_1 + b_1)) * LN(x W_2 + b_2)) W_3 + b_3."""
-
-    d_ffn: int
-    eps: float = 1e-5
-    init_range: float = 0.02
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        d_model, pd = x.shape[-1], self.param_dtype
-        init, zeros = nn.initializers.normal(self.init_range), nn.initializers.zeros
+        kw = dict(kernel_init=nn.initializers.normal(self.init_range), promote=False,
+                  dtype=self.dtype, param_dtype=self.param_dtype)
 
-        def dense(name, h, d_in, d_out, axes):
-            w = param(self, f"W_{name}", init, (d_in, d_out), axes, pd)
-            b = param(self, f"b_{name}", zeros, (d_out,), axes[1:], pd)
-            return (jnp.einsum("bpi,io->bpo", h, w.astype(self.dtype)) + b).astype(self.dtype)
+        def linear(i: str, h: jax.Array, features: int, axes) -> jax.Array:  # h W_i + b_i
+            return dense(self, h, features, axes=axes, names=(f"W_{i}", f"b_{i}"), **kw)
 
-        w_ln, b_ln = LayerNormParams(pd, name="ln")(self.d_ffn)
-        u = activation("gelu")(dense("1", x, d_model, self.d_ffn, ("embed", "mlp")))
+        w_ln, b_ln = LayerNormParams(self.param_dtype, name="ln")(self.d_mlp)
+        u = activation("gelu")(linear("1", x, self.d_mlp, ("embed", "mlp")))
         u = SharedLayerNorm(self.eps, self.dtype, name="ln_u")(u, w_ln, b_ln, NEURON_AXES)
         u = hooks.site(self, "hook_u", u, NEURON_AXES)
-        v = dense("2", x, d_model, self.d_ffn, ("embed", "mlp"))
+        v = linear("2", x, self.d_mlp, ("embed", "mlp"))
         v = SharedLayerNorm(self.eps, self.dtype, name="ln_v")(v, w_ln, b_ln, NEURON_AXES)
         v = hooks.site(self, "hook_v", v, NEURON_AXES)
         g = hooks.site(self, "hook_gated", u * v, NEURON_AXES)
-        return dense("3", g, self.d_ffn, d_model, ("mlp", "embed"))  # contract d_ffn
+        return linear("3", g, x.shape[-1], ("mlp", "embed"))  # contract d_mlp
 
 
 class Activator(gt.GatedTokenNet):
@@ -83,15 +75,11 @@ class Activator(gt.GatedTokenNet):
 
 PRESETS: dict[str, Preset] = {
     "activator_c10": Preset(
-        Activator, ActivatorConfig,
-        dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
-             d_model=256, d_ffn=512, ffn=True),
+        Activator, ActivatorConfig, dict(gt.CIFAR10, ffn=True),
         "Activator, the reference CIFAR-10 model (32x32, patch 4, 4 blocks, d_model 256, "
-        "d_ffn 512; 2,650,890 parameters)."),
+        "d_mlp 512; 2,650,890 parameters)."),
     "activator_glu_only_c10": Preset(
-        Activator, ActivatorConfig,
-        dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
-             d_model=256, d_ffn=512, ffn=False),
+        Activator, ActivatorConfig, dict(gt.CIFAR10, ffn=False),
         "Activator without the second MLP (reference activator_only_GEGLU.py; 1,599,242 "
         "parameters)."),
 }

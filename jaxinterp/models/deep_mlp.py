@@ -34,7 +34,8 @@ from jaxinterp import hooks
 from jaxinterp.layers import vision as vc
 from jaxinterp.layers.axes import VEC_AXES
 from jaxinterp.layers.axes import VEC_NEURON_AXES as NEURON_AXES
-from jaxinterp.layers.common import ACTIVATIONS, param
+from jaxinterp.layers.common import ACTIVATIONS
+from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.layers.stack import stack
@@ -85,23 +86,11 @@ class DeepMLPConfig:
         return self.expansion * self.d_model
 
 
-class _Dense(nn.Module):
-    """x [batch, d_in] -> [batch, d_out] = x W + b (parameters `W`, `b`)."""
-
-    features: int
-    axes: tuple[str, str]
-    init_range: float
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        w = param(self, "W", nn.initializers.normal(self.init_range),
-                  (x.shape[-1], self.features), self.axes, self.param_dtype)
-        y = jnp.einsum("bi,io->bo", x, w.astype(self.dtype))  # contract d_in
-        b = param(self, "b", nn.initializers.zeros, (self.features,), self.axes[1:],
-                  self.param_dtype)
-        return (y + b).astype(self.dtype)
+def _linear(features: int, axes: tuple[str | None, str], init_range: float, dtype, pd,
+            name: str) -> Dense:
+    """x [batch, d_in] -> [batch, features] = x W + b (parameters `W`, `b`)."""
+    return Dense(features, axes, nn.initializers.normal(init_range), names=("W", "b"),
+                 promote=False, dtype=dtype, param_dtype=pd, name=name)
 
 
 class DeepMLPBlock(nn.Module):
@@ -134,14 +123,14 @@ class DeepMLP(nn.Module):
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         vc.check_images(images, c.image_size, c.in_channels, "DeepMLP")
         x = images.reshape(images.shape[0], -1).astype(dtype)  # [batch, H*W*C]
-        x = _Dense(c.d_model, (None, "embed"), c.init_range, dtype, pd, name="linear_in")(x)
+        x = _linear(c.d_model, (None, "embed"), c.init_range, dtype, pd, "linear_in")(x)
         x = hooks.site(self, "hook_embed", x, VEC_AXES)
         x = stack(DeepMLPBlock, x, n_layers=c.n_layers, scan=c.scan_layers, args=(c,),
                   axes=VEC_AXES)
         if c.final_norm:
             x = LayerNorm(c.eps, dtype, pd, name="ln_final")(x, VEC_AXES)
-        logits = _Dense(c.num_classes, ("embed", "vocab"), c.init_range, dtype, pd,
-                        name="linear_out")(x)
+        logits = _linear(c.num_classes, ("embed", "vocab"), c.init_range, dtype, pd,
+                         "linear_out")(x)
         return logits.astype(jnp.float32)
 
 

@@ -78,6 +78,7 @@ from jaxinterp.layers import vision as vc
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES, WINDOW_AXES
 from jaxinterp.layers.common import activation, param
 from jaxinterp.layers.dense import Dense
+from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.stack import stack
 from jaxinterp.models.preset import Preset
@@ -249,25 +250,20 @@ class _Weights(nn.Module):
 
 class ChannelMlp(nn.Module):
     """RDCAB without channel attention: Dense_1(gelu(Dense_0(LayerNorm(x)))), with sites on the
-    hidden units. x: [batch, h, w, d_model] -> [batch, h, w, d_model]."""
+    hidden units (width `config.d_mlp`). x: [batch, h, w, d_model] -> [batch, h, w, d_model]."""
 
-    d_mlp: int
-    use_bias: bool = True
-    eps: float = 1e-6
-    init_range: float = 0.02
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
+    config: MaximConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        init = nn.initializers.normal(self.init_range)
-        hidden_axes = ("batch", "height", "width", "d_mlp")
-        y = FlaxLayerNorm(self.eps, name="LayerNorm", **kw)(x)
-        y = Dense(self.d_mlp, ("embed", "mlp"), init, self.use_bias, name="Dense_0", **kw)(y)
-        y = site(self, "hook_pre", y, hidden_axes)
-        y = site(self, "hook_post", activation("gelu_new")(y).astype(self.dtype), hidden_axes)
-        return Dense(x.shape[-1], ("mlp", "embed"), init, self.use_bias, name="Dense_1", **kw)(y)
+        c = self.config
+        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        y = FlaxLayerNorm(c.eps, name="LayerNorm", **kw)(x)
+        mlp = MLP(c.d_mlp, "gelu_new", use_bias=c.use_bias, init_range=c.init_range,
+                  site_axes=("batch", "height", "width", "d_mlp"), names=("Dense_0", "Dense_1"),
+                  **kw)
+        nn.share_scope(self, mlp)  # LayerNorm, Dense_0, Dense_1 side by side, as in the reference
+        return mlp(y)
 
 
 class MaximBlock(nn.Module):
@@ -299,7 +295,7 @@ class MaximBlock(nn.Module):
                 jnp.concatenate([u, v], axis=-1))
             x = x + site(self, "hook_mix_out", m, MAP_AXES)
             x = site(self, "hook_resid_mid", x, MAP_AXES)
-            y = ChannelMlp(c.d_mlp, name="channel_mlp", **branch)(x)
+            y = ChannelMlp(c, name="channel_mlp")(x)
             x = x + site(self, "hook_mlp_out", y, MAP_AXES)
             return site(self, "hook_resid_post", x, MAP_AXES), None
 
@@ -315,9 +311,9 @@ class Maxim(nn.Module):
         vc.check_images(images, c.image_size, c.in_channels, "Maxim")
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         x = vc.PatchEmbed(c.patch_size, c.d_model, use_bias=c.use_bias,
-                          init_range=c.init_range, dtype=dtype, param_dtype=pd,
+                          init_range=c.init_range, tokens=False, dtype=dtype, param_dtype=pd,
                           name="patch_embed")(images)
-        x = site(self, "hook_embed", x.reshape(-1, c.side, c.side, c.d_model), MAP_AXES)
+        x = site(self, "hook_embed", x, MAP_AXES)
         x = stack(MaximBlock, x, n_layers=c.n_layers, scan=c.scan_layers, args=(c,),
                   axes=MAP_AXES)
         x = FlaxLayerNorm(c.eps, name="final_norm", dtype=dtype, param_dtype=pd)(x)

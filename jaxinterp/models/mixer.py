@@ -16,9 +16,9 @@ Parameter tree: the original Flax one (google-research/vision_transformer
 
     stem/{kernel [p, p, C, d_model], bias}
     MixerBlock_{i}/LayerNorm_0/{scale, bias}
-    MixerBlock_{i}/token_mixing/Dense_0/{kernel [pos, tokens_mlp_dim], bias}, Dense_1/...
+    MixerBlock_{i}/token_mixing/Dense_0/{kernel [pos, d_mlp_tokens], bias}, Dense_1/...
     MixerBlock_{i}/LayerNorm_1/{scale, bias}
-    MixerBlock_{i}/channel_mixing/Dense_0/{kernel [d_model, channels_mlp_dim], bias}, Dense_1/...
+    MixerBlock_{i}/channel_mixing/Dense_0/{kernel [d_model, d_mlp], bias}, Dense_1/...
     pre_head_layer_norm/{scale, bias}    head/{kernel [d_model, num_classes], bias}
 
 The only differences are the logical-axis boxes (`nn.LogicallyPartitioned`; `nn.meta.unbox`
@@ -27,11 +27,11 @@ removes them) and, with `scan_layers=True`, one `MixerBlock` subtree stacked ove
 Sites:
   hook_embed                                      [batch, pos, d_model]  (after the stem)
   blocks.{i}.hook_resid_pre                       [batch, pos, d_model]
-  blocks.{i}.token_mixing.hook_pre|hook_post      [batch, d_model, d_mlp] (d_mlp = tokens_mlp_dim;
+  blocks.{i}.token_mixing.hook_pre|hook_post      [batch, d_model, d_mlp] (d_mlp = d_mlp_tokens;
                                                    before / after gelu; one row per channel)
   blocks.{i}.hook_token_out                       [batch, pos, d_model]
   blocks.{i}.hook_resid_mid                       [batch, pos, d_model]
-  blocks.{i}.channel_mixing.hook_pre|hook_post    [batch, pos, d_mlp]    (d_mlp = channels_mlp_dim)
+  blocks.{i}.channel_mixing.hook_pre|hook_post    [batch, pos, d_mlp]
   blocks.{i}.hook_channel_out                     [batch, pos, d_model]
   blocks.{i}.hook_resid_post                      [batch, pos, d_model]
   hook_pooled                                     [batch, d_model] (after the final norm and mean)
@@ -48,11 +48,13 @@ import jax.numpy as jnp
 from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import IMAGE_AXES, POOLED_AXES, TOKEN_AXES
-from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.common import activation
 from jaxinterp.layers.dense import Dense, lecun_normal
+from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.stack import stack
 from jaxinterp.layers.vision import (
+    PatchEmbed,
     check_images,
     n_patches,
 )
@@ -61,17 +63,18 @@ from jaxinterp.models.preset import Preset
 
 @dataclasses.dataclass(frozen=True)
 class MixerConfig:
-    """Hyperparameters of an MLP-Mixer (field names follow the original `MlpMixer`).
+    """Hyperparameters of an MLP-Mixer (the original `MlpMixer`'s num_blocks,
+    hidden_dim, tokens_mlp_dim, channels_mlp_dim are n_layers, d_model, d_mlp_tokens, d_mlp).
 
     Attributes:
       num_classes: classifier outputs.
       image_size: input height = width.
       in_channels: input channels.
       patch_size: side of the square patches (must divide `image_size`).
-      num_blocks: number of Mixer blocks.
-      hidden_dim: channels per token (d_model).
-      tokens_mlp_dim: hidden width of the token-mixing MLP.
-      channels_mlp_dim: hidden width of the channel-mixing MLP.
+      n_layers: number of Mixer blocks.
+      d_model: channels per token.
+      d_mlp_tokens: hidden width of the token-mixing MLP.
+      d_mlp: hidden width of the channel-mixing MLP.
       eps: LayerNorm epsilon (Flax default 1e-6).
       act_fn: activation (`jaxinterp.layers.common.ACTIVATIONS`); the original is "gelu_new"
         (Flax `nn.gelu`, tanh approximation).
@@ -84,10 +87,10 @@ class MixerConfig:
     image_size: int = 224
     in_channels: int = 3
     patch_size: int = 16
-    num_blocks: int = 8
-    hidden_dim: int = 512
-    tokens_mlp_dim: int = 256
-    channels_mlp_dim: int = 2048
+    n_layers: int = 8
+    d_model: int = 512
+    d_mlp_tokens: int = 256
+    d_mlp: int = 2048
     eps: float = 1e-6
     act_fn: str = "gelu_new"
     dtype: str = "float32"
@@ -95,8 +98,8 @@ class MixerConfig:
     scan_layers: bool = False
 
     def __post_init__(self):
-        for f in ("num_classes", "image_size", "in_channels", "patch_size", "num_blocks",
-                  "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim"):
+        for f in ("num_classes", "image_size", "in_channels", "patch_size", "n_layers",
+                  "d_model", "d_mlp_tokens", "d_mlp"):
             v = getattr(self, f)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"MixerConfig.{f} must be a positive int, got {v!r}")
@@ -113,29 +116,12 @@ class MixerConfig:
         return n_patches(self.image_size, self.patch_size)
 
 
-class MlpBlock(nn.Module):
-    """`Dense_1(act(Dense_0(x)))` with sites on the hidden units. x: [b, rows, d] -> [b, rows, d].
-
-    `axes` names the axes of x's leading two dims in the sites (the hidden site is
-    `(*axes, "d_mlp")`); `kernel_axes` are the logical names of `Dense_0`'s kernel.
-    """
-
-    mlp_dim: int
-    axes: tuple[str, str]
-    kernel_axes: tuple[str, str]
-    act_fn: str = "gelu_new"
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        hidden_axes = (*self.axes, "d_mlp")
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = Dense(self.mlp_dim, self.kernel_axes, name="Dense_0", **kw)(x)
-        h = site(self, "hook_pre", h, hidden_axes)
-        h = site(self, "hook_post", activation(self.act_fn)(h).astype(self.dtype),
-                       hidden_axes)
-        return Dense(x.shape[-1], self.kernel_axes[::-1], name="Dense_1", **kw)(h)
+def _mlp(d_mlp: int, rows: tuple[str, str], kernel_axes: tuple[str, str], act_fn: str,
+         name: str, kw: dict) -> MLP:
+    """`Dense_1(act(Dense_0(x)))` on x [b, rows, d] (Flax layout), hidden sites on
+    `(*rows, "d_mlp")`; `kernel_axes`: logical names of `Dense_0`'s kernel."""
+    return MLP(d_mlp, act_fn, kernel_init=lecun_normal, axes=kernel_axes,
+               site_axes=(*rows, "d_mlp"), names=("Dense_0", "Dense_1"), name=name, **kw)
 
 
 class MixerBlock(nn.Module):
@@ -150,17 +136,17 @@ class MixerBlock(nn.Module):
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
-        with site_layer(self, "blocks", layer, c.num_blocks):
+        with site_layer(self, "blocks", layer, c.n_layers):
             x = site(self, "hook_resid_pre", x, TOKEN_AXES)
             y = FlaxLayerNorm(c.eps, name="LayerNorm_0", **kw)(x)
             y = jnp.swapaxes(y, 1, 2)  # [batch, d_model, pos]: the token MLP acts on positions
-            y = MlpBlock(c.tokens_mlp_dim, ("batch", "d_model"), ("pos", "mlp"), c.act_fn,
-                         name="token_mixing", **kw)(y)
+            y = _mlp(c.d_mlp_tokens, ("batch", "d_model"), ("pos", "mlp"), c.act_fn,
+                     "token_mixing", kw)(y)
             y = site(self, "hook_token_out", jnp.swapaxes(y, 1, 2), TOKEN_AXES)
             x = site(self, "hook_resid_mid", x + y, TOKEN_AXES)
             y = FlaxLayerNorm(c.eps, name="LayerNorm_1", **kw)(x)
-            y = MlpBlock(c.channels_mlp_dim, ("batch", "pos"), ("embed", "mlp"), c.act_fn,
-                         name="channel_mixing", **kw)(y)
+            y = _mlp(c.d_mlp, ("batch", "pos"), ("embed", "mlp"), c.act_fn,
+                     "channel_mixing", kw)(y)
             y = site(self, "hook_channel_out", y, TOKEN_AXES)
             return site(self, "hook_resid_post", x + y, TOKEN_AXES), None
 
@@ -176,9 +162,11 @@ class Mixer(nn.Module):
         check_images(images, c.image_size, c.in_channels, "Mixer")
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         images = site(self, "hook_image", images.astype(dtype), IMAGE_AXES)
-        x = _Stem(c.patch_size, c.hidden_dim, dtype, pd, name="stem")(images)
+        x = PatchEmbed(c.patch_size, c.d_model, kernel_init=lecun_normal,
+                       names=("kernel", "bias"), promote=True, dtype=dtype, param_dtype=pd,
+                       name="stem")(images)
         x = site(self, "hook_embed", x, TOKEN_AXES)
-        x = stack(MixerBlock, x, n_layers=c.num_blocks, scan=c.scan_layers, args=(c,),
+        x = stack(MixerBlock, x, n_layers=c.n_layers, scan=c.scan_layers, args=(c,),
                   name="MixerBlock", axes=TOKEN_AXES)
         x = FlaxLayerNorm(c.eps, name="pre_head_layer_norm", dtype=dtype, param_dtype=pd)(x)
         x = site(self, "hook_pooled", x.mean(axis=1), POOLED_AXES)
@@ -187,34 +175,11 @@ class Mixer(nn.Module):
         return head(x).astype(jnp.float32)
 
 
-class _Stem(nn.Module):
-    """Flax `nn.Conv(d_model, (p, p), strides=(p, p))` on an image that the patches tile:
-    images [b, H, W, C] -> tokens [b, (H/p)*(W/p), d_model], patches in row-major order."""
-
-    patch_size: int
-    features: int
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
-        b, h, w, c = images.shape
-        p = self.patch_size
-        kernel = param(self, "kernel", lecun_normal, (p, p, c, self.features),
-                       (None, None, None, "embed"), self.param_dtype)
-        bias = param(self, "bias", nn.initializers.zeros, (self.features,), ("embed",),
-                     self.param_dtype)
-        patches = images.reshape(b, h // p, p, w // p, p, c)
-        # contract each patch's rows y, columns x and channels c
-        out = jnp.einsum("bgyhxc,yxcd->bghd", patches, kernel.astype(self.dtype))
-        return (out + bias.astype(self.dtype)).reshape(b, -1, self.features).astype(self.dtype)
-
-
 def _preset(blocks: int, hidden: int, tokens_mlp: int, channels_mlp: int, patch: int,
             doc: str) -> Preset:
     return Preset(Mixer, MixerConfig,
-                  dict(num_blocks=blocks, hidden_dim=hidden, tokens_mlp_dim=tokens_mlp,
-                       channels_mlp_dim=channels_mlp, patch_size=patch, image_size=224,
+                  dict(n_layers=blocks, d_model=hidden, d_mlp_tokens=tokens_mlp,
+                       d_mlp=channels_mlp, patch_size=patch, image_size=224,
                        num_classes=1000), doc)
 
 

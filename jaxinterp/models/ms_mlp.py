@@ -19,7 +19,7 @@ Parameters carry the reference's module names (`patch_embed/{proj, norm}`,
 `layers_{s}/downsample/{proj, norm}`, `norm`, `head`) in Flax layout (`kernel` [in, out] or
 HWIO, `bias`, `scale`). No dropout or stochastic depth.
 
-Sites (blocks numbered across stages, 0 .. sum(depths)-1):
+Sites (blocks numbered across stages, 0 .. sum(n_layers)-1):
   hook_embed                                   [batch, height, width, d_model]
   blocks.{i}.hook_resid_pre                    [batch, height, width, d_model]
   blocks.{i}.hook_mix_lr, hook_mix_td          [batch, height, width, d_model] (each branch)
@@ -44,12 +44,12 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation, param
-from jaxinterp.layers.dense import Dense
+from jaxinterp.layers.conv import Conv, depthwise
+from jaxinterp.layers.dense import Dense, lecun_normal
+from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
-from jaxinterp.layers.vision import check_images
+from jaxinterp.layers.vision import check_images, check_stages
 from jaxinterp.models.preset import Preset
-
-_lecun = nn.initializers.lecun_normal()
 
 
 def chunk_sizes(dim: int, n: int) -> tuple[int, ...]:
@@ -60,13 +60,14 @@ def chunk_sizes(dim: int, n: int) -> tuple[int, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class MSMLPConfig:
-    """Hyperparameters of an MS-MLP (names follow the reference's `MS_MLP`).
+    """Hyperparameters of an MS-MLP (names follow the reference's `MS_MLP` except
+    n_layers, d_model).
 
     Attributes:
       num_classes, image_size, in_channels: as usual.
       patch_size: side of the first patch embedding.
-      embed_dim: channels of stage 0 (doubled at each later stage).
-      depths: blocks per stage.
+      d_model: channels of stage 0, doubled at each later stage (the reference's `embed_dim`).
+      n_layers: blocks per stage (the reference's `depths`).
       shift_size: channel groups per block.
       shift_dist: roll of each group (positions).
       mix_size: per stage, the depthwise kernel size of each group (odd sizes).
@@ -81,8 +82,8 @@ class MSMLPConfig:
     image_size: int = 224
     in_channels: int = 3
     patch_size: int = 4
-    embed_dim: int = 96
-    depths: tuple[int, ...] = (3, 3, 9, 3)
+    d_model: int = 96
+    n_layers: tuple[int, ...] = (3, 3, 9, 3)
     shift_size: int = 5
     shift_dist: tuple[int, ...] = (-2, -1, 0, 1, 2)
     mix_size: tuple[tuple[int, ...], ...] = ((1, 1, 3, 5, 7), (1, 3, 3, 5, 7), (1, 5, 5, 5, 7),
@@ -95,23 +96,22 @@ class MSMLPConfig:
     param_dtype: str = "float32"
 
     def __post_init__(self):
-        for f in ("num_classes", "image_size", "in_channels", "patch_size", "embed_dim",
+        for f in ("num_classes", "image_size", "in_channels", "patch_size", "d_model",
                   "shift_size", "mlp_ratio"):
             v = getattr(self, f)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"MSMLPConfig.{f} must be a positive int, got {v!r}")
-        n = len(self.depths)
-        if n == 0 or min(self.depths) <= 0:
-            raise ValueError(f"MSMLPConfig.depths must be positive, got {self.depths}")
+        check_stages(self, "n_layers")
+        n = len(self.n_layers)
         if len(self.mix_size) != n:
-            raise ValueError(f"mix_size has {len(self.mix_size)} stages, depths has {n}")
+            raise ValueError(f"mix_size has {len(self.mix_size)} stages, n_layers has {n}")
         if len(self.shift_dist) != self.shift_size:
             raise ValueError(f"shift_dist {self.shift_dist} needs shift_size={self.shift_size} "
                              "entries")
         for s, ks in enumerate(self.mix_size):
             if len(ks) != self.shift_size or any(k <= 0 or k % 2 == 0 for k in ks):
                 raise ValueError(f"mix_size[{s}]={ks}: need {self.shift_size} odd kernel sizes")
-            d = self.embed_dim * 2 ** s
+            d = self.d_model * 2 ** s
             if len(chunk_sizes(d, self.shift_size)) != self.shift_size:
                 raise ValueError(f"stage {s}: {d} channels do not split into {self.shift_size} "
                                  "torch.chunk groups")
@@ -122,35 +122,9 @@ class MSMLPConfig:
         activation(self.act_fn)
 
 
-class _Conv(nn.Module):
-    """Conv with kernel = stride (`groups=1`) or a same-size depthwise conv (`depthwise`).
-    x [b, H, W, C_in] -> [b, H/stride, W/stride, features]; kernel HWIO, bias."""
-
-    features: int
-    kernel: int
-    stride: int = 1
-    depthwise: bool = False
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        k, c_in = self.kernel, x.shape[-1]
-        groups = c_in if self.depthwise else 1
-        w = param(self, "kernel", _lecun, (k, k, c_in // groups, self.features),
-                  (None, None, None, "embed"), self.param_dtype)
-        b = param(self, "bias", nn.initializers.zeros, (self.features,), ("embed",),
-                  self.param_dtype)
-        pad = [(k // 2, k // 2)] * 2 if self.depthwise else "VALID"
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), w.astype(self.dtype), (self.stride, self.stride), pad,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
-        return (y + b.astype(self.dtype)).astype(self.dtype)
-
-
-class PatchEmbed(nn.Module):
-    """`proj` conv (kernel = stride = patch) then LayerNorm `norm`. [b, H, W, C] -> [b, H/p,
-    W/p, features]."""
+class ConvEmbed(nn.Module):
+    """The reference's `PatchEmbed`: `proj` conv (kernel = stride = patch, bias) then LayerNorm
+    `norm`. [b, H, W, C] -> [b, H/p, W/p, features]."""
 
     patch: int
     features: int
@@ -161,7 +135,7 @@ class PatchEmbed(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = _Conv(self.features, self.patch, self.patch, name="proj", **kw)(x)
+        x = Conv(self.features, self.patch, self.patch, name="proj", **kw)(x)
         return FlaxLayerNorm(self.eps, name="norm", **kw)(x)
 
 
@@ -177,7 +151,7 @@ class MixShiftBlock(nn.Module):
         c = self.config
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
         d = x.shape[-1]
-        with site_layer(self, "blocks", self.index, sum(c.depths)):
+        with site_layer(self, "blocks", self.index, sum(c.n_layers)):
             x = site(self, "hook_resid_pre", x, MAP_AXES)
             sizes = chunk_sizes(d, c.shift_size)
             groups = jnp.split(x, list(itertools.accumulate(sizes))[:-1], axis=-1)
@@ -185,38 +159,21 @@ class MixShiftBlock(nn.Module):
             for g, (xg, shift, k) in enumerate(zip(groups, c.shift_dist,
                                                    c.mix_size[self.stage], strict=True)):
                 # torch.roll(x, shift, dim): out[i] = x[i - shift]; same as jnp.roll
-                lr.append(_Conv(sizes[g], k, depthwise=True, name=f"dwconv_lr_{g}", **kw)(
+                lr.append(depthwise(sizes[g], k, name=f"dwconv_lr_{g}", **kw)(
                     jnp.roll(xg, shift, axis=2)))
-                td.append(_Conv(sizes[g], k, depthwise=True, name=f"dwconv_td_{g}", **kw)(
+                td.append(depthwise(sizes[g], k, name=f"dwconv_td_{g}", **kw)(
                     jnp.roll(xg, shift, axis=1)))
             lr = site(self, "hook_mix_lr", jnp.concatenate(lr, -1), MAP_AXES)
             td = site(self, "hook_mix_td", jnp.concatenate(td, -1), MAP_AXES)
             y = site(self, "hook_mixed", lr + td, MAP_AXES)
             y = FlaxLayerNorm(c.eps, name="norm", **kw)(y)
-            y = _ChannelMlp(c.mlp_ratio * d, c.act_fn, name="mlp", **kw)(y)
+            y = MLP(c.mlp_ratio * d, c.act_fn, kernel_init=lecun_normal,
+                    site_axes=("batch", "height", "width", "d_mlp"),
+                    names=("pwconv1", "pwconv2"), name="mlp", **kw)(y)
             gamma = param(self, "gamma", nn.initializers.constant(c.layer_scale_init), (d,),
                           ("embed",), kw["param_dtype"])
             y = site(self, "hook_mlp_out", y * gamma.astype(y.dtype), MAP_AXES)
             return site(self, "hook_resid_post", x + y, MAP_AXES)
-
-
-class _ChannelMlp(nn.Module):
-    """pwconv2(act(pwconv1(x))) with hidden sites; parameters live in the parent's scope names
-    `pwconv1`, `pwconv2` (see `MixShiftBlock`). x: [..., d] -> [..., d]."""
-
-    hidden: int
-    act_fn: str
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        axes = ("batch", "height", "width", "d_mlp")
-        h = site(self, "hook_pre", Dense(self.hidden, ("embed", "mlp"), name="pwconv1", **kw)(x),
-                 axes)
-        h = site(self, "hook_post", activation(self.act_fn)(h).astype(self.dtype), axes)
-        return Dense(x.shape[-1], ("mlp", "embed"), name="pwconv2", **kw)(h)
 
 
 class MSMLP(nn.Module):
@@ -230,11 +187,11 @@ class MSMLP(nn.Module):
         check_images(images, c.image_size, c.in_channels, "MSMLP")
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         kw = dict(dtype=dtype, param_dtype=pd)
-        x = PatchEmbed(c.patch_size, c.embed_dim, c.eps, name="patch_embed", **kw)(
+        x = ConvEmbed(c.patch_size, c.d_model, c.eps, name="patch_embed", **kw)(
             images.astype(dtype))
         x = site(self, "hook_embed", x, MAP_AXES)
         index = 0
-        for s, depth in enumerate(c.depths):
+        for s, depth in enumerate(c.n_layers):
             x = _Stage(c, s, index, name=f"layers_{s}")(x)
             index += depth
         x = FlaxLayerNorm(c.eps, name="norm", **kw)(x.mean(axis=(1, 2)))
@@ -252,17 +209,17 @@ class _Stage(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        for j in range(c.depths[self.stage]):
+        for j in range(c.n_layers[self.stage]):
             x = MixShiftBlock(c, self.stage, self.first + j, name=f"blocks_{j}")(x)
-        if self.stage < len(c.depths) - 1:
-            x = PatchEmbed(2, 2 * x.shape[-1], c.eps, jnp.dtype(c.dtype),
+        if self.stage < len(c.n_layers) - 1:
+            x = ConvEmbed(2, 2 * x.shape[-1], c.eps, jnp.dtype(c.dtype),
                            jnp.dtype(c.param_dtype), name="downsample")(x)
         return x
 
 
 PRESETS: dict[str, Preset] = {
-    "msmlp_t": Preset(MSMLP, MSMLPConfig, dict(embed_dim=96, depths=(3, 3, 9, 3)),
+    "msmlp_t": Preset(MSMLP, MSMLPConfig, dict(d_model=96, n_layers=(3, 3, 9, 3)),
                       "MS-MLP-Tiny (JegZheng/MS-MLP msmlp_tiny_patch4_shift5_224; README: 28M)."),
-    "msmlp_s": Preset(MSMLP, MSMLPConfig, dict(embed_dim=96, depths=(3, 3, 27, 3)),
+    "msmlp_s": Preset(MSMLP, MSMLPConfig, dict(d_model=96, n_layers=(3, 3, 27, 3)),
                       "MS-MLP-Small (JegZheng/MS-MLP msmlp_small_patch4_shift5_224; README: 50M)."),
 }

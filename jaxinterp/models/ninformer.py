@@ -13,17 +13,17 @@ Attention is replaced by a gating unit whose gate is computed by a whole MLP-Mix
     MLP(u) = W_2 gelu(W_1 u + b_1) + b_2 (exact GELU, torch nn.GELU)
 
 Conv patch embedding (no class token, no positions), blocks, mean over tokens, linear head.
-The reference uses d_ffn for the hidden widths of all three MLPs (token, channel, FFN).
+The reference uses d_ffn (our d_mlp) for the hidden widths of all three MLPs (token, channel, FFN).
 
 Sites:
   hook_embed                                                      [batch, pos, d_model]
   blocks.{i}.hook_resid_pre, hook_gate_out, hook_resid_mid, hook_mlp_out, hook_resid_post
   blocks.{i}.ln1.hook_normalized, blocks.{i}.ln2.hook_normalized  [batch, pos, d_model]
   blocks.{i}.gate.hook_linear (x W_p + b_p), gate.hook_mixer (Mixer(x))   [batch, pos, d_model]
-  blocks.{i}.gate.mixer.token_mixing.hook_pre|hook_post           [batch, d_model, d_ffn]
+  blocks.{i}.gate.mixer.token_mixing.hook_pre|hook_post           [batch, d_model, d_mlp]
   blocks.{i}.gate.mixer.hook_token_out, hook_resid_mid, hook_channel_out  [batch, pos, d_model]
-  blocks.{i}.gate.mixer.channel_mixing.hook_pre|hook_post         [batch, pos, d_ffn]
-  blocks.{i}.mlp.hook_pre|hook_post                               [batch, pos, d_ffn]
+  blocks.{i}.gate.mixer.channel_mixing.hook_pre|hook_post         [batch, pos, d_mlp]
+  blocks.{i}.mlp.hook_pre|hook_post                               [batch, pos, d_mlp]
   hook_pooled                                                     [batch, d_model]
 """
 
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jaxinterp import hooks
 from jaxinterp.layers import gated_token as gt
 from jaxinterp.layers.axes import RESID_AXES
-from jaxinterp.layers.common import param
+from jaxinterp.layers.dense import dense
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.models.preset import Preset
@@ -47,14 +47,8 @@ NiNformerConfig = gt.GatedTokenConfig
 """NiNformer's hyperparameters (defaults: the reference CIFAR-10 model)."""
 
 
-class MixerGateBlock(nn.Module):
+class MixerGateBlock(gt.GateUnit):
     """The MLP-Mixer block that computes the gate. x: [batch, pos, d_model] -> same."""
-
-    d_ffn: int
-    eps: float
-    init_range: float
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -62,33 +56,26 @@ class MixerGateBlock(nn.Module):
         kw = dict(act_fn="gelu", init_range=self.init_range, axes=(None, "mlp"),
                   dtype=self.dtype, param_dtype=self.param_dtype)
         h = LayerNorm(self.eps, self.dtype, self.param_dtype, name="ln_token")(x, RESID_AXES)
-        h = MLP(self.d_ffn, site_axes=("batch", "d_model", "d_mlp"), name="token_mixing", **kw)(
+        h = MLP(self.d_mlp, site_axes=("batch", "d_model", "d_mlp"), name="token_mixing", **kw)(
             jnp.swapaxes(h, 1, 2))  # [batch, d_model, pos]: mix over positions
         y = x + hooks.site(self, "hook_token_out", jnp.swapaxes(h, 1, 2), RESID_AXES)
         y = hooks.site(self, "hook_resid_mid", y, RESID_AXES)
         h = LayerNorm(self.eps, self.dtype, self.param_dtype, name="ln_channel")(y, RESID_AXES)
-        h = MLP(self.d_ffn, site_axes=("batch", "pos", "d_mlp"), name="channel_mixing", **kw)(h)
+        h = MLP(self.d_mlp, site_axes=("batch", "pos", "d_mlp"), name="channel_mixing", **kw)(h)
         return y + hooks.site(self, "hook_channel_out", h, RESID_AXES)
 
 
-class MixerGatingUnit(nn.Module):
+class MixerGatingUnit(gt.GateUnit):
     """x [batch, pos, d_model] -> (x W_p + b_p) * MixerGateBlock(x)."""
-
-    d_ffn: int
-    eps: float
-    init_range: float
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        d, pd = x.shape[-1], self.param_dtype
-        w = param(self, "W_proj", nn.initializers.normal(self.init_range), (d, d),
-                  ("embed", None), pd)
-        u = jnp.einsum("bpm,mn->bpn", x, w.astype(self.dtype))  # contract d_model
-        u = u + param(self, "b_proj", nn.initializers.zeros, (d,), (None,), pd)
-        u = hooks.site(self, "hook_linear", u.astype(self.dtype), RESID_AXES)
-        v = MixerGateBlock(self.d_ffn, self.eps, self.init_range, self.dtype, pd,
+        u = dense(self, x, x.shape[-1], axes=("embed", None),
+                  kernel_init=nn.initializers.normal(self.init_range),
+                  names=("W_proj", "b_proj"), promote=False, dtype=self.dtype,
+                  param_dtype=self.param_dtype)  # x W_proj + b_proj
+        u = hooks.site(self, "hook_linear", u, RESID_AXES)
+        v = MixerGateBlock(self.d_mlp, self.eps, self.init_range, self.dtype, self.param_dtype,
                            name="mixer")(x)
         v = hooks.site(self, "hook_mixer", v, RESID_AXES)
         return u * v
@@ -105,8 +92,7 @@ class NiNformer(gt.GatedTokenNet):
 PRESETS: dict[str, Preset] = {
     "ninformer_c10": Preset(
         NiNformer, NiNformerConfig,
-        dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
-             d_model=256, d_ffn=512),
+        dict(gt.CIFAR10),
         "NiNformer, the reference CIFAR-10 model (32x32, patch 4 -> 64 tokens, 4 blocks, "
-        "d_model 256, d_ffn 512; 2,652,170 parameters)."),
+        "d_model 256, d_mlp 512; 2,652,170 parameters)."),
 }

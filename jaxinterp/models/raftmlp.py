@@ -26,7 +26,7 @@ fc2}}`, `.../horizontal_mixing/...`, `.../channel_norm`, `.../channel_mixing/{fc
 Differences from the reference: inputs must have the configured size (the reference resizes
 other sizes bicubically); no dropout or stochastic depth (inference and plain training only).
 
-Sites (blocks are numbered across levels, 0 .. sum(depths)-1; r = raft size, c_o = C / r):
+Sites (blocks are numbered across levels, 0 .. sum(n_layers)-1; r = raft size, c_o = C / r):
   levels_{l}.hook_embed                         [batch, height, width, d_model]
   blocks.{i}.hook_resid_pre                     [batch, height, width, d_model]
   blocks.{i}.vertical_mixing.mlp.hook_pre|hook_post   [batch, raft_channel, width, d_mlp]
@@ -51,9 +51,10 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation
-from jaxinterp.layers.dense import Dense
+from jaxinterp.layers.dense import Dense, lecun_normal
+from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
-from jaxinterp.layers.vision import check_images
+from jaxinterp.layers.vision import check_images, check_stages
 from jaxinterp.models.preset import Preset
 
 
@@ -65,8 +66,8 @@ class RaftMLPConfig:
       num_classes: classifier outputs.
       image_size: input height = width (every level's patch size must divide its input).
       in_channels: input channels.
-      dims: channels C of each level.
-      depths: raft blocks per level.
+      d_model: channels C of each level (the reference's `dims`).
+      n_layers: raft blocks per level (the reference's `depths`).
       patch_sizes: embedding stride of each level (the smallest embedding kernel).
       raft_sizes: rafts r per level (must divide the level's C).
       embedding_kernels: patch sizes of each level's cross-scale embedding; the first is the
@@ -81,8 +82,8 @@ class RaftMLPConfig:
     num_classes: int = 1000
     image_size: int = 224
     in_channels: int = 3
-    dims: tuple[int, ...] = (64, 128, 256, 512)
-    depths: tuple[int, ...] = (2, 2, 6, 2)
+    d_model: tuple[int, ...] = (64, 128, 256, 512)
+    n_layers: tuple[int, ...] = (2, 2, 6, 2)
     patch_sizes: tuple[int, ...] = (4, 2, 2, 2)
     raft_sizes: tuple[int, ...] = (2, 2, 2, 2)
     embedding_kernels: tuple[tuple[int, ...], ...] = ((4, 8), (2, 4), (2, 4), (2,))
@@ -94,11 +95,12 @@ class RaftMLPConfig:
     param_dtype: str = "float32"
 
     def __post_init__(self):
-        n = len(self.dims)
-        for f in ("depths", "patch_sizes", "raft_sizes", "embedding_kernels"):
+        check_stages(self, "d_model", "n_layers")
+        n = len(self.d_model)
+        for f in ("n_layers", "patch_sizes", "raft_sizes", "embedding_kernels"):
             if len(getattr(self, f)) != n:
                 raise ValueError(f"RaftMLPConfig.{f} has {len(getattr(self, f))} entries but "
-                                 f"dims has {n}: give one per level")
+                                 f"d_model has {n}: give one per level")
         for f in ("num_classes", "image_size", "in_channels", "token_expansion",
                   "channel_expansion"):
             v = getattr(self, f)
@@ -106,11 +108,11 @@ class RaftMLPConfig:
                 raise ValueError(f"RaftMLPConfig.{f} must be a positive int, got {v!r}")
         size = self.image_size
         for lvl, (d, depth, p, r, ks) in enumerate(zip(
-                self.dims, self.depths, self.patch_sizes, self.raft_sizes,
+                self.d_model, self.n_layers, self.patch_sizes, self.raft_sizes,
                 self.embedding_kernels, strict=True)):
             if min(d, depth, p, r) <= 0:
-                raise ValueError(f"level {lvl}: dims, depths, patch_sizes and raft_sizes must "
-                                 f"be positive, got {d}, {depth}, {p}, {r}")
+                raise ValueError(f"level {lvl}: d_model, n_layers, patch_sizes and raft_sizes "
+                                 f"must be positive, got {d}, {depth}, {p}, {r}")
             if d % r:
                 raise ValueError(f"level {lvl}: raft_size {r} must divide dim {d}")
             if size % p:
@@ -159,22 +161,10 @@ class CrossScaleEmbedding(nn.Module):
                      param_dtype=self.param_dtype, name="fc")(jnp.concatenate(parts, -1))
 
 
-class _Mlp(nn.Module):
-    """`fc2(act(fc1(norm?)))` on the last axis with hidden sites. x: [..., d] -> [..., d]."""
-
-    hidden: int
-    axes: tuple[str, ...]
-    act_fn: str
-    dtype: jnp.dtype
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, u: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = site(self, "hook_pre", Dense(self.hidden, ("embed", "mlp"), name="fc1", **kw)(u),
-                 self.axes)
-        h = site(self, "hook_post", activation(self.act_fn)(h).astype(self.dtype), self.axes)
-        return Dense(u.shape[-1], ("mlp", "embed"), name="fc2", **kw)(h)
+def _mlp(hidden: int, site_axes: tuple[str, ...], act_fn: str, name: str, kw: dict) -> MLP:
+    """`fc2(act(fc1(u)))` on the last axis with hidden sites. u: [..., d] -> [..., d]."""
+    return MLP(hidden, act_fn, kernel_init=lecun_normal, site_axes=site_axes,
+               names=("fc1", "fc2"), name=name, **kw)
 
 
 class RaftTokenMixing(nn.Module):
@@ -209,8 +199,8 @@ class RaftTokenMixing(nn.Module):
             u = y.transpose(0, 3, 1, 4, 2).reshape(b, co, h, r * w)
             back = (0, 2, 4, 3, 1)  # [b, co, h, r, w] -> [b, h, w, r, co]
             n = w
-        out = _Mlp(self.expansion * r * n, ("batch", "raft_channel", self.axis_other, "d_mlp"),
-                   self.act_fn, name="mlp", **kw)(u)
+        out = _mlp(self.expansion * r * n, ("batch", "raft_channel", self.axis_other, "d_mlp"),
+                   self.act_fn, "mlp", kw)(u)
         return out.reshape(b, co, out.shape[2], r, n).transpose(back).reshape(b, h, w, c)
 
     @property
@@ -230,7 +220,7 @@ class RaftBlock(nn.Module):
         c = self.config
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
         r = c.raft_sizes[self.level]
-        with site_layer(self, "blocks", self.index, sum(c.depths)):
+        with site_layer(self, "blocks", self.index, sum(c.n_layers)):
             x = site(self, "hook_resid_pre", x, MAP_AXES)
             for axis, name, resid in (("height", "vertical", "hook_resid_vertical"),
                                       ("width", "horizontal", "hook_resid_mid")):
@@ -239,8 +229,8 @@ class RaftBlock(nn.Module):
                 y = site(self, f"hook_{name}_out", mix(x), MAP_AXES)
                 x = site(self, resid, x + y, MAP_AXES)
             y = FlaxLayerNorm(c.eps, name="channel_norm", **kw)(x)
-            y = _Mlp(c.channel_expansion * x.shape[-1], ("batch", "height", "width", "d_mlp"),
-                     c.act_fn, name="channel_mixing", **kw)(y)
+            y = _mlp(c.channel_expansion * x.shape[-1], ("batch", "height", "width", "d_mlp"),
+                     c.act_fn, "channel_mixing", kw)(y)
             y = site(self, "hook_channel_out", y, MAP_AXES)
             return site(self, "hook_resid_post", x + y, MAP_AXES)
 
@@ -255,11 +245,11 @@ class RaftLevel(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
-        x = CrossScaleEmbedding(c.embedding_kernels[self.level], c.dims[self.level],
+        x = CrossScaleEmbedding(c.embedding_kernels[self.level], c.d_model[self.level],
                                 name="embedding", **kw)(x)
         x = site(self, "hook_embed", x, MAP_AXES)
-        first = sum(c.depths[:self.level])
-        for j in range(c.depths[self.level]):
+        first = sum(c.n_layers[:self.level])
+        for j in range(c.n_layers[self.level]):
             x = RaftBlock(c, self.level, first + j, name=f"blocks_{j}")(x)
         return x
 
@@ -275,7 +265,7 @@ class RaftMLP(nn.Module):
         check_images(images, c.image_size, c.in_channels, "RaftMLP")
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         x = images.astype(dtype)
-        for lvl in range(len(c.dims)):
+        for lvl in range(len(c.d_model)):
             x = RaftLevel(c, lvl, name=f"levels_{lvl}")(x)
         x = FlaxLayerNorm(c.eps, name="norm", dtype=dtype, param_dtype=pd)(x)
         x = site(self, "hook_pooled", x.mean(axis=(1, 2)), POOLED_AXES)
@@ -284,9 +274,9 @@ class RaftMLP(nn.Module):
         return head(x).astype(jnp.float32)
 
 
-def _preset(dims: tuple[int, ...], doc: str) -> Preset:
+def _preset(d_model: tuple[int, ...], doc: str) -> Preset:
     return Preset(RaftMLP, RaftMLPConfig,
-                  dict(dims=dims, depths=(2, 2, 6, 2), patch_sizes=(4, 2, 2, 2),
+                  dict(d_model=d_model, n_layers=(2, 2, 6, 2), patch_sizes=(4, 2, 2, 2),
                        raft_sizes=(2, 2, 2, 2), embedding_kernels=((4, 8), (2, 4), (2, 4), (2,)),
                        token_expansion=2, channel_expansion=4, image_size=224, num_classes=1000),
                   doc)

@@ -3,8 +3,8 @@ arXiv:2307.11458; reference code Med-Process/Strip_MLP `models/strip_mlp.py`, `S
 
 images [batch, H, W, C] float -> logits [batch, num_classes] float32. Everything is NHWC.
 
-A four-stage pyramid: a p x p patch conv (no bias) to `embed_dim` channels, then stages of
-C = embed_dim * 2^s channels on (H/p / 2^s)^2 positions, joined by 2 x 2 "merging" convs that
+A four-stage pyramid: a p x p patch conv (no bias) to `d_model` channels, then stages of
+C = d_model * 2^s channels on (H/p / 2^s)^2 positions, joined by 2 x 2 "merging" convs that
 double the channels. Two cross-scale skips (grouped 2 x 2 convs, one input channel per group)
 carry stage-2 features to stages 3 and 4 and stage-3 features to stage 4:
 
@@ -79,7 +79,7 @@ convs, bias-free, HWIO `kernel [kh, kw, in / groups, out]`); torch name -> ours:
   ....smlp_block.fuse -> blocks{s}_{j}/fuse
   ....channel_mixing.{conv_77, layer_norm, fc1, fc2, grn} -> blocks{s}_{j}/channel_mixing/same
 
-Sites (blocks numbered across stages, 0 .. sum(depths)-1; D = d_model / 2):
+Sites (blocks numbered across stages, 0 .. sum(n_layers)-1; D = d_model / 2):
   hook_embed                                       [batch, height, width, d_model]
   hook_stage{2,3,4}_in                             [batch, height, width, d_model] (after skips)
   blocks.{i}.hook_resid_pre                        [batch, height, width, d_model]
@@ -104,6 +104,7 @@ Sites (blocks numbered across stages, 0 .. sum(depths)-1; D = d_model / 2):
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -113,6 +114,7 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.conv import Conv, depthwise
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.vision import (
@@ -123,7 +125,8 @@ from jaxinterp.layers.vision import (
 from jaxinterp.models.preset import Preset
 
 N_STAGES = 4
-_lecun = nn.initializers.lecun_normal()
+_conv = functools.partial(Conv, use_bias=False)  # the reference's convs are bias-free
+_depthwise = functools.partial(depthwise, use_bias=False)
 
 
 def reference_strip_groups(channels: int) -> int:
@@ -134,13 +137,14 @@ def reference_strip_groups(channels: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class StripMLPConfig:
-    """Hyperparameters of a Strip-MLP (names follow the reference's `StripMLPNet`).
+    """Hyperparameters of a Strip-MLP (names follow the reference's `StripMLPNet`
+    except n_layers, d_model).
 
     Attributes:
       num_classes, image_size, in_channels: as usual (square images).
       patch_size: side of the first (bias-free) patch convolution.
-      embed_dim: channels of stage 1 (doubled at each later stage).
-      depths: blocks in each of the 4 stages (the reference's `layers`).
+      d_model: channels of stage 1, doubled at each later stage (the reference's `embed_dim`).
+      n_layers: blocks in each of the 4 stages, a tuple (the reference's `layers`).
       alpha: channel-MLP expansion (hidden width alpha * d_model).
       strip_groups: C1, the channel groups sharing one set of strip weights; None = the
         reference's rule per stage (`reference_strip_groups`: 2 if channels % 80 == 0 else 4).
@@ -156,8 +160,8 @@ class StripMLPConfig:
     image_size: int = 224
     in_channels: int = 3
     patch_size: int = 4
-    embed_dim: int = 80
-    depths: tuple[int, ...] = (2, 2, 12, 2)
+    d_model: int = 80
+    n_layers: tuple[int, ...] = (2, 2, 12, 2)
     alpha: int = 3
     strip_groups: int | None = None
     bn_eps: float = 1e-5
@@ -170,12 +174,12 @@ class StripMLPConfig:
 
     def __post_init__(self):
         check_positive(self, "num_classes", "image_size", "in_channels", "patch_size",
-                       "embed_dim", "alpha")
-        if (len(self.depths) != N_STAGES
+                       "d_model", "alpha")
+        if (not isinstance(self.n_layers, tuple) or len(self.n_layers) != N_STAGES
                 or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0
-                       for d in self.depths)):
-            raise ValueError(f"StripMLPConfig.depths must be {N_STAGES} positive ints (the "
-                             f"reference's four stages), got {self.depths}")
+                       for d in self.n_layers)):
+            raise ValueError(f"StripMLPConfig.n_layers must be {N_STAGES} positive ints in a "
+                             f"tuple (one per stage, the reference's four), got {self.n_layers!r}")
         if self.strip_groups is not None:
             if isinstance(self.strip_groups, bool) or not isinstance(self.strip_groups, int) \
                     or self.strip_groups <= 0:
@@ -198,7 +202,7 @@ class StripMLPConfig:
 
     def channels(self, stage: int) -> int:
         """d_model of stage `stage` (0-based)."""
-        return self.embed_dim * 2 ** stage
+        return self.d_model * 2 ** stage
 
     def side(self, stage: int) -> int:
         """Height = width of the feature map of stage `stage` (0-based)."""
@@ -209,38 +213,6 @@ class StripMLPConfig:
         if self.strip_groups is not None:
             return self.strip_groups
         return reference_strip_groups(self.channels(stage))
-
-
-class _Conv(nn.Module):
-    """Bias-free conv, torch `Conv2d(..., bias=False)` semantics (cross-correlation, zero
-    padding `pad = (ph, pw)`). x [b, H, W, C_in] -> [b, H', W', features]; kernel HWIO
-    [kh, kw, C_in / groups, features]."""
-
-    features: int
-    kernel: tuple[int, int]
-    stride: int = 1
-    groups: int = 1
-    pad: tuple[int, int] = (0, 0)
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kh, kw = self.kernel
-        c_in = x.shape[-1]
-        w = param(self, "kernel", _lecun, (kh, kw, c_in // self.groups, self.features),
-                  (None, None, None, "embed"), self.param_dtype)
-        ph, pw = self.pad
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), w.astype(self.dtype), (self.stride, self.stride),
-            [(ph, ph), (pw, pw)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups)
-        return y.astype(self.dtype)
-
-
-def _depthwise(features: int, kh: int, kw: int, name: str, **kw_) -> _Conv:
-    """torch `Conv2d(C, C, (kh, kw), padding=(kh // 2, kw // 2), groups=C, bias=False)`."""
-    return _Conv(features, (kh, kw), groups=features, pad=(kh // 2, kw // 2), name=name, **kw_)
 
 
 def _batch_norm(config: StripMLPConfig, train: bool, name: str) -> nn.BatchNorm:
@@ -313,12 +285,12 @@ class StripMixing(nn.Module):
         pos_w = relative_positions(table_w, h, w).astype(x.dtype)
         row = _StripProj(1, name="proj_h", **kw)((x + pos_h).reshape(b, h, w, g, cc))
         row = site(self, "hook_row", row.reshape(b, h, w, d), MAP_AXES)
-        r = _Conv(d, (1, 1), name="fuse_h", **kw)(jnp.concatenate([row, x], -1))
+        r = _conv(d, (1, 1), name="fuse_h", **kw)(jnp.concatenate([row, x], -1))
         r = act(_batch_norm(c, train, "norm")(r)) + pos_w
         r = site(self, "hook_row_fused", r.astype(x.dtype), MAP_AXES)
         col = _StripProj(2, name="proj_w", **kw)(r.reshape(b, h, w, g, cc))
         col = site(self, "hook_col", col.reshape(b, h, w, d), MAP_AXES)
-        out = _Conv(d, (1, 1), name="fuse_w", **kw)(jnp.concatenate([x, col], -1))
+        out = _conv(d, (1, 1), name="fuse_w", **kw)(jnp.concatenate([x, col], -1))
         return site(self, "hook_out", out, MAP_AXES)
 
 
@@ -332,8 +304,8 @@ class LocalMixing(nn.Module):
         c = self.config
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
         d = x.shape[-1]
-        xw = site(self, "hook_w", _depthwise(d, 3, 7, "fc_h", **kw)(x), MAP_AXES)
-        xh = site(self, "hook_h", _depthwise(d, 7, 3, "fc_w", **kw)(x), MAP_AXES)
+        xw = site(self, "hook_w", _depthwise(d, (3, 7), name="fc_h", **kw)(x), MAP_AXES)
+        xh = site(self, "hook_h", _depthwise(d, (7, 3), name="fc_w", **kw)(x), MAP_AXES)
         a = (xh + xw + x).mean(axis=(1, 2))  # [b, D]
         a = activation(c.act_fn)(Dense(d // 2, name="reweight_fc1", **kw)(a))
         a = Dense(3 * d, ("mlp", "embed"), name="reweight_fc2", **kw)(a)
@@ -357,7 +329,7 @@ class ChannelMixing(nn.Module):
         d = x.shape[-1]
         hidden = c.alpha * d
         axes = ("batch", "height", "width", "d_mlp")
-        y = _depthwise(d, 7, 7, "conv_77", **kw)(x)
+        y = _depthwise(d, (7, 7), name="conv_77", **kw)(x)
         y = FlaxLayerNorm(c.ln_eps, name="layer_norm", **kw)(y)
         y = site(self, "hook_pre", Dense(hidden, name="fc1", **kw)(y), axes)
         y = site(self, "hook_post", activation(c.act_fn)(y).astype(y.dtype), axes)
@@ -408,16 +380,16 @@ class StripBlock(nn.Module):
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
         d = x.shape[-1]
         act = activation(c.act_fn)
-        with site_layer(self, "blocks", self.index, sum(c.depths)):
+        with site_layer(self, "blocks", self.index, sum(c.n_layers)):
             x = site(self, "hook_resid_pre", x, MAP_AXES)
             u = act(_batch_norm(c, train, "dw_norm")(x))
-            u = site(self, "hook_dwconv", _depthwise(d, 3, 3, "dwconv", **kw)(u), MAP_AXES)
+            u = site(self, "hook_dwconv", _depthwise(d, (3, 3), name="dwconv", **kw)(u), MAP_AXES)
             u = act(_batch_norm(c, train, "proj_norm")(Dense(d, name="proj", **kw)(u)))
             u = site(self, "hook_proj", u.astype(x.dtype), MAP_AXES)
             u1 = StripMixing(c, c.groups(self.stage), name="strip_mixing")(u[..., :d // 2],
                                                                            train)
             u2 = LocalMixing(c, name="local_mixing")(u[..., d // 2:])
-            y = _Conv(d, (1, 1), name="fuse", **kw)(jnp.concatenate([u1, u2], -1))
+            y = _conv(d, (1, 1), name="fuse", **kw)(jnp.concatenate([u1, u2], -1))
             y = site(self, "hook_token_out", y, MAP_AXES)
             x = site(self, "hook_resid_mid", x + _drop_path(self, y, c.drop_path_rate, train),
                      MAP_AXES)
@@ -447,23 +419,23 @@ class StripMLP(nn.Module):
                              "train=False)")
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         kw = dict(dtype=dtype, param_dtype=pd)
-        e, p = c.embed_dim, c.patch_size
-        x = _Conv(e, (p, p), p, name="patch_embed", **kw)(images.astype(dtype))
+        e, p = c.d_model, c.patch_size
+        x = _conv(e, (p, p), p, name="patch_embed", **kw)(images.astype(dtype))
         x = site(self, "hook_embed", x, MAP_AXES)
         index = 0
 
         def stage(s: int, x: jax.Array) -> jax.Array:
             nonlocal index
-            for j in range(c.depths[s]):
+            for j in range(c.n_layers[s]):
                 x = StripBlock(c, s, index, name=f"blocks{s + 1}_{j}")(x, train)
                 index += 1
             return x
 
         def merge(k: int, x: jax.Array) -> jax.Array:
-            return _Conv(2 * x.shape[-1], (2, 2), 2, name=f"merging{k}", **kw)(x)
+            return _conv(2 * x.shape[-1], (2, 2), 2, name=f"merging{k}", **kw)(x)
 
         def skip(name: str, x: jax.Array) -> jax.Array:  # one input channel per group
-            return _Conv(2 * x.shape[-1], (2, 2), 2, groups=x.shape[-1], name=name, **kw)(x)
+            return _conv(2 * x.shape[-1], (2, 2), 2, groups=x.shape[-1], name=name, **kw)(x)
 
         x = merge(1, stage(0, x))
         s1_14 = skip("conv_s1_28", x)
@@ -480,9 +452,9 @@ class StripMLP(nn.Module):
         return head(x).astype(jnp.float32)
 
 
-def _preset(embed_dim: int, depths: tuple[int, ...], doc: str) -> Preset:
+def _preset(d_model: int, n_layers: tuple[int, ...], doc: str) -> Preset:
     return Preset(StripMLP, StripMLPConfig,
-                  dict(embed_dim=embed_dim, depths=depths, patch_size=4, alpha=3,
+                  dict(d_model=d_model, n_layers=n_layers, patch_size=4, alpha=3,
                        image_size=224, num_classes=1000), doc)
 
 

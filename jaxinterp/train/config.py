@@ -1,14 +1,23 @@
 """The base training config and its validation (clear errors before anything compiles).
 
-Experiment configs in `configs/` start from `base_config()` and change what they need; every
-field can be overridden on the command line (`--config.optimizer.learning_rate=1e-3`).
+Experiment configs in `configs/` start from `base_config()` (and, for settings held in a
+dataclass such as `jaxinterp.sae.SAEConfig`, from `dataclass_config(cls)`) and change only what
+the experiment changes; every field can be overridden on the command line
+(`--config.optimizer.learning_rate=1e-3`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable
+from typing import Any
+
 import flax.linen as nn
 import jax
 from ml_collections import ConfigDict
+from ml_collections.config_dict import placeholder
 
 from jaxinterp.models import registry
 from jaxinterp.train import sharding
@@ -69,6 +78,48 @@ def base_config() -> ConfigDict:
     c.distributed = ConfigDict(dict(initialize=False, coordinator_address="",
                                     num_processes=1, process_id=0))
     return c
+
+
+def dataclass_config(cls: type, *, exclude: Iterable[str] = (), **overrides: Any) -> ConfigDict:
+    """A ConfigDict of dataclass `cls`'s fields at their defaults, with `overrides` applied.
+
+    `cls(**config)` then builds the dataclass. A field whose default is None (e.g. `d_out:
+    int | None = None`) becomes a placeholder of its type, so that the command line can set it
+    (`--config.sae.d_out=128`). Fields named in `exclude` are left out (ones the experiment sets
+    itself); an unknown name in `overrides` or `exclude` is a ValueError.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise ValueError(f"dataclass_config needs a dataclass, got {cls!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    exclude = set(exclude)
+    unknown = sorted((set(overrides) | exclude) - set(fields))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {unknown}; its fields: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, field in fields.items():
+        if name in exclude:
+            continue
+        if name in overrides:
+            values[name] = overrides[name]
+        elif field.default is not dataclasses.MISSING:
+            values[name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            values[name] = field.default_factory()
+        else:
+            raise ValueError(f"{cls.__name__}.{name} has no default; pass it as an override")
+        if values[name] is None:
+            values[name] = _placeholder(hints.get(name))
+    return ConfigDict(values)
+
+
+def _placeholder(hint: Any) -> Any:
+    """`placeholder(T)` for a hint `T | None` (None for any other hint)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        kinds = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(kinds) == 1 and isinstance(kinds[0], type):
+            return placeholder(kinds[0])
+    return None
 
 
 def validate(config: ConfigDict, n_devices: int | None = None) -> None:

@@ -100,13 +100,9 @@ class NextToken(Task):
 
     def check(self, element, dataset):
         super().check(element, dataset)
-        tokens = np.asarray(element[self.feature])
-        if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(
-                f"task next_token: feature {self.feature!r} of dataset {dataset!r} has shape "
-                f"{tokens.shape[1:]} and dtype {tokens.dtype} per example; next-token "
-                "prediction needs an int sequence [L] (for images use task.name="
-                "'classification')")
+        tokens = _int_feature(self, element, self.feature, dataset, 2,
+                              "next-token prediction needs an int sequence [L] (for images "
+                              "use task.name='classification')")
         if tokens.shape[1] < (1 if self.answer_feature else 2):
             raise ValueError(f"task next_token: sequences of length {tokens.shape[1]} have "
                              "nothing to predict")
@@ -157,11 +153,8 @@ class Classification(Task):
 
     def check(self, element, dataset):
         super().check(element, dataset)
-        labels = np.asarray(element[self.label_feature])
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"task classification: label feature {self.label_feature!r} of "
-                             f"dataset {dataset!r} must be one int per example, got shape "
-                             f"{labels.shape[1:]} and dtype {labels.dtype}")
+        _int_feature(self, element, self.label_feature, dataset, 1,
+                     "the label must be one int per example")
 
     def split(self, batch, key):
         del key
@@ -262,10 +255,8 @@ class MaskedLM(Task):
 
     def check(self, element, dataset):
         super().check(element, dataset)
-        tokens = np.asarray(element[self.feature])
-        if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"task masked_lm: feature {self.feature!r} of dataset {dataset!r}"
-                             f" must be an int sequence [L], got shape {tokens.shape[1:]}")
+        _int_feature(self, element, self.feature, dataset, 2,
+                     "the masked-LM objective needs an int sequence [L]")
 
     def split(self, batch, key):
         tokens = batch[self.feature]
@@ -324,6 +315,17 @@ def _require(task: Task, element: Mapping[str, Any], dataset: str, names) -> Non
         raise ValueError(f"task {task.name}: dataset {dataset!r} has no feature "
                          f"{missing[0]!r} (features: {sorted(element)}); set the task's "
                          "feature fields or choose another task")
+
+
+def _int_feature(task: Task, element: Mapping[str, Any], feature: str, dataset: str, ndim: int,
+                 expected: str) -> np.ndarray:
+    """`element[feature]` (a batch) as an array; ValueError saying `expected` unless it holds
+    ints with `ndim` axes, the batch axis included."""
+    x = np.asarray(element[feature])
+    if x.ndim != ndim or not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"task {task.name}: feature {feature!r} of dataset {dataset!r} has "
+                         f"shape {x.shape[1:]} and dtype {x.dtype} per example; {expected}")
+    return x
 
 
 def _check_logits(task: Task, output, targets_shape) -> None:

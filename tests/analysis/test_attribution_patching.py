@@ -12,7 +12,7 @@ import pytest
 import jaxinterp as ji
 from jaxinterp.analysis.attribution import attr_patch
 from jaxinterp.analysis.patching import act_patch
-from tests.tiny import assert_close, tiny, tokens_like
+from tests.helpers.tiny_models import assert_close, tiny, tokens_like
 
 # No final norm: the logits, hence the metric, are linear in the last layer's resid_post and
 # mlp_out; in an attention-only model also in its attn_out and z.

@@ -10,8 +10,8 @@ import pytest
 import jaxinterp as ji
 from jaxinterp.analysis.dla import direct_logit_attribution
 from jaxinterp.models.transformer import unrolled_params
-from tests import reference
-from tests.tiny import assert_close, tiny
+from tests.helpers import numpy_transformer
+from tests.helpers.tiny_models import assert_close, tiny
 
 CASES = {
     "gpt2": ("gpt2_small", {}),
@@ -44,7 +44,7 @@ def test_components_sum_to_the_logit_difference(case):
 
 def _numpy_dla(cfg, variables, tokens, target, pos):
     """Head and neuron terms from the equations, in float64: component . frozen-LN direction."""
-    _, acts = reference.forward(cfg, variables, tokens)
+    _, acts = numpy_transformer.forward(cfg, variables, tokens)
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), unrolled_params(variables))
     resid = acts[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][:, pos]  # [batch, d_model]
     centred = resid - resid.mean(-1, keepdims=True)

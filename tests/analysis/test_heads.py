@@ -8,7 +8,7 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.analysis import heads
-from tests.tiny import tiny
+from tests.helpers.tiny_models import tiny
 
 
 def _random_pattern(key, b, h, n):
@@ -201,14 +201,14 @@ def test_successor_score_of_a_hand_built_successor_head():
 def test_successor_score_matches_numpy_on_a_gpt2_style_model():
     import flax.linen as nn
 
-    from tests import reference
+    from tests.helpers import numpy_transformer
 
     model, variables, _ = tiny("gpt2_small", n_layers=2)
     seqs = [[3, 7, 11, 15, 19], [20, 21, 22]]
     got = np.asarray(heads.successor_score(model, variables, seqs))
     c = model.config
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), nn.meta.unbox(variables)["params"])
-    act = reference.ACT[c.act_fn]
+    act = numpy_transformer.ACT[c.act_fn]
 
     def ln(x, q):
         x = x - x.mean(-1, keepdims=True)

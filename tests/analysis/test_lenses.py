@@ -11,8 +11,8 @@ import pytest
 import jaxinterp as ji
 from jaxinterp.analysis import lenses
 from jaxinterp.models.transformer import read_out, unrolled_params
-from tests import reference
-from tests.tiny import assert_close, tiny
+from tests.helpers import numpy_transformer
+from tests.helpers.tiny_models import assert_close, tiny
 
 MODEL, VARIABLES, TOKENS = tiny()
 CFG = MODEL.config
@@ -53,7 +53,7 @@ def test_last_layer_is_the_model_logits_under_jit(scan):
 
 
 def test_middle_layer_matches_numpy():
-    _, acts = reference.forward(CFG, VARIABLES, TOKENS)
+    _, acts = numpy_transformer.forward(CFG, VARIABLES, TOKENS)
     want = _np_unembed(_params64(), acts["blocks.0.hook_resid_post"])
     got = lenses.logit_lens(MODEL, VARIABLES, TOKENS, layers=[1])[0]
     assert_close(got, want, rtol=1e-5)
@@ -79,7 +79,7 @@ def test_tuned_lens_application_matches_hand_computation():
     k1, k2 = jax.random.split(jax.random.key(3))
     lens = lenses.TunedLens(weight=0.1 * jax.random.normal(k1, lens.weight.shape),
                             bias=0.3 * jax.random.normal(k2, lens.bias.shape))
-    _, acts = reference.forward(CFG, VARIABLES, TOKENS)
+    _, acts = numpy_transformer.forward(CFG, VARIABLES, TOKENS)
     h = acts["blocks.0.hook_resid_post"]  # residual stream 1
     w, b = np.asarray(lens.weight[1], np.float64), np.asarray(lens.bias[1], np.float64)
     want = _np_unembed(_params64(), h + h @ w + b)

@@ -10,7 +10,7 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.analysis.patching import SITE_KINDS, act_patch
-from tests.tiny import tiny, tokens_like
+from tests.helpers.tiny_models import tiny, tokens_like
 
 MODEL, VARIABLES, CLEAN = tiny()
 CFG = MODEL.config

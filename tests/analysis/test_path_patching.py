@@ -11,8 +11,8 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.analysis.path_patching import path_patch
-from tests import reference
-from tests.tiny import assert_close, tiny, tokens_like
+from tests.helpers import numpy_transformer
+from tests.helpers.tiny_models import assert_close, tiny, tokens_like
 
 # Attention-only, no norms: every step from cached head outputs is a few lines of NumPy.
 MODEL, VARIABLES, CLEAN = tiny(attn_only=True, normalization_type=None)
@@ -97,10 +97,10 @@ def test_direct_effect_of_every_head_by_hand():
 
 
 def _reference_path_patch(model, variables, senders, receivers, freeze_mlps, positions=None):
-    """The three runs on the NumPy reference transformer (tests/reference.py)."""
+    """The three runs on the NumPy reference transformer (tests/helpers/numpy_transformer.py)."""
     cfg = model.config
-    _, clean = reference.forward(cfg, variables, CLEAN)
-    _, corr = reference.forward(cfg, variables, CORRUPT)
+    _, clean = numpy_transformer.forward(cfg, variables, CLEAN)
+    _, corr = numpy_transformer.forward(cfg, variables, CORRUPT)
     pos = slice(None) if positions is None else positions
 
     def frozen(layer):
@@ -116,7 +116,7 @@ def _reference_path_patch(model, variables, senders, receivers, freeze_mlps, pos
     if freeze_mlps:
         hooks |= {f"blocks.{i}.hook_mlp_out": (lambda x, i=i: clean[f"blocks.{i}.hook_mlp_out"])
                   for i in range(cfg.n_layers)}
-    _, mid = reference.forward(cfg, variables, CLEAN, hooks=hooks)
+    _, mid = numpy_transformer.forward(cfg, variables, CLEAN, hooks=hooks)
 
     def put(name, heads):
         def hook(x):
@@ -128,7 +128,7 @@ def _reference_path_patch(model, variables, senders, receivers, freeze_mlps, pos
     by_site = {}
     for layer, head, which in receivers:
         by_site.setdefault(f"blocks.{layer}.attn.hook_{which}", []).append(head)
-    logits, _ = reference.forward(cfg, variables, CLEAN,
+    logits, _ = numpy_transformer.forward(cfg, variables, CLEAN,
                                   hooks={n: put(n, hs) for n, hs in by_site.items()})
     return np_metric(logits)
 

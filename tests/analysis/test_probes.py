@@ -7,7 +7,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 import jaxinterp as ji
 from jaxinterp.analysis import probes
-from tests.tiny import assert_close, tiny
+from tests.helpers.tiny_models import assert_close, tiny
 
 RNG = np.random.default_rng(0)
 N, D, K = 600, 16, 3

@@ -26,8 +26,8 @@ from jaxinterp.models.transformer import (
     unembedding,
     unrolled_params,
 )
-from tests import reference
-from tests.tiny import assert_close, tiny
+from tests.helpers import numpy_transformer
+from tests.helpers.tiny_models import assert_close, tiny
 
 R = 2  # register tokens in the register-aware tests
 
@@ -123,11 +123,12 @@ def test_logit_lens_with_registers_matches_numpy(norm):
     model, variables, tokens = _model(norm, norm == "LN", R)
     c = model.config
     b, n = tokens.shape
-    logits, acts = reference.forward(c, variables, tokens)
+    logits, acts = numpy_transformer.forward(c, variables, tokens)
     assert_close(model.apply(variables, tokens), logits, rtol=1e-5)  # the reference has registers
     streams = [acts["blocks.0.hook_resid_pre"]] + [acts[f"blocks.{i}.hook_resid_post"]
                                                    for i in range(c.n_layers)]
-    want = np.stack([reference.read_out(c, variables, h) for h in streams])  # [L+1, b, n, v]
+    # [L+1, b, n, v]
+    want = np.stack([numpy_transformer.read_out(c, variables, h) for h in streams])
 
     got = lenses.logit_lens(model, variables, tokens)
     assert got.shape == (c.n_layers + 1, b, n, c.d_vocab)
@@ -152,12 +153,12 @@ def test_tuned_lens_and_kl_with_registers():
     k1, k2 = jax.random.split(jax.random.key(3))
     lens = lenses.TunedLens(weight=0.1 * jax.random.normal(k1, (c.n_layers, c.d_model, c.d_model)),
                             bias=0.3 * jax.random.normal(k2, (c.n_layers, c.d_model)))
-    _, acts = reference.forward(c, variables, tokens)
+    _, acts = numpy_transformer.forward(c, variables, tokens)
     h = acts["blocks.0.hook_resid_post"]  # stream 1, [b, R + n, d_model]
     w, bias = np.asarray(lens.weight[1], np.float64), np.asarray(lens.bias[1], np.float64)
     got = lenses.tuned_lens(model, variables, lens, tokens, layers=1)[0]
     assert got.shape == (*tokens.shape, c.d_vocab)
-    assert_close(got, reference.read_out(c, variables, h + h @ w + bias), rtol=1e-5)
+    assert_close(got, numpy_transformer.read_out(c, variables, h + h @ w + bias), rtol=1e-5)
     targets = jnp.roll(tokens, -1, axis=1)
     assert lenses.tuned_lens(model, variables, lens, tokens, targets=targets).shape == (
         c.n_layers + 1, *tokens.shape)
@@ -172,7 +173,7 @@ def test_tuned_lens_and_kl_with_registers():
 def _numpy_dla(cfg, variables, tokens, target, baseline, pos):
     """(heads [layer, ..., head], neurons [layer, ..., d_mlp], logit difference [...]) in float64
     from the reference forward pass; `pos` counts tokens (None: every token position)."""
-    logits, acts = reference.forward(cfg, variables, tokens)
+    logits, acts = numpy_transformer.forward(cfg, variables, tokens)
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), unrolled_params(variables))
     r = cfg.n_register_tokens
 
@@ -234,7 +235,7 @@ def test_dla_with_registers_matches_numpy(norm, pos):
 def _numpy_successor(cfg, variables, seqs):
     """Successor score [layer, head] in float64 (LayerNorm, tied, dense MLP)."""
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), unrolled_params(variables))
-    act = reference.ACT[cfg.act_fn]
+    act = numpy_transformer.ACT[cfg.act_fn]
 
     def ln(x, q):
         x = x - x.mean(-1, keepdims=True)
@@ -252,7 +253,8 @@ def _numpy_successor(cfg, variables, seqs):
                     x = x + act(ln(x, p["blocks_0"]["ln2"]) @ m["W_in"] + m["b_in"]) @ m[
                         "W_out"] + m["b_out"]
                     v = ln(x, p[f"blocks_{layer}"]["ln1"]) @ a["W_V"][h] + a["b_V"][h]
-                    logits = reference.read_out(cfg, variables, (v @ a["W_O"][h])[None, None])
+                    logits = numpy_transformer.read_out(cfg, variables,
+                                                        (v @ a["W_O"][h])[None, None])
                     hits.append(np.argmax(logits[0, -1][s]) == i + 1)
             want[layer, h] = np.mean(hits)
     return want
@@ -264,7 +266,7 @@ def test_successor_score_with_registers_matches_numpy():
     got = np.asarray(heads.successor_score(model, variables, seqs))
     c0 = dataclasses.replace(model.config, n_register_tokens=0)
     assert got.shape == (model.config.n_layers, model.config.n_heads)
-    # (reference.read_out drops R positions, so it is given a model config without registers)
+    # (numpy_transformer.read_out drops R positions, so it gets a model config without registers)
     np.testing.assert_allclose(got, _numpy_successor(c0, variables, seqs))
     # weights only: the register vectors change nothing
     p0 = {k: v for k, v in nn.meta.unbox(variables)["params"].items() if k != "W_reg"}
@@ -278,7 +280,7 @@ def test_pattern_scores_with_registers_match_numpy():
     period = 4  # BOS, a segment of 4, the segment again, one more token
     seg = jax.random.randint(jax.random.key(5), (3, period), 1, c.d_vocab)
     tokens = jnp.concatenate([jnp.zeros((3, 1), seg.dtype), seg, seg, seg[:, :1]], axis=1)
-    _, acts = reference.forward(c, variables, tokens)
+    _, acts = numpy_transformer.forward(c, variables, tokens)
     _, cache = ji.run(model, variables, tokens,
                       capture=["blocks.1.attn.hook_pattern", "blocks.1.attn.hook_z"])
     full = cache["blocks.1.attn.hook_pattern"]
@@ -313,8 +315,8 @@ def test_pattern_scores_with_registers_match_numpy():
 def test_process_weights_with_registers_keeps_log_probs_and_centres_registers():
     model, variables, tokens = _model("LN", True, R)
     new_model, new_vars = process_weights(model, variables)
-    want = log_softmax(reference.forward(model.config, variables, tokens)[0], -1)
-    got = log_softmax(reference.forward(new_model.config, new_vars, tokens)[0], -1)
+    want = log_softmax(numpy_transformer.forward(model.config, variables, tokens)[0], -1)
+    got = log_softmax(numpy_transformer.forward(new_model.config, new_vars, tokens)[0], -1)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
     w_reg = nn.meta.unbox(new_vars)["params"]["W_reg"]
     np.testing.assert_allclose(np.asarray(w_reg).mean(-1), 0.0, atol=1e-6)

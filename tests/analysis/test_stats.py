@@ -6,7 +6,7 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.analysis.stats import activation_stats
-from tests.tiny import tiny
+from tests.helpers.tiny_models import tiny
 
 
 def _batches(d_vocab, sizes=(3, 3, 2)):

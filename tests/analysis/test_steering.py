@@ -7,7 +7,7 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.analysis import steering
-from tests.tiny import assert_close, tiny
+from tests.helpers.tiny_models import assert_close, tiny
 
 
 def test_mean_difference_and_principal_direction_match_numpy():

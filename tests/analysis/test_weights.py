@@ -11,8 +11,8 @@ from scipy.special import log_softmax
 
 import jaxinterp as ji
 from jaxinterp.analysis.weights import process_weights
-from tests import reference
-from tests.tiny import assert_close, tiny
+from tests.helpers import numpy_transformer
+from tests.helpers.tiny_models import assert_close, tiny
 
 ALL = dict(fold_ln=True, center_writing_weights=True, center_unembed=True,
            fold_value_biases=True)
@@ -22,7 +22,7 @@ NONE = dict.fromkeys(ALL, False)
 def _logprobs(model, variables, tokens):
     """float64 log-probabilities of the NumPy reference (unrolled weights)."""
     v = ji.models.unstack_layers(variables)
-    return log_softmax(reference.forward(model.config, v, tokens)[0], axis=-1)
+    return log_softmax(numpy_transformer.forward(model.config, v, tokens)[0], axis=-1)
 
 
 def _check_unchanged(model, variables, tokens, options):

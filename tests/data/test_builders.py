@@ -247,7 +247,7 @@ def _sorted_rows(a: np.ndarray) -> np.ndarray:
 
 def test_induction_new_options_off_by_default_keep_the_data(data_dir):
     """placement="end", skip_prob=0 (the defaults) give exactly the original generator's data."""
-    from jaxinterp.data._base import chunk_rngs
+    from jaxinterp.data.synthetic import chunk_rngs
 
     kw = dict(vocab_size=16, half_len=6, min_half_len=2, num_train=1500, num_test=4, seed=3)
     got = stacked(prepared(data.Induction, data_dir, **kw).as_data_source("train"))["tokens"]

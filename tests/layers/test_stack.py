@@ -19,7 +19,7 @@ import jaxinterp as ji
 from jaxinterp.layers import axes as ax
 from jaxinterp.layers.stack import stack, stack_layers, unstack_layers
 from jaxinterp.train import sharding as sharding_lib
-from tests.tiny import assert_close, randomize
+from tests.helpers.tiny_models import assert_close, randomize
 
 IMAGES = jax.random.normal(jax.random.key(1), (2, 8, 8, 2))
 TOKENS = jax.random.randint(jax.random.key(1), (2, 6), 0, 20)
@@ -27,8 +27,8 @@ TOKENS = jax.random.randint(jax.random.key(1), (2, 6), 0, 20)
 # family -> (preset, tiny overrides, input, stack name in the parameter tree)
 FAMILIES = {
     "mixer": ("mixer_s16", dict(num_classes=5, image_size=8, in_channels=2, patch_size=2,
-                                num_blocks=2, hidden_dim=12, tokens_mlp_dim=10,
-                                channels_mlp_dim=20), IMAGES, "MixerBlock"),
+                                n_layers=2, d_model=12, d_mlp_tokens=10, d_mlp=20), IMAGES,
+                "MixerBlock"),
     "vit": ("vit_ti16", dict(image_size=8, patch_size=4, in_channels=2, num_classes=5,
                              n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=24), IMAGES,
             "blocks"),
@@ -70,7 +70,7 @@ def test_stack_layers_gives_the_scanned_model_the_same_numbers_and_sites(family)
     assert list(ji.sites(scanned, x)) == list(ji.sites(unrolled, x))
     out_u, cache_u = ji.run(unrolled, variables, x, capture=["blocks.*"])
     out_s, cache_s = ji.run(scanned, stacked, x, capture=["blocks.*"])
-    n = unrolled.config.n_layers if family != "mixer" else unrolled.config.num_blocks
+    n = unrolled.config.n_layers
     assert list(cache_s) == list(cache_u)
     assert {f"blocks.{i}.hook_resid_post" for i in range(n)} <= set(cache_u)
     for k in cache_u:

@@ -12,7 +12,7 @@ from penzai import pz
 
 from jaxinterp.models.bert import Bert, BertConfig
 from jaxinterp.pretrained import load_hf, to_penzai
-from tests.tiny import assert_close, tiny
+from tests.helpers.tiny_models import assert_close, tiny
 
 DATA = pathlib.Path(__file__).parent / "data"
 TOL = dict(rtol=1e-4, atol=1e-4)

@@ -58,7 +58,7 @@ def token_iterator(process_index: int | None = None, process_count: int | None =
                          process_index=process_index, process_count=process_count)
 
 
-class _KillAt:
+class KillAt:
     """Delegates to a token iterator (position included); SIGKILLs the process on the
     `n`-th request for a batch."""
 
@@ -110,7 +110,7 @@ def main(argv=None) -> None:
     from jaxinterp.sae.train import fit
     from jaxinterp.train import sharding
     from jaxinterp.train.checkpoint import Checkpointer
-    from tests.tiny import tiny
+    from tests.helpers.tiny_models import tiny
 
     if args.kill_after_save:
         save = Checkpointer.save
@@ -125,7 +125,7 @@ def main(argv=None) -> None:
     model, variables, _ = tiny()
     tokens = token_iterator()
     if args.kill_at_batch:
-        tokens = _KillAt(tokens, args.kill_at_batch)
+        tokens = KillAt(tokens, args.kill_at_batch)
     result = fit(sae_config(), train_config(), model, variables, tokens,
                  mesh=sharding.make_mesh(MESH), workdir=args.workdir)
     state = result.state

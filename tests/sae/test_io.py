@@ -11,7 +11,7 @@ import pytest
 
 from jaxinterp.sae import io
 from jaxinterp.sae.model import SAE, SAEConfig
-from tests.tiny import randomize
+from tests.helpers.tiny_models import randomize
 
 
 def params_for(config):

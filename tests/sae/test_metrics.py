@@ -13,9 +13,9 @@ import pytest
 import jaxinterp as ji
 from jaxinterp.sae import metrics
 from jaxinterp.sae.model import SAE, SAEConfig
-from tests import reference
-from tests.sae.reference import np_forward
-from tests.tiny import randomize, tiny
+from tests.helpers import numpy_transformer
+from tests.helpers.numpy_sae import np_forward
+from tests.helpers.tiny_models import randomize, tiny
 
 MODEL, VARIABLES, TOKENS = tiny()
 D = MODEL.config.d_model
@@ -58,10 +58,10 @@ def test_loss_recovered_matches_hand_computation(arch):
         MODEL, VARIABLES, TOKENS, params, config)
 
     cfg = MODEL.config
-    clean = np_ce(reference.forward(cfg, VARIABLES, TOKENS)[0], TOKENS)
-    spliced = np_ce(reference.forward(cfg, VARIABLES, TOKENS, hooks={
+    clean = np_ce(numpy_transformer.forward(cfg, VARIABLES, TOKENS)[0], TOKENS)
+    spliced = np_ce(numpy_transformer.forward(cfg, VARIABLES, TOKENS, hooks={
         site: lambda a: np_forward(params, a, config)[0]})[0], TOKENS)
-    zero = np_ce(reference.forward(cfg, VARIABLES, TOKENS, hooks={
+    zero = np_ce(numpy_transformer.forward(cfg, VARIABLES, TOKENS, hooks={
         site: lambda a: np.zeros_like(a)})[0], TOKENS)
     assert abs(zero - clean) > 0.05 and abs(spliced - clean) > 1e-3  # a meaningful ratio
     np.testing.assert_allclose(got["ce_clean"], clean, rtol=1e-4)
@@ -83,11 +83,11 @@ def test_transcoder_loss_recovered_matches_hand_computation():
         return a
 
     cfg = MODEL.config
-    spliced = np_ce(reference.forward(cfg, VARIABLES, TOKENS, hooks={
+    spliced = np_ce(numpy_transformer.forward(cfg, VARIABLES, TOKENS, hooks={
         config.site: keep,
         config.out_site: lambda a: np_forward(params, seen["ln2"], config)[0]})[0], TOKENS)
-    clean = np_ce(reference.forward(cfg, VARIABLES, TOKENS)[0], TOKENS)
-    zero = np_ce(reference.forward(cfg, VARIABLES, TOKENS, hooks={
+    clean = np_ce(numpy_transformer.forward(cfg, VARIABLES, TOKENS)[0], TOKENS)
+    zero = np_ce(numpy_transformer.forward(cfg, VARIABLES, TOKENS, hooks={
         config.out_site: lambda a: np.zeros_like(a)})[0], TOKENS)
     np.testing.assert_allclose(got["ce_spliced"], spliced, rtol=1e-4)
     np.testing.assert_allclose(got["loss_recovered"], (zero - spliced) / (zero - clean),

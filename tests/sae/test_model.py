@@ -9,8 +9,8 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.sae.model import SAE, SAEConfig, loss
-from tests.sae.reference import np_forward
-from tests.tiny import randomize
+from tests.helpers.numpy_sae import np_forward
+from tests.helpers.tiny_models import randomize
 
 D_IN, D_SAE, B = 8, 16, 6
 

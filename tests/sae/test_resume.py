@@ -3,7 +3,6 @@ or SIGKILL mid-run or mid-save and a rerun, wrong shapes or settings, several pr
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -13,8 +12,9 @@ import pytest
 
 from jaxinterp.sae import train as T
 from jaxinterp.train import sharding
+from tests.helpers.processes import free_port
+from tests.helpers.tiny_models import tiny
 from tests.sae import fit_worker as W
-from tests.tiny import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL, VARIABLES, _ = tiny()
@@ -55,7 +55,7 @@ class Crash(Exception):
     pass
 
 
-class CrashAt(W._KillAt):
+class CrashAt(W.KillAt):
     """Like the worker's SIGKILL, but raising in-process (checkpoints already started are
     committed, as after any crash that lets Python unwind)."""
 
@@ -217,15 +217,9 @@ def test_sigkill_during_an_async_save_and_rerun_is_bit_identical(straight_proces
     _assert_same_arrays(_load(tmp_path / "final.npz"), straight_process)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_each_feeding_their_rows_train_the_same_sae(straight_process, tmp_path):
-    port = _free_port()
+    port = free_port()
     procs = [_worker(tmp_path / "w", tmp_path / "final.npz", "--num_processes=2",
                      f"--process_id={i}", f"--coordinator=localhost:{port}", devices=4,
                      popen=True) for i in range(2)]

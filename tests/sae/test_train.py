@@ -13,7 +13,7 @@ from jaxinterp.sae import train as T
 from jaxinterp.sae.metrics import evaluate
 from jaxinterp.sae.model import SAEConfig
 from jaxinterp.train import sharding
-from tests.tiny import assert_close, tiny
+from tests.helpers.tiny_models import assert_close, tiny
 
 N_FEATURES, D = 256, 64
 ONE_DEVICE = {"data": 1, "fsdp": 1, "tensor": 1}

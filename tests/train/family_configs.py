@@ -45,10 +45,10 @@ MODELS = {
     "vit": dict(preset="vit_ti16", image_size=8, patch_size=4, in_channels=1, num_classes=10,
                 n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32),
     "mixer": dict(preset="mixer_s32", image_size=8, patch_size=2, in_channels=1,
-                  num_classes=10, num_blocks=2, hidden_dim=16, tokens_mlp_dim=16,
-                  channels_mlp_dim=32),
+                  num_classes=10, n_layers=2, d_model=16, d_mlp_tokens=16,
+                  d_mlp=32),
     "strip_mlp": dict(preset="strip_mlp_t_light", image_size=8, patch_size=1, in_channels=1,
-                      num_classes=10, embed_dim=4, depths=(1, 1, 1, 1), strip_groups=1,
+                      num_classes=10, d_model=4, n_layers=(1, 1, 1, 1), strip_groups=1,
                       drop_path_rate=0.1),
     "kan": dict(preset="kan_64_64_10", widths=(64, 16, 10)),
 }
@@ -71,7 +71,6 @@ def get_config(family: str = "vit") -> ConfigDict:
     if family not in MODELS:
         raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
     c = base_config()
-    c.seed = 0
     c.num_train_steps = 20
     c.batch_size = 16
     c.log_every_steps = 5
@@ -172,6 +171,20 @@ def checkpoint_steps(workdir: str) -> tuple[list[int], list[str]]:
 def saved_shardings(workdir: str, step: int | None = None) -> dict[str, tuple]:
     """`{leaf key (as in saved_state): (mesh shape, partition spec)}` of the arrays a run saved
     at `step` (default: the newest): how they were laid out on the run's devices."""
+    import jax
+
+    manager, step = _open_checkpoints(workdir, step)
+    try:
+        tree = _state_metadata(manager, step)
+    finally:
+        manager.close()
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_key(path): (tuple(int(n) for n in m.sharding.shape), tuple(m.sharding.partition_spec))
+            for path, m in flat}
+
+
+def _open_checkpoints(workdir: str, step: int | None):
+    """(orbax CheckpointManager of `workdir`'s checkpoints, `step` or the newest step)."""
     import grain
     import orbax.checkpoint as ocp
 
@@ -180,16 +193,13 @@ def saved_shardings(workdir: str, step: int | None = None) -> dict[str, tuple]:
     manager = ocp.CheckpointManager(directory, item_handlers={
         "state": ocp.PyTreeCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
         "data": grain.checkpoint.CheckpointHandler()})
-    try:
-        tree = manager.item_metadata(step)["state"]
-    finally:
-        manager.close()
-    import jax
+    return manager, step
 
-    tree = tree.tree if hasattr(tree, "tree") else tree
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {_key(path): (tuple(int(n) for n in m.sharding.shape), tuple(m.sharding.partition_spec))
-            for path, m in flat}
+
+def _state_metadata(manager, step: int):
+    """The saved train state's array metadata at `step` (a tree like the state)."""
+    tree = manager.item_metadata(step)["state"]
+    return tree.tree if hasattr(tree, "tree") else tree
 
 
 def _key(path) -> str:
@@ -200,18 +210,12 @@ def saved_state(workdir: str, step: int | None = None) -> dict[str, np.ndarray]:
     """Every leaf of the train state saved at `step` (default: the newest) in `workdir`:
     `{"step": ..., "params/...": ..., "opt_state/...": ..., "rng": ..., "model_state/...",
     "iv_state/..."}` as NumPy arrays, read with orbax directly (no model or config needed)."""
-    import grain
     import jax
     import orbax.checkpoint as ocp
 
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    step = max(checkpoint_steps(workdir)[0]) if step is None else step
-    manager = ocp.CheckpointManager(directory, item_handlers={
-        "state": ocp.PyTreeCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
-        "data": grain.checkpoint.CheckpointHandler()})
+    manager, step = _open_checkpoints(workdir, step)
     try:
-        tree = manager.item_metadata(step)["state"]
-        tree = tree.tree if hasattr(tree, "tree") else tree
+        tree = _state_metadata(manager, step)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                               tree)

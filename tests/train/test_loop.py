@@ -14,7 +14,7 @@ from jaxinterp.train import state as state_lib
 from jaxinterp.train.config import validate
 from jaxinterp.train.loop import train
 from jaxinterp.train.metrics import read_jsonl
-from tests.train.tiny import tiny_config
+from tests.helpers.tiny_train_config import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,12 @@ row r of both processes got the same crop and flip: measured with that pipeline,
 differed by 1.5e-3 at step 1 and up to 4e-2.) Measured: max relative loss difference 1.1e-7.
 """
 
-import socket
 
 import numpy as np
 import pytest
 
+from tests.helpers.processes import free_port
 from tests.train.family_configs import MESHES, flags, get_config, mesh_flags, run, train_losses
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -31,7 +25,7 @@ def test_two_processes_give_the_same_losses_as_one(tmp_path, xla_cache):
     assert config.data.image.crop_padding == 1 and config.data.image.flip
     assert MESHES["vit"] == dict(data=2, fsdp=2, tensor=2)
     args = flags(data__data_dir=data_dir, **mesh_flags("vit"))
-    port = _free_port()  # the 2-process run goes first: its process 0 prepares the dataset
+    port = free_port()  # the 2-process run goes first: its process 0 prepares the dataset
     procs = [run(two, "vit", *args, *flags(
         distributed__initialize=True, distributed__coordinator_address=f"localhost:{port}",
         distributed__num_processes=2, distributed__process_id=i), devices=4, popen=True)

@@ -1,7 +1,6 @@
 """End to end through the training binary: SIGKILL and resume bit for bit; 2 processes."""
 
 import os
-import socket
 import time
 
 import jax
@@ -10,7 +9,8 @@ import pytest
 
 from jaxinterp.train.checkpoint import load_params
 from jaxinterp.train.metrics import read_jsonl
-from tests.train.tiny import binary, cli
+from tests.helpers.processes import free_port
+from tests.helpers.tiny_train_config import binary, cli
 
 
 def _steps(workdir):
@@ -56,18 +56,12 @@ def test_sigkill_mid_training_and_rerun_gives_bit_identical_parameters(tmp_path)
     print(f"killed after step {done[-1]}; mid-save: {caught_mid_save}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_give_the_same_losses_as_one_process(tmp_path):
     flags = cli(num_train_steps=12, mesh__data=2, mesh__fsdp=2, mesh__tensor=2,
                 checkpoint_every_steps=6, data__data_dir=str(tmp_path / "data"))
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    port = _free_port()  # the 2-process run goes first: it prepares the dataset itself
+    port = free_port()  # the 2-process run goes first: it prepares the dataset itself
     procs = [binary("experiments.train", two, *flags,
                     "--config.distributed.initialize=True",
                     f"--config.distributed.coordinator_address=localhost:{port}",

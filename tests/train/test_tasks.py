@@ -223,7 +223,7 @@ def test_errors_before_compiling(data_dir, tmp_path):
     c.task = {"name": "regresion"}
     _raises(c, w, "unknown task 'regresion'")
     c = digits_config(data_dir, preset="strip_mlp_t_light", image_size=8, patch_size=1,
-                      in_channels=1, num_classes=10, embed_dim=8, depths=(1, 1, 1, 1))
+                      in_channels=1, num_classes=10, d_model=8, n_layers=(1, 1, 1, 1))
     c.mutable = []
     _raises(c, w, r"collection\(s\) \['batch_stats'\] that training would never update")
     c = digits_config(data_dir)

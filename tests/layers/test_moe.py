@@ -1,7 +1,6 @@
 """Top-k mixture of experts: a NumPy loop over tokens (route, pick top-k, renormalise, mix the
 chosen experts) against the model, expert ablation by intervention, load-balancing loss."""
 
-import dataclasses
 
 import flax.linen as nn
 import jax
@@ -10,8 +9,8 @@ import numpy as np
 import pytest
 
 import jaxinterp as ji
-from tests.reference import ACT
-from tests.tiny import assert_close, tiny
+from tests.helpers.numpy_transformer import ACT
+from tests.helpers.tiny_models import assert_close, assert_scan_matches, tiny
 
 MOE = dict(n_layers=1, mlp_type="moe", n_experts=4, experts_per_token=2, d_mlp=16)
 
@@ -152,18 +151,9 @@ def test_moe_sites_and_config_errors():
 def test_scanned_equals_unrolled_moe_gated_registers():
     model, variables, tokens = tiny(**{**MOE, "n_layers": 2, "gated_attention": True,
                                        "n_register_tokens": 1})
-    scanned = ji.models.build("gpt2_small", **{**dataclasses.asdict(model.config),
-                                               "scan_layers": True})
-    svars = ji.models.stack_layers(variables)
     capture = ("blocks.*.mlp.hook_router_weights", "blocks.*.mlp.hook_expert_out")
     iv = ji.Scale("blocks.1.mlp.hook_router_weights", jnp.asarray([1.0, 0.0, 1.0, 1.0]))
-    out, cache = ji.run(model, variables, tokens, capture=capture, interventions=iv)
-    sout, scache = ji.run(scanned, svars, tokens, capture=capture, interventions=iv)
-    np.testing.assert_allclose(sout, out, rtol=1e-5, atol=1e-5)
-    assert list(scache) == list(cache)
-    for name in cache:
-        np.testing.assert_allclose(scache[name], cache[name], rtol=1e-5, atol=1e-5,
-                                   err_msg=name)
+    scanned, svars = assert_scan_matches(model, variables, tokens, capture, interventions=iv)
     _, state = scanned.apply(svars, tokens, mutable=["aux_loss"])
     assert state["aux_loss"]["blocks"]["mlp"]["load_balancing"][0].shape == (2,)
 
@@ -196,15 +186,7 @@ def test_kan_mlp_bspline_scanned_equals_unrolled():
     tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, 20)
     variables = model.init(jax.random.key(0), tokens)
     assert "kan_grid" in variables
-    scanned = ji.models.build("gpt2_small", **{**dataclasses.asdict(model.config),
-                                               "scan_layers": True})
-    svars = ji.models.stack_layers(variables)
-    capture = ("blocks.*.mlp.kan_in.hook_post", "blocks.*.hook_mlp_out")
-    out, cache = ji.run(model, variables, tokens, capture=capture)
-    sout, scache = ji.run(scanned, svars, tokens, capture=capture)
-    np.testing.assert_allclose(sout, out, rtol=1e-5, atol=1e-5)
-    for name in cache:
-        np.testing.assert_allclose(scache[name], cache[name], rtol=1e-5, atol=1e-5,
-                                   err_msg=name)
+    assert_scan_matches(model, variables, tokens,
+                        ("blocks.*.mlp.kan_in.hook_post", "blocks.*.hook_mlp_out"))
     with pytest.raises(ValueError, match="KAN basis 'spline'"):
         ji.models.config("gpt2_small", mlp_type="kan", kan_basis="spline")

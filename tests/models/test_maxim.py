@@ -15,7 +15,7 @@ import pytest
 import jaxinterp as ji
 from jaxinterp.layers.vision import count_params
 from jaxinterp.models.maxim import GmlpBranch, Maxim, MaximConfig, partition, unpartition
-from tests.tiny import assert_close, randomize
+from tests.helpers.tiny_models import assert_close, randomize
 
 # 12x12 images, patch 2 -> a 6x6 token grid. Local: block_size 3 -> 4 windows of 3x3 = 9
 # positions (mixed). Global: grid_size 3 -> 9 windows of 2x2 (mixed across the 9). Distinct

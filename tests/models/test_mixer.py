@@ -12,10 +12,10 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.models.mixer import PRESETS, Mixer, MixerConfig
-from tests.tiny import assert_close, randomize
+from tests.helpers.tiny_models import assert_close, randomize
 
-TINY = dict(num_classes=5, image_size=8, in_channels=2, patch_size=2, num_blocks=2,
-            hidden_dim=12, tokens_mlp_dim=10, channels_mlp_dim=20)
+TINY = dict(num_classes=5, image_size=8, in_channels=2, patch_size=2, n_layers=2,
+            d_model=12, d_mlp_tokens=10, d_mlp=20)
 CFG = MixerConfig(**TINY)
 MODEL = Mixer(CFG)
 IMAGES = jax.random.normal(jax.random.key(1), (3, 8, 8, 2))
@@ -53,7 +53,7 @@ def reference(params, images, hooks=None):
     patches = patches.reshape(b, -1, p * p * c)
     kernel = np.asarray(params["stem"]["kernel"], np.float64).reshape(p * p * c, -1)
     x = site("hook_embed", patches @ kernel + np.asarray(params["stem"]["bias"]))
-    for i in range(CFG.num_blocks):
+    for i in range(CFG.n_layers):
         blk = params[f"MixerBlock_{i}"]
         x = site(f"blocks.{i}.hook_resid_pre", x)
         y = _ln(x, blk["LayerNorm_0"]).transpose(0, 2, 1)  # [b, d_model, pos]
@@ -121,8 +121,8 @@ def test_forward_matches_numpy_reference():
 
 
 def test_original_flax_checkpoint_maps_on_leaf_for_leaf():
-    orig = _OrigMixer(CFG.patch_size, CFG.num_classes, CFG.num_blocks, CFG.hidden_dim,
-                      CFG.tokens_mlp_dim, CFG.channels_mlp_dim)
+    orig = _OrigMixer(CFG.patch_size, CFG.num_classes, CFG.n_layers, CFG.d_model,
+                      CFG.d_mlp_tokens, CFG.d_mlp)
     orig_vars = randomize(orig.init(jax.random.key(3), IMAGES), seed=4)
     shapes = jax.tree.map(lambda x: x.shape, orig_vars["params"])
     assert shapes == jax.tree.map(lambda x: x.shape, P)  # same names, same shapes
@@ -133,20 +133,20 @@ def test_original_flax_checkpoint_maps_on_leaf_for_leaf():
 
 def test_sites_names_shapes_and_order():
     names = ji.sites(MODEL, IMAGES)
-    b, n, d = 3, CFG.n_tokens, CFG.hidden_dim
+    b, n, d = 3, CFG.n_tokens, CFG.d_model
     block = {
         "hook_resid_pre": (b, n, d),
-        "token_mixing.hook_pre": (b, d, CFG.tokens_mlp_dim),
-        "token_mixing.hook_post": (b, d, CFG.tokens_mlp_dim),
+        "token_mixing.hook_pre": (b, d, CFG.d_mlp_tokens),
+        "token_mixing.hook_post": (b, d, CFG.d_mlp_tokens),
         "hook_token_out": (b, n, d),
         "hook_resid_mid": (b, n, d),
-        "channel_mixing.hook_pre": (b, n, CFG.channels_mlp_dim),
-        "channel_mixing.hook_post": (b, n, CFG.channels_mlp_dim),
+        "channel_mixing.hook_pre": (b, n, CFG.d_mlp),
+        "channel_mixing.hook_post": (b, n, CFG.d_mlp),
         "hook_channel_out": (b, n, d),
         "hook_resid_post": (b, n, d),
     }
     want = {"hook_image": (3, 8, 8, 2), "hook_embed": (b, n, d)}
-    for i in range(CFG.num_blocks):
+    for i in range(CFG.n_layers):
         want.update({f"blocks.{i}.{k}": v for k, v in block.items()})
     want["hook_pooled"] = (b, d)
     assert list(names) == list(want)
@@ -180,7 +180,7 @@ def test_zero_ablate_token_mixing_output_of_block_0():
 
 
 def test_scale_channel_neurons_and_ablate_token_neurons():
-    mask = np.arange(CFG.channels_mlp_dim) % 3 == 0
+    mask = np.arange(CFG.d_mlp) % 3 == 0
 
     def scale(x):
         x = x.copy()
@@ -194,7 +194,7 @@ def test_scale_channel_neurons_and_ablate_token_neurons():
 
     ivs = [ji.Scale("blocks.1.channel_mixing.hook_post", np.where(mask, 0.25, 1.0)),
            ji.Clamp("blocks.0.token_mixing.hook_post", 0.0,
-                    mask=np.arange(CFG.tokens_mlp_dim) == 4)]
+                    mask=np.arange(CFG.d_mlp_tokens) == 4)]
     got, _ = ji.run(MODEL, VARIABLES, IMAGES, interventions=ivs)
     want = reference(P, IMAGES, {"blocks.1.channel_mixing.hook_post": scale,
                                  "blocks.0.token_mixing.hook_post": drop})
@@ -203,7 +203,7 @@ def test_scale_channel_neurons_and_ablate_token_neurons():
 
 def _scanned():
     model = Mixer(MixerConfig(**TINY, scan_layers=True))
-    blocks = [P[f"MixerBlock_{i}"] for i in range(CFG.num_blocks)]
+    blocks = [P[f"MixerBlock_{i}"] for i in range(CFG.n_layers)]
     params = {k: v for k, v in P.items() if not k.startswith("MixerBlock_")}
     params["MixerBlock"] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
     return model, {"params": params}
@@ -245,7 +245,7 @@ def test_presets_are_registered_and_buildable():
         assert name in PRESETS
         model = PRESETS[name].module(PRESETS[name].config(**PRESETS[name].fields))
         assert isinstance(model, Mixer)
-    small = PRESETS["mixer_s16"].config(**{**PRESETS["mixer_s16"].fields, "num_blocks": 1})
+    small = PRESETS["mixer_s16"].config(**{**PRESETS["mixer_s16"].fields, "n_layers": 1})
     out = jax.eval_shape(Mixer(small).init_with_output, jax.random.key(0),
                          jnp.zeros((2, 224, 224, 3)))[0]
     assert out.shape == (2, 1000)
@@ -253,7 +253,7 @@ def test_presets_are_registered_and_buildable():
 
 @pytest.mark.parametrize("bad, match", [
     (dict(patch_size=3), "patch_size=3 must be positive and divide"),
-    (dict(num_blocks=0), "num_blocks must be a positive int"),
+    (dict(n_layers=0), "n_layers must be a positive int"),
     (dict(act_fn="swish"), "unknown activation"),
     (dict(dtype="float99"), "is not a dtype"),
 ])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import jaxinterp as ji
-from tests import reference
-from tests.tiny import assert_close, tiny
+from tests.helpers import numpy_transformer
+from tests.helpers.tiny_models import assert_close, tiny
 
 VARIANTS = {
     "gpt2": dict(),
@@ -30,7 +30,7 @@ VARIANTS = {
 def test_matches_numpy_reference(variant):
     model, variables, tokens = tiny(**VARIANTS[variant])
     logits, cache = ji.run(model, variables, tokens, capture="*")
-    ref_logits, ref_acts = reference.forward(model.config, variables, tokens)
+    ref_logits, ref_acts = numpy_transformer.forward(model.config, variables, tokens)
     assert_close(logits, ref_logits, rtol=2e-4, atol_rel=2e-5)
     assert set(cache) == set(ref_acts), set(cache) ^ set(ref_acts)
     for name, act in ref_acts.items():
@@ -45,7 +45,7 @@ def test_llama_style_preset_matches_reference():
     model, variables, tokens = tiny("llama_small")
     assert model.config.n_key_value_heads == 2 and model.config.gated_mlp
     logits = model.apply(variables, tokens)
-    assert_close(logits, reference.forward(model.config, variables, tokens)[0], rtol=2e-4,
+    assert_close(logits, numpy_transformer.forward(model.config, variables, tokens)[0], rtol=2e-4,
                  atol_rel=2e-5)
 
 
@@ -109,7 +109,7 @@ def test_bfloat16_compute_with_float32_params():
     _, cache = ji.run(model, variables, tokens, capture="blocks.0.attn.hook_z")
     assert cache["blocks.0.attn.hook_z"].dtype == jnp.bfloat16
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nn.meta.unbox(variables)))
-    ref = reference.forward(model.config, variables, tokens)[0]
+    ref = numpy_transformer.forward(model.config, variables, tokens)[0]
     logits = model.apply(variables, tokens)
     assert logits.dtype == jnp.float32
     np.testing.assert_allclose(logits, ref, rtol=0.1, atol=0.15)

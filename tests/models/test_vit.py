@@ -12,7 +12,7 @@ from scipy.special import erf
 
 import jaxinterp as ji
 from jaxinterp.models.vit import ViT, ViTConfig
-from tests.tiny import assert_close, randomize
+from tests.helpers.tiny_models import assert_close, randomize
 
 TINY = dict(image_size=8, patch_size=4, in_channels=2, num_classes=5, n_layers=2, d_model=16,
             n_heads=2, d_head=8, d_mlp=24, init_range=0.3, head_init_range=0.3)

@@ -28,7 +28,7 @@ from jaxinterp.train.metrics import read_jsonl
 
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = sorted(os.path.splitext(os.path.basename(p))[0]
                 for p in glob.glob(os.path.join(ROOT, "configs", "digits", "*.py"))
                 if os.path.basename(p) not in ("__init__.py", "common.py"))

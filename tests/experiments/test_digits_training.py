@@ -46,8 +46,8 @@ CASES = {
                 steps=400),
     "mixer": dict(
         model=dict(preset="mixer_s32", image_size=8, in_channels=1, num_classes=10,
-                   patch_size=2, num_blocks=2, hidden_dim=32, tokens_mlp_dim=32,
-                   channels_mlp_dim=64),
+                   patch_size=2, n_layers=2, d_model=32, d_mlp_tokens=32,
+                   d_mlp=64),
         optimizer=dict(learning_rate=3e-3, warmup_steps=0, schedule="constant",
                        weight_decay=1e-4),
         steps=240),

@@ -33,10 +33,10 @@ from jaxinterp.models.strip_mlp import (
     StripMLPConfig,
     reference_strip_groups,
 )
-from tests.tiny import assert_close
+from tests.helpers.tiny_models import assert_close
 
-TINY = dict(num_classes=3, image_size=32, in_channels=2, patch_size=2, embed_dim=8,
-            depths=(1, 1, 2, 1), strip_groups=2, drop_path_rate=0.0)
+TINY = dict(num_classes=3, image_size=32, in_channels=2, patch_size=2, d_model=8,
+            n_layers=(1, 1, 2, 1), strip_groups=2, drop_path_rate=0.0)
 CFG = StripMLPConfig(**TINY)
 MODEL = StripMLP(CFG)
 IMAGES = jax.random.normal(jax.random.key(1), (2, 32, 32, 2))
@@ -197,7 +197,7 @@ def reference(images, hooks=None, train=False, rec=None):
 
     def blocks(stage, x):
         nonlocal index
-        for j in range(CFG.depths[stage]):
+        for j in range(CFG.n_layers[stage]):
             name = f"blocks{stage + 1}_{j}"
             i = index
 
@@ -327,11 +327,11 @@ def test_jit_vmap():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(depths=(1, 1, 2)), "4 positive ints"),
-    (dict(depths=(1, 0, 2, 1)), "4 positive ints"),
+    (dict(n_layers=(1, 1, 2)), "4 positive ints"),
+    (dict(n_layers=(1, 0, 2, 1)), "4 positive ints"),
     (dict(image_size=24), "divisible by patch_size"),
     (dict(strip_groups=3), "divisible by strip_groups=3"),
-    (dict(embed_dim=6, strip_groups=None), "divisible by strip_groups=4"),
+    (dict(d_model=6, strip_groups=None), "divisible by strip_groups=4"),
     (dict(drop_path_rate=1.0), "drop_path_rate"),
     (dict(alpha=0), "alpha"),
     (dict(act_fn="swish"), "unknown activation"),

@@ -16,7 +16,7 @@ import jaxinterp as ji
 from jaxinterp.layers.attention import ATTENTION_TYPES, Attention
 from jaxinterp.pretrained.hf import load_hf
 
-DATA = pathlib.Path(__file__).parent / "pretrained" / "data"
+DATA = pathlib.Path(__file__).parents[1] / "pretrained" / "data"
 TOL = dict(rtol=1e-4, atol=1e-4)  # against PyTorch
 TIGHT = dict(rtol=1e-6, atol=1e-6)  # jaxinterp against itself, different padding / shapes
 SCAN_TOL = dict(rtol=1e-5, atol=1e-5)  # scanned vs unrolled: XLA fuses them differently

@@ -3,8 +3,11 @@ comparisons against the NumPy reference exercise every parameter."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxinterp as ji
 
@@ -36,8 +39,25 @@ def assert_close(got, want, rtol: float = 1e-5, atol_rel: float | None = None,
                  err_msg: str = ""):
     """Float32 results: `atol = atol_rel * max(1, max |want|)` (default `atol_rel = rtol`),
     a tolerance relative to the array's scale (models without norms have large outputs)."""
-    import numpy as np
-
     scale = max(1.0, float(np.abs(np.asarray(want)).max()))
     atol = (rtol if atol_rel is None else atol_rel) * scale
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def assert_scan_matches(model, variables, inputs, capture, *, tol: float = 1e-5, **run_kwargs):
+    """The transformer `model` rebuilt with `scan_layers=True` on its stacked variables gives
+    the same output and the same captured sites (same names, same order, values within
+    rtol = atol = `tol`) through `ji.run(..., capture=capture, **run_kwargs)`.
+
+    Returns (scanned model, stacked variables) for further checks.
+    """
+    scanned = ji.models.build("gpt2_small", **{**dataclasses.asdict(model.config),
+                                               "scan_layers": True})
+    svars = ji.models.stack_layers(variables)
+    out, cache = ji.run(model, variables, inputs, capture=capture, **run_kwargs)
+    sout, scache = ji.run(scanned, svars, inputs, capture=capture, **run_kwargs)
+    np.testing.assert_allclose(sout, out, rtol=tol, atol=tol)
+    assert list(scache) == list(cache)
+    for name in cache:
+        np.testing.assert_allclose(scache[name], cache[name], rtol=tol, atol=tol, err_msg=name)
+    return scanned, svars

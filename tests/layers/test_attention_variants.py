@@ -1,7 +1,6 @@
 """Attention variants, register tokens, norm-free and GLU models: numbers against NumPy written
 from each paper's formula, applied to the q, k, v the model itself captured."""
 
-import dataclasses
 import math
 import re
 
@@ -13,8 +12,8 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.layers.linear_attention import causal_linear_attention
-from tests import reference
-from tests.tiny import assert_close, tiny
+from tests.helpers import numpy_transformer
+from tests.helpers.tiny_models import assert_close, assert_scan_matches, tiny
 
 
 def _np(x):
@@ -204,7 +203,7 @@ def test_no_normalization_model_has_no_norms_and_matches_reference():
     params = nn.meta.unbox(variables)["params"]
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     assert not [path for path, _ in flat if "ln" in jax.tree_util.keystr(path)]
-    ref_logits, _ = reference.forward(model.config, variables, tokens)
+    ref_logits, _ = numpy_transformer.forward(model.config, variables, tokens)
     assert_close(model.apply(variables, tokens), ref_logits, rtol=2e-4, atol_rel=2e-5)
 
 
@@ -212,7 +211,7 @@ def test_no_normalization_model_has_no_norms_and_matches_reference():
                                           ("relu", "ReGLU")])
 def test_glu_family_matches_reference(act_fn, name):
     model, variables, tokens = tiny(n_layers=1, act_fn=act_fn, gated_mlp=True)
-    ref_logits, _ = reference.forward(model.config, variables, tokens)
+    ref_logits, _ = numpy_transformer.forward(model.config, variables, tokens)
     assert_close(model.apply(variables, tokens), ref_logits, rtol=2e-4, atol_rel=2e-5,
                  err_msg=name)
 
@@ -260,16 +259,8 @@ SCAN_VARIANTS = {
 @pytest.mark.parametrize("variant", sorted(SCAN_VARIANTS))
 def test_scanned_equals_unrolled(variant):
     model, variables, tokens = tiny(**SCAN_VARIANTS[variant])
-    scanned = ji.models.build("gpt2_small", **{**dataclasses.asdict(model.config),
-                                               "scan_layers": True})
-    svars = ji.models.stack_layers(variables)
-    capture = ("blocks.*.attn.hook_pattern", "blocks.*.hook_resid_post")
-    out, cache = ji.run(model, variables, tokens, capture=capture)
-    sout, scache = ji.run(scanned, svars, tokens, capture=capture)
     # Softplus re-weighting raises weights to the 15th power, which multiplies float32
     # rounding differences between the two compiled programs by ~15.
     tol = 2e-4 if variant == "softplus" else 1e-5
-    np.testing.assert_allclose(sout, out, rtol=tol, atol=tol)
-    assert list(scache) == list(cache)
-    for name in cache:
-        np.testing.assert_allclose(scache[name], cache[name], rtol=tol, atol=tol, err_msg=name)
+    assert_scan_matches(model, variables, tokens,
+                        ("blocks.*.attn.hook_pattern", "blocks.*.hook_resid_post"), tol=tol)

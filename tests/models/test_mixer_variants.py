@@ -12,7 +12,7 @@ from einops import rearrange
 from scipy.special import erf
 
 import jaxinterp as ji
-from tests.tiny import assert_close, randomize
+from tests.helpers.tiny_models import assert_close, randomize
 
 
 def _ln(x, p, eps):
@@ -40,7 +40,7 @@ def _mlp(x, p, hooks, name):
 from jaxinterp.models.raftmlp import PRESETS as RAFT_PRESETS  # noqa: E402
 from jaxinterp.models.raftmlp import RaftMLP, RaftMLPConfig  # noqa: E402
 
-RAFT_TINY = dict(num_classes=3, image_size=8, in_channels=2, dims=(4, 8), depths=(1, 2),
+RAFT_TINY = dict(num_classes=3, image_size=8, in_channels=2, d_model=(4, 8), n_layers=(1, 2),
                  patch_sizes=(2, 2), raft_sizes=(2, 2), embedding_kernels=((2, 4), (2,)))
 RAFT_CFG = RaftMLPConfig(**RAFT_TINY)
 RAFT = RaftMLP(RAFT_CFG)
@@ -69,7 +69,7 @@ def raft_reference(params, images, hooks=None):
     c = RAFT_CFG
     x = np.asarray(images, np.float64).transpose(0, 3, 1, 2)  # NCHW
     block = 0
-    for lvl, (dim, depth, s, r, ks) in enumerate(zip(c.dims, c.depths, c.patch_sizes,
+    for lvl, (dim, depth, s, r, ks) in enumerate(zip(c.d_model, c.n_layers, c.patch_sizes,
                                                      c.raft_sizes, c.embedding_kernels,
                                                      strict=True)):
         lp = params[f"levels_{lvl}"]
@@ -155,7 +155,7 @@ def test_raftmlp_jit_vmap():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(depths=(1,)), "depths has 1 entries but dims has 2"),
+    (dict(n_layers=(1,)), "n_layers has 1 entries but d_model has 2"),
     (dict(raft_sizes=(3, 2)), "raft_size 3 must divide dim 4"),
     (dict(patch_sizes=(3, 2), embedding_kernels=((3,), (2,))), "must divide the level's input"),
     (dict(embedding_kernels=((2, 5), (2,))), "embedding_kernels"),
@@ -174,8 +174,8 @@ def test_raftmlp_presets():
 # -- MS-MLP -----------------------------------------------------------------------------------
 from jaxinterp.models.ms_mlp import MSMLP, MSMLPConfig, chunk_sizes  # noqa: E402
 
-MS_TINY = dict(num_classes=3, image_size=8, in_channels=2, patch_size=2, embed_dim=10,
-               depths=(1, 2), shift_size=3, shift_dist=(-1, 0, 1),
+MS_TINY = dict(num_classes=3, image_size=8, in_channels=2, patch_size=2, d_model=10,
+               n_layers=(1, 2), shift_size=3, shift_dist=(-1, 0, 1),
                mix_size=((1, 3, 3), (1, 1, 3)), layer_scale_init=0.5)
 MS_CFG = MSMLPConfig(**MS_TINY)
 MS = MSMLP(MS_CFG)
@@ -216,7 +216,7 @@ def ms_reference(params, images, hooks=None):
     x = _ln_cf(_conv_patch(x, params["patch_embed"]["proj"], c.patch_size),
                params["patch_embed"]["norm"], eps)
     block = 0
-    for s, depth in enumerate(c.depths):
+    for s, depth in enumerate(c.n_layers):
         sp = params[f"layers_{s}"]
         for j in range(depth):
             bp = sp[f"blocks_{j}"]
@@ -235,7 +235,7 @@ def ms_reference(params, images, hooks=None):
             y = (np.asarray(bp["gamma"]) * y).transpose(0, 3, 1, 2)
             x = x + hooks.get(f"{block}.mlp_out", lambda v: v)(y)
             block += 1
-        if s < len(c.depths) - 1:
+        if s < len(c.n_layers) - 1:
             x = _ln_cf(_conv_patch(x, sp["downsample"]["proj"], 2), sp["downsample"]["norm"],
                        eps)
     pooled = _ln(x.mean((2, 3)), params["norm"], eps)

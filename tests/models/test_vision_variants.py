@@ -14,7 +14,7 @@ import jaxinterp as ji
 from jaxinterp.models.activator import Activator, ActivatorConfig
 from jaxinterp.models.deep_mlp import DeepMLP, DeepMLPConfig
 from jaxinterp.models.ninformer import NiNformer, NiNformerConfig
-from tests.tiny import assert_close, randomize
+from tests.helpers.tiny_models import assert_close, randomize
 
 IMAGES = jax.random.normal(jax.random.key(1), (3, 8, 8, 2))
 
@@ -111,13 +111,13 @@ CASES = {
         init_range=0.3, **o)), numpy_deep_mlp, "blocks.1.mlp.hook_post"),
     "activator": (lambda **o: Activator(ActivatorConfig(
         image_size=8, patch_size=2, in_channels=2, num_classes=5, n_layers=2, d_model=12,
-        d_ffn=20, init_range=0.3, **o)), numpy_activator, "blocks.0.gate.hook_gated"),
+        d_mlp=20, init_range=0.3, **o)), numpy_activator, "blocks.0.gate.hook_gated"),
     "activator_glu_only": (lambda **o: Activator(ActivatorConfig(
         image_size=8, patch_size=2, in_channels=2, num_classes=5, n_layers=2, d_model=12,
-        d_ffn=20, init_range=0.3, ffn=False, **o)), numpy_activator, "blocks.1.gate.hook_gated"),
+        d_mlp=20, init_range=0.3, ffn=False, **o)), numpy_activator, "blocks.1.gate.hook_gated"),
     "ninformer": (lambda **o: NiNformer(NiNformerConfig(
         image_size=8, patch_size=2, in_channels=2, num_classes=5, n_layers=2, d_model=12,
-        d_ffn=20, init_range=0.3, **o)), numpy_ninformer,
+        d_mlp=20, init_range=0.3, **o)), numpy_ninformer,
         "blocks.1.gate.mixer.token_mixing.hook_post"),
 }
 
@@ -171,7 +171,7 @@ def test_bad_inputs_are_clear_errors():
             model.apply(variables, jnp.zeros((1, 8, 8, 3)))
     with pytest.raises(ValueError, match="patch_size=3"):
         ActivatorConfig(image_size=8, patch_size=3)
-    with pytest.raises(ValueError, match="d_ffn must be a positive int"):
-        NiNformerConfig(d_ffn=0)
+    with pytest.raises(ValueError, match="d_mlp must be a positive int"):
+        NiNformerConfig(d_mlp=0)
     with pytest.raises(ValueError, match="act_fn"):
         DeepMLPConfig(act_fn="tanh")
