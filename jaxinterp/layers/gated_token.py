@@ -97,20 +97,19 @@ class GatedTokenBlock(nn.Module):
     def __call__(self, x: jax.Array, layer: int) -> tuple[jax.Array, None]:
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        with hooks.layer(self, "blocks", layer, c.n_layers):
-            w_ln, b_ln = LayerNormParams(pd, name="ln")(c.d_model)
-            x = hooks.site(self, "hook_resid_pre", x, TOKEN_AXES)
-            h = SharedLayerNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, TOKEN_AXES)
-            gate = self.gate(c.d_mlp, c.eps, c.init_range, dtype, pd, name="gate")(h)
-            x = x + hooks.site(self, "hook_gate_out", gate, TOKEN_AXES)
-            if not c.ffn:
-                return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None
-            x = hooks.site(self, "hook_resid_mid", x, TOKEN_AXES)
-            h = SharedLayerNorm(c.eps, dtype, name="ln2")(x, w_ln, b_ln, TOKEN_AXES)
-            mlp = MLP(d_mlp=c.d_mlp, act_fn="gelu", init_range=c.init_range, dtype=dtype,
-                      param_dtype=pd, name="mlp")
-            x = x + hooks.site(self, "hook_mlp_out", mlp(h), TOKEN_AXES)
+        w_ln, b_ln = LayerNormParams(pd, name="ln")(c.d_model)
+        x = hooks.site(self, "hook_resid_pre", x, TOKEN_AXES)
+        h = SharedLayerNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, TOKEN_AXES)
+        gate = self.gate(c.d_mlp, c.eps, c.init_range, dtype, pd, name="gate")(h)
+        x = x + hooks.site(self, "hook_gate_out", gate, TOKEN_AXES)
+        if not c.ffn:
             return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None
+        x = hooks.site(self, "hook_resid_mid", x, TOKEN_AXES)
+        h = SharedLayerNorm(c.eps, dtype, name="ln2")(x, w_ln, b_ln, TOKEN_AXES)
+        mlp = MLP(d_mlp=c.d_mlp, act_fn="gelu", init_range=c.init_range, dtype=dtype,
+                  param_dtype=pd, name="mlp")
+        x = x + hooks.site(self, "hook_mlp_out", mlp(h), TOKEN_AXES)
+        return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None
 
 
 class GatedTokenNet(nn.Module):

@@ -103,13 +103,12 @@ class DeepMLPBlock(nn.Module):
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
         dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        with hooks.layer(self, "blocks", layer, c.n_layers):
-            resid_pre = hooks.site(self, "hook_resid_pre", x, VEC_AXES)
-            h = LayerNorm(c.eps, dtype, pd, name="ln")(resid_pre, VEC_AXES)
-            out = MLP(c.d_mlp, c.act_fn, init_range=c.init_range, site_axes=NEURON_AXES,
-                      dtype=dtype, param_dtype=pd, name="mlp")(h)
-            out = hooks.site(self, "hook_mlp_out", out, VEC_AXES)
-            return hooks.site(self, "hook_resid_post", resid_pre + out, VEC_AXES), None
+        resid_pre = hooks.site(self, "hook_resid_pre", x, VEC_AXES)
+        h = LayerNorm(c.eps, dtype, pd, name="ln")(resid_pre, VEC_AXES)
+        out = MLP(c.d_mlp, c.act_fn, init_range=c.init_range, site_axes=NEURON_AXES,
+                  dtype=dtype, param_dtype=pd, name="mlp")(h)
+        out = hooks.site(self, "hook_mlp_out", out, VEC_AXES)
+        return hooks.site(self, "hook_resid_post", resid_pre + out, VEC_AXES), None
 
 
 class DeepMLP(nn.Module):

@@ -72,7 +72,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers import vision as vc
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES, WINDOW_AXES
@@ -279,25 +278,24 @@ class MaximBlock(nn.Module):
         kw = dict(dtype=dtype, param_dtype=pd)
         init = nn.initializers.normal(c.init_range)
         branch = dict(use_bias=c.use_bias, eps=c.eps, init_range=c.init_range, **kw)
-        with site_layer(self, "blocks", layer, c.n_layers):
-            x = site(self, "hook_resid_pre", x, MAP_AXES)
-            z = FlaxLayerNorm(c.eps, name="LayerNorm_in", **kw)(x)
-            z = Dense(2 * c.d_branch, ("embed", "mlp"), init, c.use_bias, name="in_project",
-                      **kw)(z)
-            z = site(self, "hook_in_proj", activation("gelu_new")(z).astype(dtype),
-                     ("batch", "height", "width", "d_mlp"))
-            u, v = jnp.split(z, 2, axis=-1)  # [b, h, w, d_branch] each
-            u = GmlpBranch("global", c.grid_size, c.grid_gmlp_factor, name="global",
-                           **branch)(u)
-            v = GmlpBranch("local", c.block_size, c.block_gmlp_factor, name="local",
-                           **branch)(v)
-            m = Dense(c.d_model, ("mlp", "embed"), init, c.use_bias, name="out_project", **kw)(
-                jnp.concatenate([u, v], axis=-1))
-            x = x + site(self, "hook_mix_out", m, MAP_AXES)
-            x = site(self, "hook_resid_mid", x, MAP_AXES)
-            y = ChannelMlp(c, name="channel_mlp")(x)
-            x = x + site(self, "hook_mlp_out", y, MAP_AXES)
-            return site(self, "hook_resid_post", x, MAP_AXES), None
+        x = site(self, "hook_resid_pre", x, MAP_AXES)
+        z = FlaxLayerNorm(c.eps, name="LayerNorm_in", **kw)(x)
+        z = Dense(2 * c.d_branch, ("embed", "mlp"), init, c.use_bias, name="in_project",
+                  **kw)(z)
+        z = site(self, "hook_in_proj", activation("gelu_new")(z).astype(dtype),
+                 ("batch", "height", "width", "d_mlp"))
+        u, v = jnp.split(z, 2, axis=-1)  # [b, h, w, d_branch] each
+        u = GmlpBranch("global", c.grid_size, c.grid_gmlp_factor, name="global",
+                       **branch)(u)
+        v = GmlpBranch("local", c.block_size, c.block_gmlp_factor, name="local",
+                       **branch)(v)
+        m = Dense(c.d_model, ("mlp", "embed"), init, c.use_bias, name="out_project", **kw)(
+            jnp.concatenate([u, v], axis=-1))
+        x = x + site(self, "hook_mix_out", m, MAP_AXES)
+        x = site(self, "hook_resid_mid", x, MAP_AXES)
+        y = ChannelMlp(c, name="channel_mlp")(x)
+        x = x + site(self, "hook_mlp_out", y, MAP_AXES)
+        return site(self, "hook_resid_post", x, MAP_AXES), None
 
 
 class Maxim(nn.Module):

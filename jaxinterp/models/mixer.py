@@ -45,7 +45,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import IMAGE_AXES, POOLED_AXES, TOKEN_AXES
 from jaxinterp.layers.common import activation
@@ -136,19 +135,18 @@ class MixerBlock(nn.Module):
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
-        with site_layer(self, "blocks", layer, c.n_layers):
-            x = site(self, "hook_resid_pre", x, TOKEN_AXES)
-            y = FlaxLayerNorm(c.eps, name="LayerNorm_0", **kw)(x)
-            y = jnp.swapaxes(y, 1, 2)  # [batch, d_model, pos]: the token MLP acts on positions
-            y = _mlp(c.d_mlp_tokens, ("batch", "d_model"), ("pos", "mlp"), c.act_fn,
-                     "token_mixing", kw)(y)
-            y = site(self, "hook_token_out", jnp.swapaxes(y, 1, 2), TOKEN_AXES)
-            x = site(self, "hook_resid_mid", x + y, TOKEN_AXES)
-            y = FlaxLayerNorm(c.eps, name="LayerNorm_1", **kw)(x)
-            y = _mlp(c.d_mlp, ("batch", "pos"), ("embed", "mlp"), c.act_fn,
-                     "channel_mixing", kw)(y)
-            y = site(self, "hook_channel_out", y, TOKEN_AXES)
-            return site(self, "hook_resid_post", x + y, TOKEN_AXES), None
+        x = site(self, "hook_resid_pre", x, TOKEN_AXES)
+        y = FlaxLayerNorm(c.eps, name="LayerNorm_0", **kw)(x)
+        y = jnp.swapaxes(y, 1, 2)  # [batch, d_model, pos]: the token MLP acts on positions
+        y = _mlp(c.d_mlp_tokens, ("batch", "d_model"), ("pos", "mlp"), c.act_fn,
+                 "token_mixing", kw)(y)
+        y = site(self, "hook_token_out", jnp.swapaxes(y, 1, 2), TOKEN_AXES)
+        x = site(self, "hook_resid_mid", x + y, TOKEN_AXES)
+        y = FlaxLayerNorm(c.eps, name="LayerNorm_1", **kw)(x)
+        y = _mlp(c.d_mlp, ("batch", "pos"), ("embed", "mlp"), c.act_fn,
+                 "channel_mixing", kw)(y)
+        y = site(self, "hook_channel_out", y, TOKEN_AXES)
+        return site(self, "hook_resid_post", x + y, TOKEN_AXES), None
 
 
 class Mixer(nn.Module):
