@@ -145,7 +145,8 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
         {f: first[f] for f in task.features})
     _check_output(task, model, state, example, abstract_batch, train_source)
     jax.eval_shape(train_fn, state_lib.abstract(shardings, state), abstract_batch)
-    train_step, eval_step = step_lib.compile_steps(mesh, shardings, train_fn, eval_fn)
+    train_step, eval_step = step_lib.compile_steps(mesh, shardings, train_fn, eval_fn,
+                                                   rules)
     grid_step = _grid_step(config, model, task, mesh, shardings)
 
     writer = MetricsWriter(workdir)

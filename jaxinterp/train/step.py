@@ -11,6 +11,7 @@ What it knows of the data comes from the task (`jaxinterp.train.tasks`).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -183,12 +184,27 @@ def compile_steps(
     state_shardings: TrainState,
     train_fn: Callable[..., Any],
     eval_fn: Callable[..., Any],
+    rules: Sequence[tuple[str, Any]] = sharding_lib.DEFAULT_RULES,
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """`jax.jit`s the steps with explicit shardings; the train step donates the old state."""
+    """`jax.jit`s the steps with explicit shardings; the train step donates the old state.
+
+    The steps are traced under `mesh` (as an abstract mesh) and the logical axis `rules`, so a
+    model may constrain its activations with `flax.linen.with_logical_constraint` (Strip-MLP
+    does); elsewhere such constraints are no-ops."""
     batch_sh = sharding_lib.batch_sharding(mesh)
     replicated = NamedSharding(mesh, P())
-    train = jax.jit(train_fn, in_shardings=(state_shardings, batch_sh),
+    train = jax.jit(_under_mesh(train_fn, mesh, rules), in_shardings=(state_shardings, batch_sh),
                     out_shardings=(state_shardings, replicated), donate_argnums=(0,))
-    evaluate = jax.jit(eval_fn, in_shardings=(state_shardings, batch_sh),
-                       out_shardings=replicated)
+    evaluate = jax.jit(_under_mesh(eval_fn, mesh, rules),
+                       in_shardings=(state_shardings, batch_sh), out_shardings=replicated)
     return train, evaluate
+
+
+def _under_mesh(fn: Callable[..., Any], mesh: Mesh, rules) -> Callable[..., Any]:
+    """`fn`, traced with `mesh`'s abstract mesh and the logical axis `rules` in context."""
+    @functools.wraps(fn)
+    def wrapped(*args):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+            return fn(*args)
+
+    return wrapped
