@@ -114,8 +114,8 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation, param
-from jaxinterp.layers.conv import Conv, depthwise
-from jaxinterp.layers.dense import Dense
+from jaxinterp.layers.conv import Conv
+from jaxinterp.layers.dense import Dense, lecun_normal
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.vision import (
     check_dtypes,
@@ -126,7 +126,6 @@ from jaxinterp.models.preset import Preset
 
 N_STAGES = 4
 _conv = functools.partial(Conv, use_bias=False)  # the reference's convs are bias-free
-_depthwise = functools.partial(depthwise, use_bias=False)
 
 
 def reference_strip_groups(channels: int) -> int:
@@ -215,6 +214,79 @@ class StripMLPConfig:
         return reference_strip_groups(self.channels(stage))
 
 
+def channelwise_conv(x: jax.Array, w: jax.Array, stride: int,
+                     pad: tuple[int, int]) -> jax.Array:
+    """A grouped conv with one input channel per group (depthwise when out = in), written as
+    a sum of shifted (strided) slices times per-channel weights instead of
+    `conv_general_dilated(..., feature_group_count=C)`, whose kernel gradient XLA's SPMD
+    partitioner multiplies by the tensor-axis size on a data x fsdp x tensor mesh
+    (tests/train/test_families_sharded.py).
+
+    x [b, H, W, C], w HWIO [kh, kw, 1, C * m] (output channel c * m + k reads input channel c)
+    -> [b, H', W', C * m], H' = (H + 2 ph - kh) // stride + 1 (likewise W')."""
+    kh, kw, _, out = w.shape
+    b, h, wd, c = x.shape
+    if out != c:  # m > 1: x's channel c copied to outputs c * m .. c * m + m - 1 (exact)
+        expand = (jnp.arange(out)[None, :] // (out // c) == jnp.arange(c)[:, None])
+        x = jnp.einsum("bhwc,co->bhwo", x, expand.astype(x.dtype),  # contract c (one-hot)
+                       precision=jax.lax.Precision.HIGHEST)
+    ph, pw = pad
+    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    ho, wo = (h + 2 * ph - kh) // stride + 1, (wd + 2 * pw - kw) // stride + 1
+    y = None
+    for p in range(kh):
+        for q in range(kw):
+            tap = jax.lax.slice(xp, (0, p, q, 0),
+                                (b, p + stride * (ho - 1) + 1, q + stride * (wo - 1) + 1, out),
+                                (1, stride, stride, 1)) * w[p, q, 0]
+            y = tap if y is None else y + tap
+    return y
+
+
+class _ChannelwiseConv(nn.Module):
+    """Bias-free `Conv(features, kernel_size, stride, padding, groups=C_in)` (the same
+    parameter: `kernel` HWIO [kh, kw, 1, features], ("embed" on the last dim), lecun-normal)
+    computed by `channelwise_conv`. x [b, H, W, C_in] -> [b, H', W', features]."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    stride: int = 1
+    padding: tuple[int, int] = (0, 0)
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        if self.features % x.shape[-1]:
+            raise ValueError(f"features={self.features} must be a multiple of the "
+                             f"{x.shape[-1]} input channels (one input channel per group)")
+        w = param(self, "kernel", lecun_normal, (kh, kw, 1, self.features),
+                  (None, None, None, "embed"), self.param_dtype)
+        y = channelwise_conv(x.astype(self.dtype), w.astype(self.dtype), self.stride,
+                             self.padding)
+        return y.astype(self.dtype)
+
+
+def _depthwise(features: int, kernel_size: tuple[int, int], **kwargs) -> _ChannelwiseConv:
+    """torch `Conv2d(C, C, (kh, kw), padding=(kh // 2, kw // 2), groups=C, bias=False)`."""
+    kh, kw = kernel_size
+    return _ChannelwiseConv(features, (kh, kw), padding=(kh // 2, kw // 2), **kwargs)
+
+
+def _site(module: nn.Module, name: str, x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
+    """`jaxinterp.hooks.site` of `x` [batch, ...] constrained to be split over its batch axis
+    only (logical "batch"; the rest replicated) when traced under logical axis rules and a
+    mesh (the trainer's steps are: `jaxinterp.train.step.compile_steps`); elsewhere `x`.
+
+    Without these constraints XLA's SPMD partitioner, free to split Strip-MLP's activations
+    over their channels (after a Dense whose kernel is on fsdp x tensor), computes some of
+    them wrongly on a data x fsdp x tensor mesh (LocalMixing's reweighting: 20% off;
+    tests/train/test_families_sharded.py)."""
+    x = nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
+    return site(module, name, x, axes)
+
+
 def _batch_norm(config: StripMLPConfig, train: bool, name: str) -> nn.BatchNorm:
     """Flax BatchNorm over the channels (last axis) with logically named scale/bias."""
     return nn.BatchNorm(
@@ -284,14 +356,14 @@ class StripMixing(nn.Module):
         pos_h = relative_positions(table_h, h, w).astype(x.dtype)
         pos_w = relative_positions(table_w, h, w).astype(x.dtype)
         row = _StripProj(1, name="proj_h", **kw)((x + pos_h).reshape(b, h, w, g, cc))
-        row = site(self, "hook_row", row.reshape(b, h, w, d), MAP_AXES)
+        row = _site(self, "hook_row", row.reshape(b, h, w, d), MAP_AXES)
         r = _conv(d, (1, 1), name="fuse_h", **kw)(jnp.concatenate([row, x], -1))
         r = act(_batch_norm(c, train, "norm")(r)) + pos_w
-        r = site(self, "hook_row_fused", r.astype(x.dtype), MAP_AXES)
+        r = _site(self, "hook_row_fused", r.astype(x.dtype), MAP_AXES)
         col = _StripProj(2, name="proj_w", **kw)(r.reshape(b, h, w, g, cc))
-        col = site(self, "hook_col", col.reshape(b, h, w, d), MAP_AXES)
+        col = _site(self, "hook_col", col.reshape(b, h, w, d), MAP_AXES)
         out = _conv(d, (1, 1), name="fuse_w", **kw)(jnp.concatenate([x, col], -1))
-        return site(self, "hook_out", out, MAP_AXES)
+        return _site(self, "hook_out", out, MAP_AXES)
 
 
 class LocalMixing(nn.Module):
@@ -304,17 +376,17 @@ class LocalMixing(nn.Module):
         c = self.config
         kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
         d = x.shape[-1]
-        xw = site(self, "hook_w", _depthwise(d, (3, 7), name="fc_h", **kw)(x), MAP_AXES)
-        xh = site(self, "hook_h", _depthwise(d, (7, 3), name="fc_w", **kw)(x), MAP_AXES)
+        xw = _site(self, "hook_w", _depthwise(d, (3, 7), name="fc_h", **kw)(x), MAP_AXES)
+        xh = _site(self, "hook_h", _depthwise(d, (7, 3), name="fc_w", **kw)(x), MAP_AXES)
         a = (xh + xw + x).mean(axis=(1, 2))  # [b, D]
         a = activation(c.act_fn)(Dense(d // 2, name="reweight_fc1", **kw)(a))
         a = Dense(3 * d, ("mlp", "embed"), name="reweight_fc2", **kw)(a)
         # reference: reshape(N, D, 3) then softmax over the 3 branches
         a = jax.nn.softmax(a.reshape(a.shape[0], d, 3).astype(jnp.float32), axis=-1)
-        a = site(self, "hook_weights", a.astype(x.dtype), ("batch", "d_model", "branch"))
+        a = _site(self, "hook_weights", a.astype(x.dtype), ("batch", "d_model", "branch"))
         out = (xh * a[:, None, None, :, 0] + xw * a[:, None, None, :, 1]
                + x * a[:, None, None, :, 2])
-        return site(self, "hook_out", out, MAP_AXES)
+        return _site(self, "hook_out", out, MAP_AXES)
 
 
 class ChannelMixing(nn.Module):
@@ -331,9 +403,9 @@ class ChannelMixing(nn.Module):
         axes = ("batch", "height", "width", "d_mlp")
         y = _depthwise(d, (7, 7), name="conv_77", **kw)(x)
         y = FlaxLayerNorm(c.ln_eps, name="layer_norm", **kw)(y)
-        y = site(self, "hook_pre", Dense(hidden, name="fc1", **kw)(y), axes)
-        y = site(self, "hook_post", activation(c.act_fn)(y).astype(y.dtype), axes)
-        y = site(self, "hook_grn", _GRN(kw["param_dtype"], name="grn")(y), axes)
+        y = _site(self, "hook_pre", Dense(hidden, name="fc1", **kw)(y), axes)
+        y = _site(self, "hook_post", activation(c.act_fn)(y).astype(y.dtype), axes)
+        y = _site(self, "hook_grn", _GRN(kw["param_dtype"], name="grn")(y), axes)
         return Dense(d, ("mlp", "embed"), name="fc2", **kw)(y)
 
 
@@ -381,22 +453,22 @@ class StripBlock(nn.Module):
         d = x.shape[-1]
         act = activation(c.act_fn)
         with site_layer(self, "blocks", self.index, sum(c.n_layers)):
-            x = site(self, "hook_resid_pre", x, MAP_AXES)
+            x = _site(self, "hook_resid_pre", x, MAP_AXES)
             u = act(_batch_norm(c, train, "dw_norm")(x))
-            u = site(self, "hook_dwconv", _depthwise(d, (3, 3), name="dwconv", **kw)(u), MAP_AXES)
+            u = _site(self, "hook_dwconv", _depthwise(d, (3, 3), name="dwconv", **kw)(u), MAP_AXES)
             u = act(_batch_norm(c, train, "proj_norm")(Dense(d, name="proj", **kw)(u)))
-            u = site(self, "hook_proj", u.astype(x.dtype), MAP_AXES)
+            u = _site(self, "hook_proj", u.astype(x.dtype), MAP_AXES)
             u1 = StripMixing(c, c.groups(self.stage), name="strip_mixing")(u[..., :d // 2],
                                                                            train)
             u2 = LocalMixing(c, name="local_mixing")(u[..., d // 2:])
             y = _conv(d, (1, 1), name="fuse", **kw)(jnp.concatenate([u1, u2], -1))
-            y = site(self, "hook_token_out", y, MAP_AXES)
-            x = site(self, "hook_resid_mid", x + _drop_path(self, y, c.drop_path_rate, train),
-                     MAP_AXES)
-            y = site(self, "hook_channel_out", ChannelMixing(c, name="channel_mixing")(x),
-                     MAP_AXES)
-            return site(self, "hook_resid_post",
-                        x + _drop_path(self, y, c.drop_path_rate, train), MAP_AXES)
+            y = _site(self, "hook_token_out", y, MAP_AXES)
+            x = _site(self, "hook_resid_mid", x + _drop_path(self, y, c.drop_path_rate, train),
+                      MAP_AXES)
+            y = _site(self, "hook_channel_out", ChannelMixing(c, name="channel_mixing")(x),
+                      MAP_AXES)
+            return _site(self, "hook_resid_post",
+                         x + _drop_path(self, y, c.drop_path_rate, train), MAP_AXES)
 
 
 class StripMLP(nn.Module):
@@ -421,7 +493,7 @@ class StripMLP(nn.Module):
         kw = dict(dtype=dtype, param_dtype=pd)
         e, p = c.d_model, c.patch_size
         x = _conv(e, (p, p), p, name="patch_embed", **kw)(images.astype(dtype))
-        x = site(self, "hook_embed", x, MAP_AXES)
+        x = _site(self, "hook_embed", x, MAP_AXES)
         index = 0
 
         def stage(s: int, x: jax.Array) -> jax.Array:
@@ -435,19 +507,19 @@ class StripMLP(nn.Module):
             return _conv(2 * x.shape[-1], (2, 2), 2, name=f"merging{k}", **kw)(x)
 
         def skip(name: str, x: jax.Array) -> jax.Array:  # one input channel per group
-            return _conv(2 * x.shape[-1], (2, 2), 2, groups=x.shape[-1], name=name, **kw)(x)
+            return _ChannelwiseConv(2 * x.shape[-1], (2, 2), 2, name=name, **kw)(x)
 
         x = merge(1, stage(0, x))
         s1_14 = skip("conv_s1_28", x)
         s1_7 = skip("conv_s1_14", s1_14)
-        x = site(self, "hook_stage2_in", x, MAP_AXES)
+        x = _site(self, "hook_stage2_in", x, MAP_AXES)
         x = merge(2, stage(1, x))
         s2_7 = skip("conv_s2_14", x)
-        x = site(self, "hook_stage3_in", x + s1_14, MAP_AXES)
+        x = _site(self, "hook_stage3_in", x + s1_14, MAP_AXES)
         x = merge(3, stage(2, x))
-        x = site(self, "hook_stage4_in", x + s1_7 + s2_7, MAP_AXES)
+        x = _site(self, "hook_stage4_in", x + s1_7 + s2_7, MAP_AXES)
         x = _batch_norm(c, train, "norm")(stage(3, x))
-        x = site(self, "hook_pooled", x.mean(axis=(1, 2)).astype(dtype), POOLED_AXES)
+        x = _site(self, "hook_pooled", x.mean(axis=(1, 2)).astype(dtype), POOLED_AXES)
         head = Dense(c.num_classes, ("embed", "vocab"), name="head", **kw)
         return head(x).astype(jnp.float32)
 

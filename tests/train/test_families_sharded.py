@@ -3,30 +3,33 @@ Strip-MLP and a B-spline KAN trained on the digits through `jaxinterp.train.trai
 
 Both runs are the training binary in a subprocess (`train` builds its mesh over every device
 there is), with 1 CPU device and with 8 on the family's mesh (`family_configs.MESHES`):
-data=2 x fsdp=2 x tensor=2, except Strip-MLP (below). The family configs
+data=2 x fsdp=2 x tensor=2. The family configs
 (tests/train/family_configs.py) train with augmentation; Strip-MLP with BatchNorm in train mode,
 drop path and a RunningMean intervention, the KAN with grid updates at steps 0, 5, 10 and 15.
 Compiled programs are cached for the session (`xla_cache`), so the SIGKILL and 2-process tests
 reuse the 8-device ones.
 
 Measured max relative loss differences over the 20 steps (2 CPU cores, jax 0.12):
-vit 1.1e-7, mixer 1.1e-7, kan 1.6e-6, strip_mlp (data=4 x fsdp=2) 1.2e-6.
+vit 1.1e-7, mixer 1.1e-7, kan 1.6e-6, strip_mlp 3.9e-7.
 
-Strip-MLP on data=2 x fsdp=2 x tensor=2 does NOT match: measured, its losses differ by 1.5e-5
-at step 1 (the forward pass at the initial parameters), 6e-4 at step 3 and up to 1.1e-2 by
-step 20, because XLA's SPMD partitioning (GSPMD and Shardy alike) computes two of its patterns
-wrongly on that mesh. Both are reproduced below
-in a few lines of plain JAX (`test_xla_*`, strict xfails: they will pass, and so fail, once
-XLA is fixed; then Strip-MLP can move to the 2 x 2 x 2 mesh in family_configs.MESHES):
+Strip-MLP matches on 2 x 2 x 2 only because it steers around two XLA SPMD (GSPMD and Shardy
+alike) miscompilations, reproduced below in a few lines of plain JAX (`test_xla_*`, strict
+xfails: they will pass, and so fail, once XLA is fixed):
   1. the kernel gradient of a grouped (depthwise) convolution with the batch split over
      data x fsdp comes out multiplied by the size of the `tensor` axis, which holds replicas
-     of the batch: every depthwise-conv kernel of Strip-MLP gets twice its gradient (4 times
-     on data=2 x tensor=4; right on data x fsdp meshes, and for dense convolutions);
+     of the batch (4 times on data=2 x tensor=4; right on data x fsdp meshes, and for dense
+     convolutions). Strip-MLP writes its one-input-channel-per-group convolutions as shifted
+     slices times per-channel weights (`strip_mlp.channelwise_conv`), not with
+     `feature_group_count`;
   2. LocalMixing's reweighting, `x * ((x.mean((1, 2)) @ w1 @ w2).reshape(b, d, 3))[..., 0]`
      with x's channels on `tensor`, w1 (fsdp, tensor), w2 (tensor, fsdp), is wrong in the
-     forward pass (max error 4 on values of size 17).
-So Strip-MLP is checked on data=4 x fsdp=2: its parameters are sharded over fsdp, and neither
-pattern occurs with tensor=1.
+     forward pass (max error 4 on values of size 17; a slice `[..., :d]` instead of the
+     reshape is as wrong). Strip-MLP constrains every site's value to be split over its batch
+     axis only (`nn.with_logical_constraint`; the train step is traced under the mesh and the
+     logical axis rules), so XLA never splits its activations over their channels.
+Before these two changes Strip-MLP's 2 x 2 x 2 losses differed by 1.5e-5 at step 1, 6e-4 at
+step 3 and 1.1e-2 by step 20. Rewriting only the reweighting (slicing w2 per branch) moved the
+wrong forward values to the next block's reweighting: hence constraints everywhere.
 """
 
 import jax
@@ -102,7 +105,7 @@ def test_vision_transformer_and_mixer(family, runs):
 def test_strip_mlp_batchnorm_drop_path_running_mean(runs):
     one, eight = compare_losses("strip_mlp", runs)
     specs, meshes = layouts(eight)
-    assert meshes == {(4, 2, 1)} and ("fsdp",) in specs, specs  # e.g. BatchNorm scales
+    assert meshes == {(2, 2, 2)} and ("fsdp",) in specs, specs  # e.g. BatchNorm scales
     want, got = saved_state(one), saved_state(eight)
     stats = {k: v for k, v in got.items() if k.startswith("model_state/batch_stats/")}
     assert len(stats) == 2 * 13  # 4 blocks x 3 BatchNorms + the final one; mean and var each
