@@ -5,7 +5,10 @@ symmetric zero padding, `groups`) on NHWC arrays, parameters in Flax layout (`ke
     Conv(features, kernel_size, stride, padding, groups, use_bias)(x)
     depthwise(features, kernel_size, ...)   same-size depthwise conv (groups = channels)
 
-Computed with `jax.lax.conv_general_dilated` in `dtype` (x, kernel and bias cast to it).
+Computed in `dtype` (x, kernel and bias cast to it) with `jax.lax.conv_general_dilated`, except
+a conv with one input channel per group (groups = C_in: depthwise, or a channel multiplier),
+which is `channelwise_conv` (XLA's SPMD partitioner gets the grouped conv's gradient wrong on
+a mesh with tensor > 1).
 """
 
 from __future__ import annotations
@@ -56,15 +59,47 @@ class Conv(nn.Module):
                              f"{c_in} and features={self.features}")
         w = param(self, "kernel", self.kernel_init, (kh, kw, c_in // self.groups, self.features),
                   self.kernel_axes, self.param_dtype)
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), w.astype(self.dtype), (self.stride, self.stride),
-            [(ph, ph), (pw, pw)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups)
+        x, w = x.astype(self.dtype), w.astype(self.dtype)
+        if self.groups == c_in > 1:
+            y = channelwise_conv(x, w, self.stride, (ph, pw))
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, w, (self.stride, self.stride), [(ph, ph), (pw, pw)],
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups)
         if self.use_bias:
             b = param(self, "bias", nn.initializers.zeros, (self.features,),
                       self.kernel_axes[-1:], self.param_dtype)
             y = y + b.astype(self.dtype)
         return y.astype(self.dtype)
+
+
+def channelwise_conv(x: jax.Array, w: jax.Array, stride: int,
+                     pad: tuple[int, int]) -> jax.Array:
+    """A grouped conv with one input channel per group (depthwise when out = in, no padding
+    beyond `pad`), written as a sum of shifted (strided) slices times per-channel weights
+    instead of `conv_general_dilated(..., feature_group_count=C)`, whose kernel gradient XLA's
+    SPMD partitioner multiplies by the tensor-axis size on a data x fsdp x tensor mesh
+    (tests/train/test_families_sharded.py). Same value up to float rounding.
+
+    x [b, H, W, C], w HWIO [kh, kw, 1, C * m] (output channel c * m + k reads input channel c)
+    -> [b, H', W', C * m], H' = (H + 2 ph - kh) // stride + 1 (likewise W')."""
+    kh, kw, _, out = w.shape
+    b, h, wd, c = x.shape
+    if out != c:  # m > 1: x's channel c copied to outputs c * m .. c * m + m - 1 (exact)
+        expand = (jnp.arange(out)[None, :] // (out // c) == jnp.arange(c)[:, None])
+        x = jnp.einsum("bhwc,co->bhwo", x, expand.astype(x.dtype),  # contract c (one-hot)
+                       precision=jax.lax.Precision.HIGHEST)
+    ph, pw = pad
+    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    ho, wo = (h + 2 * ph - kh) // stride + 1, (wd + 2 * pw - kw) // stride + 1
+    y = None
+    for p in range(kh):
+        for q in range(kw):
+            tap = jax.lax.slice(xp, (0, p, q, 0),
+                                (b, p + stride * (ho - 1) + 1, q + stride * (wo - 1) + 1, out),
+                                (1, stride, stride, 1)) * w[p, q, 0]
+            y = tap if y is None else y + tap
+    return y
 
 
 def depthwise(features: int, kernel_size: int | tuple[int, int], **kwargs) -> Conv:

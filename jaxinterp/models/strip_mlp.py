@@ -114,8 +114,8 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation, param
-from jaxinterp.layers.conv import Conv
-from jaxinterp.layers.dense import Dense, lecun_normal
+from jaxinterp.layers.conv import Conv, depthwise
+from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.vision import (
     check_dtypes,
@@ -214,64 +214,7 @@ class StripMLPConfig:
         return reference_strip_groups(self.channels(stage))
 
 
-def channelwise_conv(x: jax.Array, w: jax.Array, stride: int,
-                     pad: tuple[int, int]) -> jax.Array:
-    """A grouped conv with one input channel per group (depthwise when out = in), written as
-    a sum of shifted (strided) slices times per-channel weights instead of
-    `conv_general_dilated(..., feature_group_count=C)`, whose kernel gradient XLA's SPMD
-    partitioner multiplies by the tensor-axis size on a data x fsdp x tensor mesh
-    (tests/train/test_families_sharded.py).
-
-    x [b, H, W, C], w HWIO [kh, kw, 1, C * m] (output channel c * m + k reads input channel c)
-    -> [b, H', W', C * m], H' = (H + 2 ph - kh) // stride + 1 (likewise W')."""
-    kh, kw, _, out = w.shape
-    b, h, wd, c = x.shape
-    if out != c:  # m > 1: x's channel c copied to outputs c * m .. c * m + m - 1 (exact)
-        expand = (jnp.arange(out)[None, :] // (out // c) == jnp.arange(c)[:, None])
-        x = jnp.einsum("bhwc,co->bhwo", x, expand.astype(x.dtype),  # contract c (one-hot)
-                       precision=jax.lax.Precision.HIGHEST)
-    ph, pw = pad
-    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    ho, wo = (h + 2 * ph - kh) // stride + 1, (wd + 2 * pw - kw) // stride + 1
-    y = None
-    for p in range(kh):
-        for q in range(kw):
-            tap = jax.lax.slice(xp, (0, p, q, 0),
-                                (b, p + stride * (ho - 1) + 1, q + stride * (wo - 1) + 1, out),
-                                (1, stride, stride, 1)) * w[p, q, 0]
-            y = tap if y is None else y + tap
-    return y
-
-
-class _ChannelwiseConv(nn.Module):
-    """Bias-free `Conv(features, kernel_size, stride, padding, groups=C_in)` (the same
-    parameter: `kernel` HWIO [kh, kw, 1, features], ("embed" on the last dim), lecun-normal)
-    computed by `channelwise_conv`. x [b, H, W, C_in] -> [b, H', W', features]."""
-
-    features: int
-    kernel_size: tuple[int, int]
-    stride: int = 1
-    padding: tuple[int, int] = (0, 0)
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kh, kw = self.kernel_size
-        if self.features % x.shape[-1]:
-            raise ValueError(f"features={self.features} must be a multiple of the "
-                             f"{x.shape[-1]} input channels (one input channel per group)")
-        w = param(self, "kernel", lecun_normal, (kh, kw, 1, self.features),
-                  (None, None, None, "embed"), self.param_dtype)
-        y = channelwise_conv(x.astype(self.dtype), w.astype(self.dtype), self.stride,
-                             self.padding)
-        return y.astype(self.dtype)
-
-
-def _depthwise(features: int, kernel_size: tuple[int, int], **kwargs) -> _ChannelwiseConv:
-    """torch `Conv2d(C, C, (kh, kw), padding=(kh // 2, kw // 2), groups=C, bias=False)`."""
-    kh, kw = kernel_size
-    return _ChannelwiseConv(features, (kh, kw), padding=(kh // 2, kw // 2), **kwargs)
+_depthwise = functools.partial(depthwise, use_bias=False)
 
 
 def _site(module: nn.Module, name: str, x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
@@ -507,7 +450,7 @@ class StripMLP(nn.Module):
             return _conv(2 * x.shape[-1], (2, 2), 2, name=f"merging{k}", **kw)(x)
 
         def skip(name: str, x: jax.Array) -> jax.Array:  # one input channel per group
-            return _ChannelwiseConv(2 * x.shape[-1], (2, 2), 2, name=name, **kw)(x)
+            return _conv(2 * x.shape[-1], (2, 2), 2, groups=x.shape[-1], name=name, **kw)(x)
 
         x = merge(1, stage(0, x))
         s1_14 = skip("conv_s1_28", x)
