@@ -49,6 +49,12 @@ class Intervention:
     def _new_value(self, x: jax.Array, view: SiteView) -> jax.Array:
         raise NotImplementedError
 
+    def _operand(self, field: str, view: SiteView, dtype: Any = None) -> jax.Array:
+        """Field `field` as an array (of `dtype`), checked to broadcast to the site's shape."""
+        value = getattr(self, field)
+        _check_broadcast(self, field, value, view)
+        return jnp.asarray(value, dtype)
+
     def _name(self) -> str:
         return type(self).__name__
 
@@ -69,9 +75,8 @@ class Add(Intervention):
     heads: ArrayLike | None = None
 
     def _new_value(self, x, view):
-        _check_broadcast(self, "vector", self.vector, view)
-        _check_broadcast(self, "scale", self.scale, view)
-        return x + jnp.asarray(self.scale) * jnp.asarray(self.vector)
+        vector = self._operand("vector", view)
+        return x + self._operand("scale", view) * vector
 
 
 @struct.dataclass
@@ -84,8 +89,7 @@ class Scale(Intervention):
     heads: ArrayLike | None = None
 
     def _new_value(self, x, view):
-        _check_broadcast(self, "scale", self.scale, view)
-        return x * jnp.asarray(self.scale)
+        return x * self._operand("scale", view)
 
 
 @struct.dataclass
@@ -103,12 +107,10 @@ class Clamp(Intervention):
     heads: ArrayLike | None = None
 
     def __call__(self, x, view):
-        _check_broadcast(self, "value", self.value, view)
-        new = jnp.broadcast_to(jnp.asarray(self.value, x.dtype), x.shape)
+        new = jnp.broadcast_to(self._operand("value", view, x.dtype), x.shape)
         where = _selection(self, view)
         if self.mask is not None:
-            _check_broadcast(self, "mask", self.mask, view)
-            mask = jnp.asarray(self.mask, bool)
+            mask = self._operand("mask", view, bool)
             where = mask if where is None else where & mask
         return new if where is None else jnp.where(where, new, x)
 
@@ -145,8 +147,7 @@ class Ablate(Intervention):
         batch = view.axis("batch")
         if self.how == "mean":
             if self.value is not None:
-                _check_broadcast(self, "value", self.value, view)
-                return jnp.asarray(self.value, x.dtype)
+                return self._operand("value", view, x.dtype)
             if batch is None:
                 raise ValueError(f"Ablate(how='mean') at site {view.describe()} needs `value`: "
                                  "the site has no batch axis to average over.")
@@ -159,7 +160,8 @@ class Ablate(Intervention):
 
 @struct.dataclass
 class Patch(Intervention):
-    """Replaces the activation with `source` (e.g. the same site in a clean run's cache)."""
+    """Replaces the activation with `source` (e.g. the same site in a clean run's cache),
+    cast to the site's dtype; `source` broadcasts against the site."""
 
     site: str = struct.field(pytree_node=False)
     source: ArrayLike
@@ -167,8 +169,7 @@ class Patch(Intervention):
     heads: ArrayLike | None = None
 
     def _new_value(self, x, view):
-        _check_broadcast(self, "source", self.source, view)
-        return jnp.asarray(self.source, x.dtype)
+        return self._operand("source", view, x.dtype)
 
 
 @struct.dataclass

@@ -53,17 +53,9 @@ def _attribution(variables, clean_inputs, corrupted_inputs, *, model, metric, sw
     return jnp.stack(rows)
 
 
-def attr_patch(
-    model: nn.Module,
-    variables: Any,
-    clean_inputs: jax.Array,
-    corrupted_inputs: jax.Array,
-    metric: Metric,
-    site: str,
-    by: str,
-    *,
-    layers: Sequence[int] | None = None,
-) -> jax.Array:
+def attr_patch(model: nn.Module, variables: Any, clean_inputs: jax.Array,
+               corrupted_inputs: jax.Array, metric: Metric, site: str, by: str, *,
+               layers: Sequence[int] | None = None) -> jax.Array:
     """Linear estimate of `act_patch(...) - metric(corrupted output)` for every cell.
 
     Args: as `jaxinterp.analysis.patching.act_patch` (no `batch_size`: the cost is two forward

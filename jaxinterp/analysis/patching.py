@@ -243,18 +243,9 @@ def _capture(variables, inputs, *, model, names):
     return run(model, variables, inputs, capture=names)
 
 
-def act_patch(
-    model: nn.Module,
-    variables: Any,
-    clean_inputs: jax.Array,
-    corrupted_inputs: jax.Array,
-    metric: Metric,
-    site: str,
-    by: str,
-    *,
-    layers: Sequence[int] | None = None,
-    batch_size: int | None = None,
-) -> jax.Array:
+def act_patch(model: nn.Module, variables: Any, clean_inputs: jax.Array,
+              corrupted_inputs: jax.Array, metric: Metric, site: str, by: str, *,
+              layers: Sequence[int] | None = None, batch_size: int | None = None) -> jax.Array:
     """Patches each clean activation into the corrupted run and returns the metric.
 
     Args:

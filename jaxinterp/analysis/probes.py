@@ -39,27 +39,33 @@ from jaxinterp.run import run
 
 
 @flax.struct.dataclass
-class LinearProbe:
-    """y ≈ x @ weight + bias. weight [d, k] (or [d] for a scalar target), bias [k] (or [])."""
+class _AffineProbe:
+    """The affine map of both probes: x @ weight + bias; weight [d, ...], bias [...]."""
 
     weight: jax.Array
     bias: jax.Array
 
-    def predict(self, x: jax.Array) -> jax.Array:
-        """x [n, d] -> [n, k] (or [n])."""
+    def _affine(self, x: jax.Array) -> jax.Array:
+        """x [n, d] -> [n, ...]."""
         return jnp.einsum("nd,d...->n...", x, self.weight) + self.bias  # contract d
 
 
 @flax.struct.dataclass
-class LogisticProbe:
-    """p(class | x) = softmax(x @ weight + bias). weight [d, n_classes], bias [n_classes]."""
+class LinearProbe(_AffineProbe):
+    """y ≈ x @ weight + bias. weight [d, k] (or [d] for a scalar target), bias [k] (or []);
+    `predict` maps x [n, d] to y [n, k] (or [n])."""
 
-    weight: jax.Array
-    bias: jax.Array
+    def predict(self, x: jax.Array) -> jax.Array:
+        return self._affine(x)
+
+
+@flax.struct.dataclass
+class LogisticProbe(_AffineProbe):
+    """p(class | x) = softmax(x @ weight + bias). weight [d, n_classes], bias [n_classes]."""
 
     def logits(self, x: jax.Array) -> jax.Array:
         """x [n, d] -> [n, n_classes]."""
-        return jnp.einsum("nd,dc->nc", x, self.weight) + self.bias  # contract d
+        return self._affine(x)
 
     def predict(self, x: jax.Array) -> jax.Array:
         """x [n, d] -> predicted class [n]."""

@@ -42,7 +42,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxinterp.data.synthetic import SyntheticBuilder, check, chunk_rngs
+from jaxinterp.data.synthetic import SyntheticBuilder, check, chunk_rngs, tensor
 
 _CLASS_STREAM = 11
 _SPLIT_STREAMS = {"train": 0, "test_icl": 1, "test_iwl": 2}
@@ -96,7 +96,6 @@ class BurstyIclConfig(tfds.core.BuilderConfig):
         )
         check(0.0 <= self.p_bursty <= 1.0, f"{name}: p_bursty must be in [0, 1]")
         check(self.zipf_exponent >= 0 and self.within_class_noise >= 0, f"{name}: negative param")
-        check(self.num_train >= 1 and self.num_test >= 1, f"{name}: num_train/num_test >= 1")
 
     def class_frequencies(self) -> np.ndarray:
         """Zipfian class probabilities, float64 [n_classes] (class 0 most frequent)."""
@@ -115,20 +114,11 @@ class BurstyIcl(SyntheticBuilder, skip_registration=True):
     """Bursty in-context classification. Features: exemplars, labels, query, target."""
 
     CONFIG_CLASS = BurstyIclConfig
-    BUILDER_CONFIGS = (BurstyIclConfig(name="default"),)
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        cfg = self.builder_config
-        tensor = lambda shape, dtype: tfds.features.Tensor(shape=shape, dtype=dtype)
-        return self._make_info(
-            {
-                "exemplars": tensor((cfg.n_ctx, cfg.d), np.float32),
-                "labels": tensor((cfg.n_ctx,), np.int32),
-                "query": tensor((cfg.d,), np.float32),
-                "target": tensor((), np.int32),
-                "query_class": tensor((), np.int32),
-            }
-        )
+    def _features(self, cfg):
+        return {"exemplars": tensor((cfg.n_ctx, cfg.d), np.float32),
+                "labels": tensor((cfg.n_ctx,), np.int32), "query": tensor((cfg.d,), np.float32),
+                "target": tensor((), np.int32), "query_class": tensor((), np.int32)}
 
     def _split_generators(self, dl_manager):
         del dl_manager

@@ -95,7 +95,6 @@ class Digits(SyntheticBuilder, skip_registration=True):
     """scikit-learn 8x8 digits. Features: image uint8 [S, S, C], label ClassLabel(10)."""
 
     CONFIG_CLASS = DigitsConfig
-    BUILDER_CONFIGS = (DigitsConfig(name="default"),)
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config

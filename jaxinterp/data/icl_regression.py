@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxinterp.data.synthetic import SyntheticBuilder, check, chunk_rngs
+from jaxinterp.data.synthetic import SyntheticBuilder, check, chunk_rngs, tensor
 
 _POOL_STREAM = 7
 
@@ -49,27 +49,16 @@ class IclRegressionConfig(tfds.core.BuilderConfig):
         check(self.d >= 1 and self.n_points >= 1, "icl_regression: d and n_points must be >= 1")
         check(self.noise_std >= 0, f"icl_regression: noise_std must be >= 0, got {self.noise_std}")
         check(self.task_pool_size >= 0, "icl_regression: task_pool_size must be >= 0")
-        check(
-            self.num_train >= 1 and self.num_test >= 1,
-            "icl_regression: num_train and num_test must be >= 1",
-        )
 
 
 class IclRegression(SyntheticBuilder, skip_registration=True):
     """In-context linear regression. Features: xs f32 [n, d], ys f32 [n], w f32 [d]."""
 
     CONFIG_CLASS = IclRegressionConfig
-    BUILDER_CONFIGS = (IclRegressionConfig(name="default"),)
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        cfg = self.builder_config
-        return self._make_info(
-            {
-                "xs": tfds.features.Tensor(shape=(cfg.n_points, cfg.d), dtype=np.float32),
-                "ys": tfds.features.Tensor(shape=(cfg.n_points,), dtype=np.float32),
-                "w": tfds.features.Tensor(shape=(cfg.d,), dtype=np.float32),
-            }
-        )
+    def _features(self, cfg):
+        return {"xs": tensor((cfg.n_points, cfg.d), np.float32),
+                "ys": tensor((cfg.n_points,), np.float32), "w": tensor((cfg.d,), np.float32)}
 
     def _generate_examples(self, n: int, stream: int):
         cfg = self.builder_config

@@ -48,7 +48,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxinterp.data.synthetic import SyntheticBuilder, check, chunk_rngs
+from jaxinterp.data.synthetic import SyntheticBuilder, check, chunk_rngs, tensor
 
 BOS = 0
 PLACEMENTS = ("end", "random")
@@ -101,11 +101,6 @@ class InductionConfig(tfds.core.BuilderConfig):
         check(self.min_half_len is None or 1 <= self.min_half_len <= self.half_len,
               f"induction: min_half_len must be in [1, half_len={self.half_len}], got "
               f"{self.min_half_len}")
-        check(
-            self.num_train >= 1 and self.num_test >= 1,
-            f"induction: num_train and num_test must be >= 1, got "
-            f"{self.num_train}, {self.num_test}",
-        )
         check(self.placement in PLACEMENTS,
               f"induction: placement must be one of {PLACEMENTS}, got {self.placement!r}")
         check(0.0 <= self.skip_prob <= 1.0,
@@ -116,13 +111,9 @@ class Induction(SyntheticBuilder, skip_registration=True):
     """Repeated random-token sequences (induction heads). Feature `tokens`: int32 [seq_len]."""
 
     CONFIG_CLASS = InductionConfig
-    BUILDER_CONFIGS = (InductionConfig(name="default"),)
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        cfg = self.builder_config
-        return self._make_info(
-            {"tokens": tfds.features.Tensor(shape=(cfg.seq_len,), dtype=np.int32)}
-        )
+    def _features(self, cfg):
+        return {"tokens": tensor((cfg.seq_len,), np.int32)}
 
     def _generate_examples(self, n: int, stream: int):
         cfg = self.builder_config

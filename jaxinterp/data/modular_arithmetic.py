@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxinterp.data.synthetic import SyntheticBuilder, check
+from jaxinterp.data.synthetic import SyntheticBuilder, check, tensor
 
 OPS = ("+", "-", "/")
 
@@ -92,19 +92,12 @@ class ModularArithmetic(SyntheticBuilder, skip_registration=True):
     """Grokking task `(a op b) mod p`. Features: tokens int32 [4], target/a/b int32 []."""
 
     CONFIG_CLASS = ModularArithmeticConfig
-    BUILDER_CONFIGS = (ModularArithmeticConfig(name="default"),)
+    SUPERVISED_KEYS = ("tokens", "target")
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        scalar = lambda: tfds.features.Tensor(shape=(), dtype=np.int32)
-        return self._make_info(
-            {
-                "tokens": tfds.features.Tensor(shape=(4,), dtype=np.int32),
-                "target": scalar(),
-                "a": scalar(),
-                "b": scalar(),
-            },
-            supervised_keys=("tokens", "target"),
-        )
+    def _features(self, cfg):
+        del cfg
+        return {"tokens": tensor((4,), np.int32), "target": tensor((), np.int32),
+                "a": tensor((), np.int32), "b": tensor((), np.int32)}
 
     def _split_generators(self, dl_manager):
         del dl_manager

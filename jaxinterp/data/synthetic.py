@@ -55,12 +55,21 @@ class SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base class: a builder configured by a named config and/or keyword overrides.
 
     Subclasses set `CONFIG_CLASS` (a `tfds.core.BuilderConfig` dataclass with a `validate()`
-    method) and `BUILDER_CONFIGS` (at least one config named `"default"`).
+    method; `BUILDER_CONFIGS` defaults to its one config named `"default"`) and `_features`
+    (the feature dict of a config; `_info` builds the `DatasetInfo` from it, with the class
+    docstring as description and `SUPERVISED_KEYS`). A config with `num_train` / `num_test`
+    fields is checked to have at least one example in each (the default `_split_generators`).
     """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
     CONFIG_CLASS: ClassVar[type]
+    SUPERVISED_KEYS: ClassVar[tuple[str, str] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if hasattr(cls, "CONFIG_CLASS") and "BUILDER_CONFIGS" not in vars(cls):
+            cls.BUILDER_CONFIGS = (cls.CONFIG_CLASS(name="default"),)
 
     def __init__(
         self,
@@ -73,6 +82,9 @@ class SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     ):
         config = self._resolve_config(config, overrides)
         config.validate()
+        sizes = {k: getattr(config, k) for k in ("num_train", "num_test") if hasattr(config, k)}
+        check(all(n >= 1 for n in sizes.values()),
+              f"{self.name}: num_train and num_test must be >= 1, got {sizes}")
         super().__init__(data_dir=data_dir, config=config, version=version, file_format=file_format)
 
     @classmethod
@@ -115,13 +127,22 @@ class SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "test": self._generate_examples(cfg.num_test, stream=1),
         }
 
-    def _make_info(self, features: dict[str, Any], **kwargs: Any) -> tfds.core.DatasetInfo:
+    def _features(self, cfg: Any) -> dict[str, tfds.features.FeatureConnector]:
+        """The features of one example under config `cfg` (e.g. `{"tokens": tensor(...)}`)."""
+        raise NotImplementedError
+
+    def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
             description=(self.__doc__ or "").strip(),
-            features=tfds.features.FeaturesDict(features),
-            **kwargs,
+            features=tfds.features.FeaturesDict(self._features(self.builder_config)),
+            supervised_keys=self.SUPERVISED_KEYS,
         )
+
+
+def tensor(shape: tuple[int, ...], dtype: Any) -> tfds.features.Tensor:
+    """A fixed-shape tensor feature, e.g. `tensor((n_ctx, d), np.float32)`."""
+    return tfds.features.Tensor(shape=shape, dtype=dtype)
 
 
 def check(condition: bool, message: str) -> None:
