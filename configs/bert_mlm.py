@@ -15,22 +15,21 @@ with other jobs (load average ~13). With lr 1e-3 and 2 heads of 32 it stayed at 
 1500 steps: copying by content is learned late, after a plateau, as in causal induction.
 """
 
-from jaxinterp.train.config import base_config
+from jaxinterp.models.bert import BertConfig
+from jaxinterp.train.config import base_config, dataclass_config
 
 
 def get_config():
-    c = base_config()
-    c.num_train_steps = 3000
-    c.batch_size = 64
-    c.log_every_steps = 100
-    c.eval_every_steps = 250
-    c.eval_batches = 8  # 512 test sequences
+    c = base_config(num_train_steps=3000, batch_size=64, log_every_steps=100,
+                    eval_every_steps=250, eval_batches=8)  # 8 batches: 512 test sequences
 
     c.data.builder_kwargs = dict(vocab_size=64, half_len=16, min_half_len=8, bos=True,
                                  placement="random", num_train=50_000, num_test=512, seed=0)
-    # bert_base's shape scaled down: 2 post-norm layers, bidirectional attention, tied MLM head.
-    c.model = dict(preset="bert_base", n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256,
-                   d_vocab=65, n_ctx=33)
+    # bert_base's shape scaled down: BertConfig's defaults (2 post-norm layers of width 64, 4
+    # heads of 16, MLP 256, bidirectional attention, tied MLM head), every field settable as
+    # --config.model.<field>; the preset picks the module.
+    c.model = dataclass_config(BertConfig, d_vocab=65, n_ctx=33)
+    c.model.preset = "bert_base"
     c.task = dict(name="masked_lm", mask_token_id=64, mask_prob=0.15, vocab_size=64)
 
     c.optimizer.learning_rate = 3e-3

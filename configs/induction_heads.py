@@ -34,16 +34,13 @@ Why this data and this model (measured on this model, batch 64, lr 1e-3 to 3e-3)
     the only way layer 1 can learn which token came before.
 """
 
-from jaxinterp.train.config import base_config
+from jaxinterp.models.transformer import TransformerConfig
+from jaxinterp.train.config import base_config, dataclass_config
 
 
 def get_config():
-    c = base_config()
-    c.num_train_steps = 1500
-    c.batch_size = 64
-    c.log_every_steps = 100
-    c.eval_every_steps = 50
-    c.eval_batches = 2
+    c = base_config(num_train_steps=1500, batch_size=64, log_every_steps=100,
+                    eval_every_steps=50, eval_batches=2)
 
     # A segment of 8..16 tokens, repeated at a random later position among random tokens that
     # follow a skip-bigram 20% of the time (see the module docstring and
@@ -52,8 +49,11 @@ def get_config():
                                  placement="random", skip_prob=0.2,
                                  num_train=50_000, num_test=512, seed=0)
 
-    c.model = dict(preset="attn_only_2l", n_layers=2, d_model=64, n_heads=1, d_head=64,
-                   d_vocab=64, n_ctx=33, normalization_type="LN", init_range=0.02)
+    # Every TransformerConfig field (each settable as --config.model.<field>), at its default
+    # (2 LayerNorm layers of width 64) but for these; the preset picks the module.
+    c.model = dataclass_config(TransformerConfig, n_heads=1, d_head=64, d_vocab=64, n_ctx=33,
+                               attn_only=True)
+    c.model.preset = "attn_only_2l"
 
     c.optimizer.schedule = "constant"
     c.optimizer.weight_decay = 0.0

@@ -19,28 +19,28 @@ pairs are answered within 1000 steps (no long grokking plateau), so the run fits
 minute. The test batches (64) divide the 384 test pairs, so none is dropped.
 """
 
-from jaxinterp.train.config import base_config
+from jaxinterp.models.transformer import TransformerConfig
+from jaxinterp.train.config import base_config, dataclass_config
 
 P = 31  # the modulus; the vocabulary is 0..P-1, "+" (P) and "=" (P + 1)
 
 
 def get_config():
-    c = base_config()
-    c.num_train_steps = 1500
-    c.batch_size = 64
-    c.log_every_steps = 250
-    c.eval_every_steps = 250
-    c.eval_batches = 0  # the whole test split
-    c.checkpoint_every_steps = 1500
+    c = base_config(num_train_steps=1500, batch_size=64, log_every_steps=250,
+                    eval_every_steps=250, checkpoint_every_steps=1500,
+                    eval_batches=0)  # 0: the whole test split
 
     c.data.name = "modular_arithmetic"
     c.data.builder_kwargs = dict(p=P, op="+", train_fraction=0.6, seed=0)
     c.task = dict(name="next_token", feature="tokens", answer_feature="target")
 
-    # gpt2_small's layout (LayerNorm, learned positions, tied embeddings) at toy size, with
-    # KAN MLPs (`jaxinterp.layers.mlp.KANMLP`: d_model -> d_mlp -> d_model B-spline layers).
-    c.model = dict(preset="gpt2_small", n_layers=1, d_model=64, n_heads=4, d_head=16,
-                   d_mlp=64, d_vocab=P + 2, n_ctx=4, mlp_type="kan", kan_basis="bspline")
+    # gpt2_small's layout (LayerNorm, learned positions, tied embeddings, no logit bias) at
+    # toy size (TransformerConfig's width 64, 4 heads of 16), with KAN MLPs
+    # (`jaxinterp.layers.mlp.KANMLP`: d_model -> d_mlp -> d_model B-spline layers). Every
+    # field is settable as --config.model.<field>; the preset picks the module.
+    c.model = dataclass_config(TransformerConfig, n_layers=1, d_mlp=64, d_vocab=P + 2, n_ctx=4,
+                               mlp_type="kan", tie_embeddings=True, unembed_bias=False)
+    c.model.preset = "gpt2_small"
 
     c.optimizer.learning_rate = 3e-3
     c.optimizer.weight_decay = 1.0

@@ -10,12 +10,8 @@ MLPs (8 groups, shared numerators, fc1's rational starting as the identity, fc2'
 place of the GELU MLPs. Patch 2 on 8x8: 16 patches + the class token; 2 blocks of width 32.
 """
 
-from configs.digits.common import digits_config
+from configs.digits.common import SMALL, digits_config
 
 
 def get_config():
-    return digits_config(
-        "kat_t",
-        dict(patch_size=2, n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64,
-             init_range=0.1),  # as in vit.py: 0.02 is slow to start at width 32
-        steps=800)
+    return digits_config("kat_t", dict(SMALL, n_heads=4, d_head=8, d_mlp=64), steps=800)

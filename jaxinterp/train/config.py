@@ -24,8 +24,10 @@ from jaxinterp.train import sharding
 from jaxinterp.train.tasks import make_task
 
 
-def base_config() -> ConfigDict:
-    """Defaults shared by training configs (a small LM on the induction task)."""
+def base_config(**overrides: Any) -> ConfigDict:
+    """Defaults shared by training configs (a small LM on the induction task), with top-level
+    `overrides` applied (`base_config(num_train_steps=1500, batch_size=64)`); an unknown name
+    is a ValueError."""
     c = ConfigDict()
     c.seed = 0
     c.num_train_steps = 1000
@@ -77,6 +79,10 @@ def base_config() -> ConfigDict:
     # coordinator_address empty to rely on the environment (e.g. a TPU pod or SLURM).
     c.distributed = ConfigDict(dict(initialize=False, coordinator_address="",
                                     num_processes=1, process_id=0))
+    unknown = sorted(set(overrides) - set(c))
+    if unknown:
+        raise ValueError(f"base_config has no field(s) {unknown}; its fields: {sorted(c)}")
+    c.update(overrides)
     return c
 
 

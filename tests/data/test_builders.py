@@ -110,16 +110,8 @@ def test_icl_regression_ys_are_linear_in_xs(data_dir):
 
 
 def test_icl_regression_task_pool(data_dir):
-    builder = prepared(
-        data.IclRegression,
-        data_dir,
-        d=3,
-        n_points=4,
-        num_train=20,
-        num_test=5,
-        task_pool_size=2,
-        noise_std=0.5,
-    )
+    builder = prepared(data.IclRegression, data_dir, d=3, n_points=4, num_train=20, num_test=5,
+                       task_pool_size=2, noise_std=0.5)
     train, test = (stacked(builder.as_data_source(s)) for s in ("train", "test"))
     pool = {tuple(w) for w in train["w"]} | {tuple(w) for w in test["w"]}
     assert len(pool) == 2
@@ -127,16 +119,8 @@ def test_icl_regression_task_pool(data_dir):
     assert 0.2 < resid.std() < 1.0
 
 
-BURSTY = dict(
-    n_classes=12,
-    n_labels=6,
-    d=32,
-    n_ctx=6,
-    burstiness=3,
-    within_class_noise=0.05,
-    num_train=24,
-    num_test=12,
-)
+BURSTY = dict(n_classes=12, n_labels=6, d=32, n_ctx=6, burstiness=3, within_class_noise=0.05,
+              num_train=24, num_test=12)
 
 
 def nearest_class(x, mu):

@@ -61,3 +61,23 @@ def assert_scan_matches(model, variables, inputs, capture, *, tol: float = 1e-5,
     for name in cache:
         np.testing.assert_allclose(scache[name], cache[name], rtol=tol, atol=tol, err_msg=name)
     return scanned, svars
+
+
+class Recorder(dict):
+    """Hooks for a NumPy reference that keep what they see: `rec.hook(key)` stores its input
+    under `key` and returns it unchanged (`reference(P, x, {"1.row": rec.hook("row")})`)."""
+
+    def hook(self, key: str):
+        def keep(value):
+            self[key] = value
+            return value
+        return keep
+
+
+def assert_site_shapes(names, shapes: dict[str, tuple[int, ...]], n_blocks: int) -> None:
+    """`names` (from `ji.sites`) has `shapes` at those sites, and the `hook_resid_post` sites
+    are exactly `blocks.0` ... `blocks.{n_blocks - 1}`, in that order."""
+    for name, shape in shapes.items():
+        assert names[name].shape == shape, name
+    assert [n for n in names if n.endswith("hook_resid_post")] == [
+        f"blocks.{i}.hook_resid_post" for i in range(n_blocks)]

@@ -12,7 +12,7 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp.models.mixer import PRESETS, Mixer, MixerConfig
-from tests.helpers.tiny_models import assert_close, randomize
+from tests.helpers.tiny_models import Recorder, assert_close, randomize
 
 TINY = dict(num_classes=5, image_size=8, in_channels=2, patch_size=2, n_layers=2,
             d_model=12, d_mlp_tokens=10, d_mlp=20)
@@ -154,16 +154,9 @@ def test_sites_names_shapes_and_order():
 
 
 def test_capture_matches_reference_activations():
-    seen = {}
-
-    def keep(name):
-        def hook(x):
-            seen[name] = x
-            return x
-        return hook
-
+    seen = Recorder()
     wanted = ["blocks.1.token_mixing.hook_post", "blocks.0.hook_resid_mid", "hook_pooled"]
-    reference(P, IMAGES, {k: keep(k) for k in wanted})
+    reference(P, IMAGES, {k: seen.hook(k) for k in wanted})
     _, cache = ji.run(MODEL, VARIABLES, IMAGES, capture=wanted)
     for k in wanted:
         assert_close(cache[k], seen[k], rtol=1e-5, err_msg=k)

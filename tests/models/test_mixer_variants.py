@@ -12,7 +12,7 @@ from einops import rearrange
 from scipy.special import erf
 
 import jaxinterp as ji
-from tests.helpers.tiny_models import assert_close, randomize
+from tests.helpers.tiny_models import Recorder, assert_close, assert_site_shapes, randomize
 
 
 def _ln(x, p, eps):
@@ -106,26 +106,17 @@ def test_raftmlp_matches_reference():
 
 
 def test_raftmlp_sites():
-    names = ji.sites(RAFT, IMAGES)
-    assert names["levels_0.hook_embed"].shape == (2, 4, 4, 4)
-    assert names["levels_1.hook_embed"].shape == (2, 2, 2, 8)
     # block 0 (level 0): r=2, h=w=4 -> hidden 2 * r * h = 16, rows (co=2, w=4)
-    assert names["blocks.0.vertical_mixing.mlp.hook_post"].shape == (2, 2, 4, 16)
-    assert names["blocks.2.horizontal_mixing.mlp.hook_pre"].shape == (2, 4, 2, 8)
-    assert names["blocks.2.channel_mixing.hook_post"].shape == (2, 2, 2, 32)
-    assert [n for n in names if n.endswith("hook_resid_post")] == [
-        f"blocks.{i}.hook_resid_post" for i in range(3)]
-    assert names["hook_pooled"].shape == (2, 8)
+    assert_site_shapes(ji.sites(RAFT, IMAGES), {
+        "levels_0.hook_embed": (2, 4, 4, 4), "levels_1.hook_embed": (2, 2, 2, 8),
+        "blocks.0.vertical_mixing.mlp.hook_post": (2, 2, 4, 16),
+        "blocks.2.horizontal_mixing.mlp.hook_pre": (2, 4, 2, 8),
+        "blocks.2.channel_mixing.hook_post": (2, 2, 2, 32), "hook_pooled": (2, 8)}, n_blocks=3)
 
 
 def test_raftmlp_hidden_units_have_the_reference_layout():
-    seen = {}
-
-    def keep(v):
-        seen["h"] = v
-        return v
-
-    raft_reference(RAFT_P, IMAGES, {"0.vertical.hook_post": keep})
+    seen = Recorder()
+    raft_reference(RAFT_P, IMAGES, {"0.vertical.hook_post": seen.hook("h")})
     _, cache = ji.run(RAFT, RAFT_VARS, IMAGES, capture="blocks.0.vertical_mixing.mlp.hook_post")
     got = cache["blocks.0.vertical_mixing.mlp.hook_post"]  # [b, co, w, hidden]
     assert_close(got.reshape(2, -1, got.shape[-1]), seen["h"], rtol=1e-5)
@@ -255,13 +246,9 @@ def test_msmlp_matches_reference():
 
 
 def test_msmlp_sites():
-    names = ji.sites(MS, IMAGES)
-    assert names["hook_embed"].shape == (2, 4, 4, 10)
-    assert names["blocks.0.mlp.hook_post"].shape == (2, 4, 4, 40)
-    assert names["blocks.2.hook_mix_lr"].shape == (2, 2, 2, 20)
-    assert [n for n in names if n.endswith("hook_resid_post")] == [
-        f"blocks.{i}.hook_resid_post" for i in range(3)]
-    assert names["hook_pooled"].shape == (2, 20)
+    assert_site_shapes(ji.sites(MS, IMAGES), {
+        "hook_embed": (2, 4, 4, 10), "blocks.0.mlp.hook_post": (2, 4, 4, 40),
+        "blocks.2.hook_mix_lr": (2, 2, 2, 20), "hook_pooled": (2, 20)}, n_blocks=3)
 
 
 def test_msmlp_ablations():

@@ -33,7 +33,7 @@ from jaxinterp.models.strip_mlp import (
     StripMLPConfig,
     reference_strip_groups,
 )
-from tests.helpers.tiny_models import assert_close
+from tests.helpers.tiny_models import Recorder, assert_close, assert_site_shapes
 
 TINY = dict(num_classes=3, image_size=32, in_channels=2, patch_size=2, d_model=8,
             n_layers=(1, 1, 2, 1), strip_groups=2, drop_path_rate=0.0)
@@ -233,32 +233,21 @@ def test_matches_reference():
 
 
 def test_sites():
-    names = ji.sites(MODEL, IMAGES)
-    assert names["hook_embed"].shape == (2, 16, 16, 8)
-    assert names["blocks.0.strip_mixing.hook_row"].shape == (2, 16, 16, 4)
-    assert names["blocks.1.strip_mixing.hook_col"].shape == (2, 8, 8, 8)
-    assert names["blocks.2.local_mixing.hook_weights"].shape == (2, 16, 3)
-    assert names["blocks.4.channel_mixing.hook_post"].shape == (2, 2, 2, 192)
-    assert names["blocks.3.hook_token_out"].shape == (2, 4, 4, 32)
-    assert names["hook_stage4_in"].shape == (2, 2, 2, 64)
-    assert names["hook_pooled"].shape == (2, 64)
-    assert [n for n in names if n.endswith("hook_resid_post")] == [
-        f"blocks.{i}.hook_resid_post" for i in range(5)]
+    assert_site_shapes(ji.sites(MODEL, IMAGES), {
+        "hook_embed": (2, 16, 16, 8), "blocks.0.strip_mixing.hook_row": (2, 16, 16, 4),
+        "blocks.1.strip_mixing.hook_col": (2, 8, 8, 8),
+        "blocks.2.local_mixing.hook_weights": (2, 16, 3),
+        "blocks.4.channel_mixing.hook_post": (2, 2, 2, 192),
+        "blocks.3.hook_token_out": (2, 4, 4, 32), "hook_stage4_in": (2, 2, 2, 64),
+        "hook_pooled": (2, 64)}, n_blocks=5)
 
 
 def test_captured_strips_have_the_reference_layout():
     """The row / column strip outputs and the branch weights equal the reference's tensors
     (NCHW -> NHWC; att [3, N, D] -> [N, D, 3]) in block 1 (C2 = 4 channel slots, C1 = 2)."""
-    seen = {}
-
-    def keep(key):
-        def f(v):
-            seen[key] = v
-            return v
-        return f
-
-    reference(IMAGES, {"1.row": keep("row"), "1.col": keep("col"),
-                       "1.weights": keep("weights")})
+    seen = Recorder()
+    reference(IMAGES, {"1.row": seen.hook("row"), "1.col": seen.hook("col"),
+                       "1.weights": seen.hook("weights")})
     _, cache = ji.run(MODEL, VARS, IMAGES, capture=["blocks.1.strip_mixing.hook_*",
                                                     "blocks.1.local_mixing.hook_weights"])
     assert_close(cache["blocks.1.strip_mixing.hook_row"], seen["row"].transpose(0, 2, 3, 1),

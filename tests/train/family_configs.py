@@ -69,13 +69,8 @@ def get_config(family: str = "vit") -> ConfigDict:
     """The tiny config of `family` (one of FAMILIES)."""
     if family not in MODELS:
         raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
-    c = base_config()
-    c.num_train_steps = 20
-    c.batch_size = 16
-    c.log_every_steps = 5
-    c.eval_every_steps = 10
-    c.eval_batches = 1
-    c.checkpoint_every_steps = 5
+    c = base_config(num_train_steps=20, batch_size=16, log_every_steps=5, eval_every_steps=10,
+                    eval_batches=1, checkpoint_every_steps=5)
     c.model = ConfigDict(MODELS[family])
     c.task = ConfigDict({"name": "classification", "num_classes": 10})
     c.data.name = "digits"
