@@ -30,8 +30,9 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import app
 
+from experiments.benchmarks import cli
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.models.kan import KAN, KANConfig
 from jaxinterp.models.vit import GRKANFeedForward
@@ -91,7 +92,19 @@ def _n_params(params) -> int:
 def measure(batch: int = 1024, widths: tuple[int, ...] = (64, 64, 10), ff_batch: int = 16,
             ff_pos: int = 64, d_model: int = 192, d_hidden: int = 768, steps: int = 10,
             repeats: int = 7) -> dict:
-    """Times the three pairs; returns times (ms), parameter counts and ratios."""
+    """Times the three pairs; returns times (ms), parameter counts and ratios. The int
+    arguments are the binary's flags (`experiments.benchmarks.cli`).
+
+    Args:
+      batch: Batch of the 64-64-10 comparisons.
+      widths: KAN widths of comparisons (1) and (2) (three: one hidden layer).
+      ff_batch: Sequences of the feed-forward comparison.
+      ff_pos: Tokens per sequence of the feed-forward comparison.
+      d_model: Feed-forward width (KAT-T: 192).
+      d_hidden: Feed-forward hidden width (KAT-T: 768).
+      steps: Calls per timed block.
+      repeats: Timed blocks per function.
+    """
     key = jax.random.key(0)
     x = jax.random.uniform(key, (batch, widths[0]), minval=-1, maxval=1)
     res: dict = {"device": str(jax.devices()[0]), "batch": batch, "widths": widths}
@@ -146,18 +159,9 @@ def report(r: dict) -> str:
 
 def main(argv):
     del argv
-    f = flags.FLAGS
-    print(report(measure(batch=f.batch, ff_batch=f.ff_batch, ff_pos=f.ff_pos,
-                         d_model=f.d_model, d_hidden=f.d_hidden, steps=f.steps,
-                         repeats=f.repeats)))
+    print(report(measure(**cli.int_flag_values(measure))))
 
 
 if __name__ == "__main__":  # flags defined here, so other modules can import measure()
-    flags.DEFINE_integer("batch", 1024, "Batch of the 64-64-10 comparisons.")
-    flags.DEFINE_integer("ff_batch", 16, "Sequences of the feed-forward comparison.")
-    flags.DEFINE_integer("ff_pos", 64, "Tokens per sequence of the feed-forward comparison.")
-    flags.DEFINE_integer("d_model", 192, "Feed-forward width (KAT-T: 192).")
-    flags.DEFINE_integer("d_hidden", 768, "Feed-forward hidden width (KAT-T: 768).")
-    flags.DEFINE_integer("steps", 10, "Calls per timed block.")
-    flags.DEFINE_integer("repeats", 7, "Timed blocks per function.")
+    cli.define_int_flags(measure)  # --batch=1024 ... --repeats=7: measure()'s int arguments
     app.run(main)

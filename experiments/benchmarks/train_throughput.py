@@ -73,6 +73,7 @@ from absl import app, flags
 from ml_collections import ConfigDict
 
 import jaxinterp as ji
+from experiments.benchmarks import cli
 from jaxinterp.train import sharding
 from jaxinterp.train import state as state_lib
 from jaxinterp.train import step as step_lib
@@ -87,7 +88,19 @@ LOSS_RTOL = 1e-5  # library vs hand-written loss, step by step, before timing
 
 def measure_lm(n_layers=4, d_model=256, d_vocab=8192, seq=128, batch=16, steps=5, repeats=11,
                check_steps=4) -> dict[str, Any]:
-    """The transformer case: times both steps; see `compare` for what is returned."""
+    """The transformer case: times both steps; see `compare` for what is returned. The
+    arguments are the binary's flags (`experiments.benchmarks.cli`).
+
+    Args:
+      n_layers: lm: blocks.
+      d_model: lm: residual width (d_head = 64).
+      d_vocab: lm: vocabulary.
+      seq: lm: tokens per sequence.
+      batch: lm: sequences per step.
+      steps: Steps per timed block.
+      repeats: Timed blocks per step function.
+      check_steps: Updates whose losses must agree before timing.
+    """
     model = ji.models.build("gpt2_small", n_layers=n_layers, d_model=d_model,
                             n_heads=max(d_model // 64, 1), d_head=min(64, d_model),
                             d_mlp=4 * d_model, d_vocab=d_vocab, n_ctx=seq)
@@ -106,7 +119,20 @@ def measure_lm(n_layers=4, d_model=256, d_vocab=8192, seq=128, batch=16, steps=5
 def measure_image(image_size=32, patch_size=8, n_layers=4, d_model=128, n_heads=2,
                   num_classes=10, batch=64, steps=5, repeats=11,
                   check_steps=4) -> dict[str, Any]:
-    """The image case (a ViT, task `classification`); see `compare` for what is returned."""
+    """The image case (a ViT, task `classification`); see `compare` for what is returned.
+    The arguments are the binary's flags, renamed by `IMAGE_FLAGS`; steps, repeats and
+    check_steps are the flags shared with `measure_lm`.
+
+    Args:
+      image_size: image: height = width (3 channels).
+      patch_size: image: ViT patch side.
+      n_layers: image: ViT blocks.
+      d_model: image: ViT width (d_mlp = 4 x).
+      n_heads: image: ViT heads (d_head = width / heads).
+      num_classes: image: classes.
+      batch: image: images per step.
+      steps, repeats, check_steps: as in `measure_lm`.
+    """
     model = ji.models.build("vit_ti16", image_size=image_size, patch_size=patch_size,
                             n_layers=n_layers, d_model=d_model, n_heads=n_heads,
                             d_head=d_model // n_heads, d_mlp=4 * d_model,
@@ -271,35 +297,24 @@ def report(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# The image case's flags whose names differ from measure_image's arguments (the lm case's
+# flags are named as measure_lm's arguments).
+IMAGE_FLAGS = {"n_layers": "image_layers", "d_model": "image_d_model",
+               "n_heads": "image_heads", "batch": "image_batch"}
+
+
 def main(argv):
     del argv
-    f = flags.FLAGS
     rows = []
-    if f.case in ("lm", "all"):
-        rows.append(measure_lm(f.n_layers, f.d_model, f.d_vocab, f.seq, f.batch, f.steps,
-                               f.repeats, f.check_steps))
-    if f.case in ("image", "all"):
-        rows.append(measure_image(f.image_size, f.patch_size, f.image_layers, f.image_d_model,
-                                  f.image_heads, f.num_classes, f.image_batch, f.steps,
-                                  f.repeats, f.check_steps))
+    if flags.FLAGS.case in ("lm", "all"):
+        rows.append(measure_lm(**cli.int_flag_values(measure_lm)))
+    if flags.FLAGS.case in ("image", "all"):
+        rows.append(measure_image(**cli.int_flag_values(measure_image, IMAGE_FLAGS)))
     print(report(rows))
 
 
 if __name__ == "__main__":  # flags defined here, so other modules can import measure_*()
     flags.DEFINE_enum("case", "all", ["lm", "image", "all"], "Which comparison(s) to run.")
-    flags.DEFINE_integer("steps", 5, "Steps per timed block.")
-    flags.DEFINE_integer("repeats", 11, "Timed blocks per step function.")
-    flags.DEFINE_integer("check_steps", 4, "Updates whose losses must agree before timing.")
-    flags.DEFINE_integer("n_layers", 4, "lm: blocks.")
-    flags.DEFINE_integer("d_model", 256, "lm: residual width (d_head = 64).")
-    flags.DEFINE_integer("d_vocab", 8192, "lm: vocabulary.")
-    flags.DEFINE_integer("seq", 128, "lm: tokens per sequence.")
-    flags.DEFINE_integer("batch", 16, "lm: sequences per step.")
-    flags.DEFINE_integer("image_size", 32, "image: height = width (3 channels).")
-    flags.DEFINE_integer("patch_size", 8, "image: ViT patch side.")
-    flags.DEFINE_integer("image_layers", 4, "image: ViT blocks.")
-    flags.DEFINE_integer("image_d_model", 128, "image: ViT width (d_mlp = 4 x).")
-    flags.DEFINE_integer("image_heads", 2, "image: ViT heads (d_head = width / heads).")
-    flags.DEFINE_integer("num_classes", 10, "image: classes.")
-    flags.DEFINE_integer("image_batch", 64, "image: images per step.")
+    cli.define_int_flags(measure_lm)
+    cli.define_int_flags(measure_image, IMAGE_FLAGS, skip=("steps", "repeats", "check_steps"))
     app.run(main)
