@@ -45,7 +45,8 @@ from jaxinterp.hooks import site
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, activation, param
-from jaxinterp.layers.embed import Embed, PosEmbed
+from jaxinterp.layers.config import dtypes
+from jaxinterp.layers.embed import Embed, PosEmbed, check_ids
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.layers.stack import stack
@@ -105,7 +106,7 @@ class BertBlock(nn.Module):
                  key_mask: jax.Array | None = None) -> tuple[jax.Array, None]:
         """key_mask: [batch, pos] bool, True for real tokens (None: all real)."""
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         resid_pre = site(self, "hook_resid_pre", x, RESID_AXES)
         attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False, use_bias=True,
                          init_range=c.init_range, dtype=dtype, param_dtype=pd, name="attn")
@@ -128,7 +129,7 @@ class MLMHead(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         w = param(self, "W", nn.initializers.normal(c.init_range), (c.d_model, c.d_model),
                   ("embed", "mlp"), pd)
         b = param(self, "b", nn.initializers.zeros, (c.d_model,), ("embed",), pd)
@@ -148,14 +149,15 @@ class Bert(nn.Module):
     def __call__(self, tokens: jax.Array, token_type_ids: jax.Array | None = None,
                  attention_mask: jax.Array | None = None) -> jax.Array:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        _check_ids(tokens, "tokens", c.d_vocab, c.n_ctx)
+        dtype, pd = dtypes(c)
+        check_ids(tokens, "tokens", "token id", c.d_vocab, "d_vocab", c.n_ctx)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(tokens)
         elif token_type_ids.shape != tokens.shape:
             raise ValueError(f"token_type_ids shape {token_type_ids.shape} != tokens shape "
                              f"{tokens.shape}")
-        _check_ids(token_type_ids, "token_type_ids", c.n_token_types, c.n_ctx)
+        check_ids(token_type_ids, "token_type_ids", "token type id", c.n_token_types,
+                  "n_token_types", c.n_ctx)
         key_mask = None if attention_mask is None else _check_mask(attention_mask, tokens.shape)
         batch, n_pos = tokens.shape
 
@@ -177,20 +179,6 @@ class Bert(nn.Module):
         logits = embed.attend(h)  # tied decoder: contract d_model with W_E
         logits = logits + param(self, "b_U", nn.initializers.zeros, (c.d_vocab,), ("vocab",), pd)
         return logits.astype(jnp.float32)
-
-
-def _check_ids(ids: jax.Array, what: str, size: int, n_ctx: int) -> None:
-    if ids.ndim != 2:
-        raise ValueError(f"{what} must be [batch, pos], got shape {ids.shape}")
-    if not jnp.issubdtype(ids.dtype, jnp.integer):
-        raise ValueError(f"{what} must be integers, got dtype {ids.dtype}")
-    if ids.shape[1] > n_ctx:
-        raise ValueError(f"sequence length {ids.shape[1]} exceeds n_ctx={n_ctx}")
-    if not isinstance(ids, jax.core.Tracer):  # concrete: JAX would silently clamp the gather
-        t = np.asarray(ids)
-        if t.size and (t.min() < 0 or t.max() >= size):
-            bad = t[(t < 0) | (t >= size)]
-            raise ValueError(f"{what}: id {int(bad[0])} is outside [0, {size})")
 
 
 def _check_mask(mask: jax.Array, tokens_shape: tuple[int, ...]) -> jax.Array:

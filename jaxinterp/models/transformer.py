@@ -48,13 +48,13 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxinterp import hooks
 from jaxinterp.layers.attention import Attention, check_attention_options
 from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, param
-from jaxinterp.layers.embed import Embed, PosEmbed
+from jaxinterp.layers.config import check_dtypes, dtypes
+from jaxinterp.layers.embed import Embed, PosEmbed, check_ids
 from jaxinterp.layers.mlp import KANMLP, MLP
 from jaxinterp.layers.moe import MoE, check_moe_options
 from jaxinterp.layers.norms import NORMS, make_norm
@@ -194,12 +194,7 @@ class TransformerConfig:
         r = self.n_register_tokens
         if not isinstance(r, int) or isinstance(r, bool) or r < 0:
             raise ValueError(f"n_register_tokens={r!r} must be an int >= 0")
-        for f in ("dtype", "param_dtype"):
-            try:
-                jnp.dtype(getattr(self, f))
-            except TypeError:
-                raise ValueError(f"TransformerConfig.{f}={getattr(self, f)!r} is not a "
-                                 "dtype") from None
+        check_dtypes(self)
 
 
 class Block(nn.Module):
@@ -214,7 +209,7 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         resid_pre = hooks.site(self, "hook_resid_pre", x, RESID_AXES)
         ln1 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln1")
         attn = Attention(
@@ -258,7 +253,7 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         _check_tokens(tokens, c)
         init = nn.initializers.normal(c.init_range)
 
@@ -293,18 +288,7 @@ class Transformer(nn.Module):
 
 
 def _check_tokens(tokens: jax.Array, c: TransformerConfig) -> None:
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens must be [batch, pos], got shape {tokens.shape}")
-    if not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
-    if tokens.shape[1] > c.n_ctx:
-        raise ValueError(f"sequence length {tokens.shape[1]} exceeds n_ctx={c.n_ctx}")
-    if not isinstance(tokens, jax.core.Tracer):  # concrete: JAX would silently clamp the gather
-        t = np.asarray(tokens)
-        if t.size and (t.min() < 0 or t.max() >= c.d_vocab):
-            bad = t[(t < 0) | (t >= c.d_vocab)]
-            raise ValueError(f"token id {int(bad[0])} is outside [0, d_vocab={c.d_vocab}) "
-                             f"({bad.size} ids out of range)")
+    check_ids(tokens, "tokens", "token id", c.d_vocab, "d_vocab", c.n_ctx)
 
 
 # -- the forward pass's own steps, shared with the read-out API ---------------------------------
@@ -405,7 +389,7 @@ def embed(model: nn.Module, variables: Any, tokens: jax.Array) -> jax.Array:
     c = check_transformer(model, "embed")
     _check_tokens(tokens, c)
     p = _top_params(variables)
-    dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    dtype, pd = dtypes(c)
     with hooks.active(None):
         x = _embed_module(c, p)(tokens).astype(dtype)
         if c.positional_embedding_type == "standard":
