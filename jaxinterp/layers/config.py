@@ -6,11 +6,31 @@ config, the field and the bad value) and the compute / parameter dtypes its modu
   check_dtypes(config)              `dtype` and `param_dtype` name dtypes
   dtypes(config) -> (dtype, param_dtype)         as `jnp.dtype`s
   dtype_kwargs(config) -> dict(dtype=..., param_dtype=...)   for a module's keywords
+  StackConfig: the `scan_layers` and `remat` fields of every family whose blocks run through
+    `jaxinterp.layers.stack.stack`
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class StackConfig:
+    """How a family's blocks are stacked (`jaxinterp.layers.stack.stack`); the family
+    configs inherit these fields (construct them by keyword).
+
+    Attributes:
+      scan_layers: stack the blocks with `nn.scan`: one subtree (`blocks`; Mixer:
+        `MixerBlock`) with a leading layer axis, so compile time does not grow with depth
+        (`jaxinterp.models.stack_layers` / `unstack_layers` convert the two layouts).
+      remat: rematerialise each block's activations in the backward pass (`nn.remat`).
+    """
+
+    scan_layers: bool = False
+    remat: bool = False
 
 
 def check_positive(config, *fields: str) -> None:

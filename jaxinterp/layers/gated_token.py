@@ -27,9 +27,9 @@ from jaxinterp.layers.norms import LayerNormParams, SharedLayerNorm
 from jaxinterp.layers.stack import stack
 from jaxinterp.layers.vision import (
     ClassifierHead,
+    ImageClassifier,
     PatchClassifierConfig,
     PatchEmbed,
-    check_images,
     check_positive,
     n_patches,
     pool,
@@ -116,19 +116,16 @@ class GatedTokenBlock(nn.Module):
         return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None
 
 
-class GatedTokenNet(nn.Module):
+class GatedTokenNet(ImageClassifier):
     """Conv patch embedding (no class token, no positions), `GatedTokenBlock`s, mean over
-    tokens, linear head: images [batch, H, W, C] float -> logits [batch, num_classes] float32.
-    Subclasses set `gate`."""
+    tokens, linear head: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (`ImageClassifier` checks the images). Subclasses set `gate`."""
 
     config: GatedTokenConfig
     gate: Callable[..., nn.Module]
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        dtype, pd = dtypes(c)
-        check_images(images, c.image_size, c.in_channels, type(self).__name__)
         x = PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
                        param_dtype=pd, name="patch_embed")(images)
         x = hooks.site(self, "hook_embed", x, TOKEN_AXES)

@@ -15,6 +15,7 @@ Public API (site axis names such as TOKEN_AXES live in `jaxinterp.layers.axes`):
   pool(x, kind) -> [batch, d_model]         "token" (position 0) or "mean" (over positions)
   ClassifierHead(num_classes, ...)(x) -> logits [batch, num_classes] float32
   count_params(tree) -> int
+  ImageClassifier: the base of the image classifiers (checks the images, calls `forward`)
   ImageClassifierConfig, PatchClassifierConfig: the config fields every image classifier has
   (check_positive, check_stages, check_dtypes: re-exported from `jaxinterp.layers.config`)
 """
@@ -29,12 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp.layers.common import Initializer, param
-from jaxinterp.layers.config import check_dtypes, check_positive, check_stages
+from jaxinterp.layers.config import check_dtypes, check_positive, check_stages, dtypes
 from jaxinterp.layers.dense import dense
 
-__all__ = ["POOLS", "ClassifierHead", "ImageClassifierConfig", "PatchClassifierConfig",
-           "PatchEmbed", "check_dtypes", "check_images", "check_positive", "check_stages",
-           "count_params", "n_patches", "pool"]
+__all__ = ["POOLS", "ClassifierHead", "ImageClassifier", "ImageClassifierConfig",
+           "PatchClassifierConfig", "PatchEmbed", "check_dtypes", "check_images",
+           "check_positive", "check_stages", "count_params", "n_patches", "pool"]
 
 POOLS = ("token", "mean")
 
@@ -189,3 +190,25 @@ class PatchClassifierConfig(ImageClassifierConfig):
     def __post_init__(self):
         super().__post_init__()
         check_positive(self, "patch_size")
+
+
+class ImageClassifier(nn.Module):
+    """The base of the image classifiers: images [batch, H, W, C] float -> logits [batch,
+    num_classes] float32.
+
+    `__call__` checks the images against `config` (an `ImageClassifierConfig`; the error names
+    the subclass) and returns `self.forward(images, dtype, param_dtype)`, the config's dtypes
+    as `jnp.dtype`s. Subclasses define `forward`; it runs inside this compact `__call__`, so it
+    creates submodules and parameters as a compact method does.
+    """
+
+    config: ImageClassifierConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        check_images(images, c.image_size, c.in_channels, type(self).__name__)
+        return self.forward(images, *dtypes(c))
+
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
+        raise NotImplementedError(f"{type(self).__name__} must define forward")

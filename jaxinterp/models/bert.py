@@ -45,7 +45,7 @@ from jaxinterp.hooks import site
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, activation, param
-from jaxinterp.layers.config import dtypes
+from jaxinterp.layers.config import StackConfig, dtypes
 from jaxinterp.layers.embed import Embed, PosEmbed, check_ids
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
@@ -54,7 +54,7 @@ from jaxinterp.models.preset import Preset
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(StackConfig):
     """Hyperparameters of a BERT-family encoder (TransformerLens names where they exist).
 
     Attributes:
@@ -65,7 +65,8 @@ class BertConfig:
       eps: LayerNorm epsilon (BERT: 1e-12).
       mlm_head: add the masked-LM head (dense + act + LayerNorm + tied decoder + bias) and
         return its logits instead of the final hidden states.
-      init_range, dtype, param_dtype, scan_layers, remat: as in `TransformerConfig`.
+      init_range, dtype, param_dtype: as in `TransformerConfig`; scan_layers, remat:
+        `layers.config.StackConfig`.
     """
 
     n_layers: int = 2
@@ -82,8 +83,6 @@ class BertConfig:
     init_range: float = 0.02
     dtype: str = "float32"
     param_dtype: str = "float32"
-    scan_layers: bool = False
-    remat: bool = False
 
     def __post_init__(self):
         for f in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx",

@@ -35,7 +35,7 @@ from jaxinterp.layers import vision as vc
 from jaxinterp.layers.axes import VEC_AXES
 from jaxinterp.layers.axes import VEC_NEURON_AXES as NEURON_AXES
 from jaxinterp.layers.common import ACTIVATIONS
-from jaxinterp.layers.config import dtypes
+from jaxinterp.layers.config import StackConfig, dtypes
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
@@ -44,9 +44,10 @@ from jaxinterp.models.preset import Preset
 
 
 @dataclasses.dataclass(frozen=True)
-class DeepMLPConfig(vc.ImageClassifierConfig):
+class DeepMLPConfig(vc.ImageClassifierConfig, StackConfig):
     """Hyperparameters of a Scaling-MLPs bottleneck MLP (image_size 64 by default; the input,
-    output and dtype fields: `layers.vision.ImageClassifierConfig`).
+    output and dtype fields: `layers.vision.ImageClassifierConfig`; scan_layers, remat:
+    `layers.config.StackConfig`).
 
     Attributes:
       n_layers: bottleneck blocks ("B-n").
@@ -56,7 +57,6 @@ class DeepMLPConfig(vc.ImageClassifierConfig):
       final_norm: LayerNorm before the head (False in the reference code).
       eps: LayerNorm epsilon (torch default 1e-5).
       init_range: standard deviation of the normal initialiser of weights.
-      scan_layers: stack blocks with nn.scan; remat: rematerialise blocks in the backward pass.
     """
 
     image_size: int = 64
@@ -67,8 +67,6 @@ class DeepMLPConfig(vc.ImageClassifierConfig):
     final_norm: bool = False
     eps: float = 1e-5
     init_range: float = 0.02
-    scan_layers: bool = False
-    remat: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -106,16 +104,14 @@ class DeepMLPBlock(nn.Module):
         return hooks.site(self, "hook_resid_post", resid_pre + out, VEC_AXES), None
 
 
-class DeepMLP(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class DeepMLP(vc.ImageClassifier):
+    """Bottleneck MLP: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: DeepMLPConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        dtype, pd = dtypes(c)
-        vc.check_images(images, c.image_size, c.in_channels, "DeepMLP")
         x = images.reshape(images.shape[0], -1).astype(dtype)  # [batch, H*W*C]
         x = _linear(c.d_model, (None, "embed"), c.init_range, dtype, pd, "linear_in")(x)
         x = hooks.site(self, "hook_embed", x, VEC_AXES)

@@ -76,7 +76,7 @@ from jaxinterp.hooks import site
 from jaxinterp.layers import vision as vc
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES, WINDOW_AXES
 from jaxinterp.layers.common import activation, param
-from jaxinterp.layers.config import dtype_kwargs, dtypes
+from jaxinterp.layers.config import StackConfig, dtype_kwargs, dtypes
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
@@ -104,10 +104,10 @@ def unpartition(x: jax.Array, h: int, w: int, fh: int, fw: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class MaximConfig(vc.PatchClassifierConfig):
+class MaximConfig(vc.PatchClassifierConfig, StackConfig):
     """Hyperparameters of a MAXIM block-stack classifier (image_size, in_channels, num_classes,
-    patch_size, dtype, param_dtype: `layers.vision.PatchClassifierConfig`; LayerNorm
-    statistics run in float32).
+    patch_size, dtype, param_dtype: `layers.vision.PatchClassifierConfig`, LayerNorm
+    statistics in float32; scan_layers, remat: `layers.config.StackConfig`).
 
     Attributes:
       patch_size: side of the conv patch embedding (kernel = stride); the token grid is
@@ -122,8 +122,6 @@ class MaximConfig(vc.PatchClassifierConfig):
       use_bias: biases in every Dense (reference default True).
       eps: LayerNorm epsilon (Flax default 1e-6).
       init_range: standard deviation of the normal initialiser of weights (reference 2e-2).
-      scan_layers: stack the blocks with `nn.scan` (parameters under `blocks`, stacked).
-      remat: rematerialise each block's activations in the backward pass.
     """
 
     patch_size: int = 8
@@ -138,8 +136,6 @@ class MaximConfig(vc.PatchClassifierConfig):
     use_bias: bool = True
     eps: float = 1e-6
     init_range: float = 0.02
-    scan_layers: bool = False
-    remat: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -295,16 +291,14 @@ class MaximBlock(nn.Module):
         return site(self, "hook_resid_post", x, MAP_AXES), None
 
 
-class Maxim(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class Maxim(vc.ImageClassifier):
+    """MAXIM blocks: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: MaximConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        vc.check_images(images, c.image_size, c.in_channels, "Maxim")
-        dtype, pd = dtypes(c)
         x = vc.PatchEmbed(c.patch_size, c.d_model, use_bias=c.use_bias,
                           init_range=c.init_range, tokens=False, dtype=dtype, param_dtype=pd,
                           name="patch_embed")(images)

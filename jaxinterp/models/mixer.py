@@ -48,15 +48,15 @@ import jax.numpy as jnp
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import IMAGE_AXES, POOLED_AXES, TOKEN_AXES
 from jaxinterp.layers.common import activation
-from jaxinterp.layers.config import dtype_kwargs, dtypes
+from jaxinterp.layers.config import StackConfig, dtype_kwargs
 from jaxinterp.layers.dense import Dense, lecun_normal
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.stack import stack
 from jaxinterp.layers.vision import (
+    ImageClassifier,
     PatchClassifierConfig,
     PatchEmbed,
-    check_images,
     check_positive,
     n_patches,
 )
@@ -64,11 +64,12 @@ from jaxinterp.models.preset import Preset
 
 
 @dataclasses.dataclass(frozen=True)
-class MixerConfig(PatchClassifierConfig):
+class MixerConfig(PatchClassifierConfig, StackConfig):
     """Hyperparameters of an MLP-Mixer (the original `MlpMixer`'s num_blocks,
     hidden_dim, tokens_mlp_dim, channels_mlp_dim are n_layers, d_model, d_mlp_tokens, d_mlp;
     image_size, in_channels, num_classes, patch_size, dtype, param_dtype:
-    `layers.vision.PatchClassifierConfig`, LayerNorm statistics in float32).
+    `layers.vision.PatchClassifierConfig`, LayerNorm statistics in float32; scan_layers
+    (parameters under `MixerBlock`, stacked), remat: `layers.config.StackConfig`).
 
     Attributes:
       n_layers: number of Mixer blocks.
@@ -78,8 +79,6 @@ class MixerConfig(PatchClassifierConfig):
       eps: LayerNorm epsilon (Flax default 1e-6).
       act_fn: activation (`jaxinterp.layers.common.ACTIVATIONS`); the original is "gelu_new"
         (Flax `nn.gelu`, tanh approximation).
-      scan_layers: stack the blocks with `nn.scan` (parameters under `MixerBlock`, stacked).
-      remat: rematerialise each block's activations in the backward pass.
     """
 
     n_layers: int = 8
@@ -88,8 +87,6 @@ class MixerConfig(PatchClassifierConfig):
     d_mlp: int = 2048
     eps: float = 1e-6
     act_fn: str = "gelu_new"
-    scan_layers: bool = False
-    remat: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -136,16 +133,14 @@ class MixerBlock(nn.Module):
         return site(self, "hook_resid_post", x + y, TOKEN_AXES), None
 
 
-class Mixer(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class Mixer(ImageClassifier):
+    """MLP-Mixer: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: MixerConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        check_images(images, c.image_size, c.in_channels, "Mixer")
-        dtype, pd = dtypes(c)
         images = site(self, "hook_image", images.astype(dtype), IMAGE_AXES)
         x = PatchEmbed(c.patch_size, c.d_model, kernel_init=lecun_normal,
                        names=("kernel", "bias"), promote=True, dtype=dtype, param_dtype=pd,

@@ -44,14 +44,14 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation, param
-from jaxinterp.layers.config import dtype_kwargs, dtypes
+from jaxinterp.layers.config import dtype_kwargs
 from jaxinterp.layers.conv import Conv, depthwise
 from jaxinterp.layers.dense import Dense, lecun_normal
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.vision import (
+    ImageClassifier,
     PatchClassifierConfig,
-    check_images,
     check_positive,
     check_stages,
 )
@@ -172,16 +172,14 @@ class MixShiftBlock(nn.Module):
             return site(self, "hook_resid_post", x + y, MAP_AXES)
 
 
-class MSMLP(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class MSMLP(ImageClassifier):
+    """MS-MLP: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: MSMLPConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        check_images(images, c.image_size, c.in_channels, "MSMLP")
-        dtype, pd = dtypes(c)
         kw = dict(dtype=dtype, param_dtype=pd)
         x = ConvEmbed(c.patch_size, c.d_model, c.eps, name="patch_embed", **kw)(
             images.astype(dtype))

@@ -51,13 +51,13 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation
-from jaxinterp.layers.config import dtype_kwargs, dtypes
+from jaxinterp.layers.config import dtype_kwargs
 from jaxinterp.layers.dense import Dense, lecun_normal
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.vision import (
+    ImageClassifier,
     ImageClassifierConfig,
-    check_images,
     check_positive,
     check_stages,
 )
@@ -250,16 +250,14 @@ class RaftLevel(nn.Module):
         return x
 
 
-class RaftMLP(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class RaftMLP(ImageClassifier):
+    """RaftMLP: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: RaftMLPConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        check_images(images, c.image_size, c.in_channels, "RaftMLP")
-        dtype, pd = dtypes(c)
         x = images.astype(dtype)
         for lvl in range(len(c.d_model)):
             x = RaftLevel(c, lvl, name=f"levels_{lvl}")(x)

@@ -53,7 +53,7 @@ from jaxinterp import hooks
 from jaxinterp.layers.attention import Attention, check_attention_options
 from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, param
-from jaxinterp.layers.config import check_dtypes, dtypes
+from jaxinterp.layers.config import StackConfig, check_dtypes, dtypes
 from jaxinterp.layers.embed import Embed, PosEmbed, check_ids
 from jaxinterp.layers.mlp import KANMLP, MLP
 from jaxinterp.layers.moe import MoE, check_moe_options
@@ -64,9 +64,9 @@ MLP_TYPES = ("dense", "moe", "kan")
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(StackConfig):
     """Hyperparameters of a transformer. Names follow TransformerLens's `HookedTransformerConfig`
-    where the concept is the same.
+    where the concept is the same (scan_layers, remat: `layers.config.StackConfig`).
 
     Attributes:
       n_layers: number of blocks.
@@ -116,8 +116,6 @@ class TransformerConfig:
       init_range: standard deviation of the normal initialiser of weight matrices.
       dtype: compute dtype (e.g. "bfloat16"); norms and softmax run in float32.
       param_dtype: parameter dtype.
-      scan_layers: stack blocks with `nn.scan` (compile time independent of depth).
-      remat: rematerialise each block's activations in the backward pass.
     """
 
     n_layers: int = 2
@@ -156,8 +154,6 @@ class TransformerConfig:
     init_range: float = 0.02
     dtype: str = "float32"
     param_dtype: str = "float32"
-    scan_layers: bool = False
-    remat: bool = False
 
     def __post_init__(self):
         for f in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx"):

@@ -54,7 +54,7 @@ from jaxinterp.layers import vision as vc
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.axes import POOLED_AXES, RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, param
-from jaxinterp.layers.config import dtypes
+from jaxinterp.layers.config import StackConfig, dtypes
 from jaxinterp.layers.kan_rational import RATIONAL_INITS, GroupRationalKAN
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
@@ -65,9 +65,10 @@ MLP_TYPES = ("dense", "grkan")
 
 
 @dataclasses.dataclass(frozen=True)
-class ViTConfig(vc.PatchClassifierConfig):
+class ViTConfig(vc.PatchClassifierConfig, StackConfig):
     """Hyperparameters of a ViT (and of KAT, `mlp_type="grkan"`); image_size, in_channels,
-    num_classes, patch_size, dtype, param_dtype: `layers.vision.PatchClassifierConfig`.
+    num_classes, patch_size, dtype, param_dtype: `layers.vision.PatchClassifierConfig`;
+    scan_layers, remat: `layers.config.StackConfig`.
 
     Attributes:
       n_layers, d_model, n_heads, d_head, d_mlp: transformer sizes (timm: depth, embed_dim,
@@ -84,7 +85,6 @@ class ViTConfig(vc.PatchClassifierConfig):
       eps: LayerNorm epsilon (1e-6 in ViT/timm).
       init_range: standard deviation of the normal initialiser of weights.
       head_init_range: the head's; 0 means zeros (big_vision).
-      scan_layers: stack blocks with nn.scan; remat: rematerialise blocks in the backward pass.
     """
 
     n_layers: int = 12
@@ -101,8 +101,6 @@ class ViTConfig(vc.PatchClassifierConfig):
     eps: float = 1e-6
     init_range: float = 0.02
     head_init_range: float = 0.02
-    scan_layers: bool = False
-    remat: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -189,16 +187,14 @@ class ViTBlock(nn.Module):
         return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
 
 
-class ViT(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class ViT(vc.ImageClassifier):
+    """ViT or KAT: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: ViTConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        dtype, pd = dtypes(c)
-        vc.check_images(images, c.image_size, c.in_channels, "ViT")
         batch = images.shape[0]
         x = vc.PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
                           param_dtype=pd, name="patch_embed")(images)
