@@ -45,51 +45,37 @@ from jaxinterp.hooks import site
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, activation, param
-from jaxinterp.layers.config import StackConfig, dtypes
+from jaxinterp.layers.config import check_positive, dtypes
 from jaxinterp.layers.embed import Embed, PosEmbed, check_ids
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.layers.stack import stack
 from jaxinterp.models.preset import Preset
+from jaxinterp.models.transformer import TransformerSizes
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig(StackConfig):
-    """Hyperparameters of a BERT-family encoder (TransformerLens names where they exist).
+class BertConfig(TransformerSizes):
+    """Hyperparameters of a BERT-family encoder (TransformerLens names where they exist;
+    n_layers, d_model, n_heads, d_head, d_mlp, d_vocab, n_ctx, init_range, dtype, param_dtype,
+    scan_layers, remat: `jaxinterp.models.transformer.TransformerSizes`).
 
     Attributes:
-      n_layers, d_model, n_heads, d_head, d_mlp, d_vocab: sizes, as in `TransformerConfig`.
-      n_ctx: size of the learned position table (Hugging Face `max_position_embeddings`).
       n_token_types: size of the token-type (segment) table (`type_vocab_size`).
       act_fn: MLP activation, "gelu" (exact, BERT) or any of `layers.common.ACTIVATIONS`.
       eps: LayerNorm epsilon (BERT: 1e-12).
       mlm_head: add the masked-LM head (dense + act + LayerNorm + tied decoder + bias) and
         return its logits instead of the final hidden states.
-      init_range, dtype, param_dtype: as in `TransformerConfig`; scan_layers, remat:
-        `layers.config.StackConfig`.
     """
 
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    d_head: int = 16
-    d_mlp: int = 256
-    d_vocab: int = 128
-    n_ctx: int = 128
     n_token_types: int = 2
     act_fn: str = "gelu"
     eps: float = 1e-12
     mlm_head: bool = True
-    init_range: float = 0.02
-    dtype: str = "float32"
-    param_dtype: str = "float32"
 
     def __post_init__(self):
-        for f in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx",
-                  "n_token_types"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) <= 0:
-                raise ValueError(f"BertConfig.{f} must be a positive int, got "
-                                 f"{getattr(self, f)!r}")
+        super().__post_init__()
+        check_positive(self, "d_mlp", "n_token_types")
         if self.act_fn not in ACTIVATIONS:
             raise ValueError(f"act_fn={self.act_fn!r}; choose from {sorted(ACTIVATIONS)}")
 
