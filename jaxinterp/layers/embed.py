@@ -1,12 +1,13 @@
 """Token and position embeddings with TransformerLens parameter names: `Embed` (`W_E`
 [vocab, embed], whose `attend` is the tied unembedding) and `PosEmbed` (learned absolute
-positions `W_pos` [n_ctx, embed])."""
+positions `W_pos` [n_ctx, embed]), and `check_ids`, the check of the ids they look up."""
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxinterp.layers.common import param
 
@@ -54,3 +55,23 @@ class PosEmbed(nn.Module):
         w = param(self, "W_pos", nn.initializers.normal(self.init_range),
                   (self.n_ctx, self.d_model), ("pos", "embed"), self.param_dtype)
         return jnp.broadcast_to(w[:n_pos], (batch, n_pos, self.d_model))
+
+
+def check_ids(ids: jax.Array, what: str, noun: str, size: int, size_field: str,
+              n_ctx: int) -> None:
+    """Raises ValueError unless `ids` (the argument `what`, e.g. "tokens") is [batch, pos]
+    integers with pos <= n_ctx and, when concrete, every id in [0, size) (`size_field` names
+    the config field, e.g. "d_vocab"; `noun` one id, e.g. "token id"). Traced ids are not
+    range-checked; concrete out-of-range ids are an error because a gather would clamp them."""
+    if ids.ndim != 2:
+        raise ValueError(f"{what} must be [batch, pos], got shape {ids.shape}")
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise ValueError(f"{what} must be integers, got dtype {ids.dtype}")
+    if ids.shape[1] > n_ctx:
+        raise ValueError(f"sequence length {ids.shape[1]} exceeds n_ctx={n_ctx}")
+    if not isinstance(ids, jax.core.Tracer):  # concrete: JAX would silently clamp the gather
+        t = np.asarray(ids)
+        if t.size and (t.min() < 0 or t.max() >= size):
+            bad = t[(t < 0) | (t >= size)]
+            raise ValueError(f"{noun} {int(bad[0])} is outside [0, {size_field}={size}) "
+                             f"({bad.size} ids out of range)")

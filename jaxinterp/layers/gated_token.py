@@ -1,5 +1,13 @@
 """The block and network that Activator and NiNformer share (they differ only in the gating
 unit): conv patch embedding, `GatedTokenBlock`s, mean over tokens, linear head.
+
+Sites (both models; the gate's own sites are under `blocks.{i}.gate.`, see each model):
+  hook_embed                                                       [batch, pos, d_model]
+  blocks.{i}.hook_resid_pre, hook_gate_out, hook_resid_mid, hook_mlp_out, hook_resid_post
+  blocks.{i}.ln1.hook_normalized, blocks.{i}.ln2.hook_normalized   [batch, pos, d_model]
+  blocks.{i}.mlp.hook_pre|hook_post                                [batch, pos, d_mlp]
+  hook_pooled                                                      [batch, d_model]
+(`ffn=False`: no hook_resid_mid, ln2, mlp or hook_mlp_out.)
 """
 
 from __future__ import annotations
@@ -13,14 +21,15 @@ import jax.numpy as jnp
 
 from jaxinterp import hooks
 from jaxinterp.layers.axes import POOLED_AXES, TOKEN_AXES
+from jaxinterp.layers.config import dtypes
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNormParams, SharedLayerNorm
 from jaxinterp.layers.stack import stack
 from jaxinterp.layers.vision import (
     ClassifierHead,
+    ImageClassifier,
+    PatchClassifierConfig,
     PatchEmbed,
-    check_dtypes,
-    check_images,
     check_positive,
     n_patches,
     pool,
@@ -28,39 +37,34 @@ from jaxinterp.layers.vision import (
 
 
 @dataclasses.dataclass(frozen=True)
-class GatedTokenConfig:
+class GatedTokenConfig(PatchClassifierConfig):
     """Hyperparameters of a `GatedTokenNet` (Activator, NiNformer); the defaults are both
-    references' CIFAR-10 model.
+    references' CIFAR-10 model (image_size 32, patch_size 4, num_classes 10; the input and
+    dtype fields: `layers.vision.PatchClassifierConfig`).
 
     Attributes:
-      image_size, patch_size, in_channels, num_classes: input and output shapes.
       n_layers: blocks; d_model: token width; d_mlp: hidden width of the gate's MLPs and of
         the FFN.
       ffn: keep the second (GELU MLP) sub-block (both references do; Activator's "GLU only"
         variant drops it).
       eps: LayerNorm epsilon (torch default 1e-5).
       init_range: standard deviation of the normal initialiser of weights.
-      dtype, param_dtype: compute and parameter dtypes.
     """
 
     image_size: int = 32
-    patch_size: int = 4
-    in_channels: int = 3
     num_classes: int = 10
+    patch_size: int = 4
     n_layers: int = 4
     d_model: int = 256
     d_mlp: int = 512
     ffn: bool = True
     eps: float = 1e-5
     init_range: float = 0.02
-    dtype: str = "float32"
-    param_dtype: str = "float32"
 
     def __post_init__(self):
-        check_positive(self, "image_size", "patch_size", "in_channels", "num_classes",
-                       "n_layers", "d_model", "d_mlp")
+        super().__post_init__()
+        check_positive(self, "n_layers", "d_model", "d_mlp")
         n_patches(self.image_size, self.patch_size)
-        check_dtypes(self)
 
 
 CIFAR10 = dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, n_layers=4,
@@ -96,7 +100,7 @@ class GatedTokenBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, layer: int) -> tuple[jax.Array, None]:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         w_ln, b_ln = LayerNormParams(pd, name="ln")(c.d_model)
         x = hooks.site(self, "hook_resid_pre", x, TOKEN_AXES)
         h = SharedLayerNorm(c.eps, dtype, name="ln1")(x, w_ln, b_ln, TOKEN_AXES)
@@ -112,19 +116,16 @@ class GatedTokenBlock(nn.Module):
         return hooks.site(self, "hook_resid_post", x, TOKEN_AXES), None
 
 
-class GatedTokenNet(nn.Module):
+class GatedTokenNet(ImageClassifier):
     """Conv patch embedding (no class token, no positions), `GatedTokenBlock`s, mean over
-    tokens, linear head: images [batch, H, W, C] float -> logits [batch, num_classes] float32.
-    Subclasses set `gate`."""
+    tokens, linear head: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (`ImageClassifier` checks the images). Subclasses set `gate`."""
 
     config: GatedTokenConfig
     gate: Callable[..., nn.Module]
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        check_images(images, c.image_size, c.in_channels, type(self).__name__)
         x = PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
                        param_dtype=pd, name="patch_embed")(images)
         x = hooks.site(self, "hook_embed", x, TOKEN_AXES)

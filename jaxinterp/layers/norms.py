@@ -1,7 +1,8 @@
 """LayerNorm and RMSNorm. One copy of the LayerNorm arithmetic (`layer_norm`) behind three
 parameter layouts: `LayerNorm` (TransformerLens names `w`, `b`, with a `hook_normalized` site:
 the output, after the affine weights), `FlaxLayerNorm` (Flax names `scale`, `bias`, no site),
-and `LayerNormParams` + `SharedLayerNorm` (one set of weights applied at several sites)."""
+and `LayerNormParams` + `SharedLayerNorm` (one set of weights applied at several sites); one
+copy of RMSNorm's (`rms_norm`) behind `RMSNorm` (`w`, `hook_normalized`)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,20 @@ def layer_norm(x: jax.Array, w: jax.Array, b: jax.Array, eps: float, dtype) -> j
     return (xf * w.astype(jnp.float32) + b.astype(jnp.float32)).astype(dtype)
 
 
-class LayerNorm(nn.Module):
-    """LayerNorm over the last axis, computed in float32. x: [..., d] -> [..., d]."""
+def rms_norm(x: jax.Array, w: jax.Array, eps: float, dtype) -> jax.Array:
+    """x / sqrt(mean(x²) + eps) * w over the last axis, in float32, returned as `dtype`.
+
+    x: [..., d]; w: [d] (LLaMA's RMSNorm: no centring, no bias).
+    """
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + eps)
+    return (xf * w.astype(jnp.float32)).astype(dtype)
+
+
+class _SiteNorm(nn.Module):
+    """A norm over the last axis with TransformerLens parameter names (`w`, and `b` where it
+    has a bias) and a `hook_normalized` site: the output, after the affine weights. Computed
+    in float32. x: [..., d] -> [..., d]. Subclasses define `normalize`."""
 
     eps: float = 1e-5
     dtype: jnp.dtype = jnp.float32
@@ -33,28 +46,33 @@ class LayerNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
-        d = x.shape[-1]
-        w = param(self, "w", nn.initializers.ones, (d,), ("embed",), self.param_dtype)
-        b = param(self, "b", nn.initializers.zeros, (d,), ("embed",), self.param_dtype)
-        y = layer_norm(x, w, b, self.eps, self.dtype)
-        return hooks.site(self, "hook_normalized", y, axes)
+        w = self._weight("w", nn.initializers.ones, x.shape[-1])
+        return hooks.site(self, "hook_normalized", self.normalize(x, w), axes)
+
+    def _weight(self, name: str, init, d: int) -> jax.Array:
+        return param(self, name, init, (d,), ("embed",), self.param_dtype)
+
+    def normalize(self, x: jax.Array, w: jax.Array) -> jax.Array:
+        raise NotImplementedError
 
 
-class RMSNorm(nn.Module):
-    """RMSNorm over the last axis (LLaMA), computed in float32. x: [..., d] -> [..., d]."""
+class LayerNorm(_SiteNorm):
+    """LayerNorm over the last axis (`layer_norm`, weights `w`, `b`), computed in float32.
+    x: [..., d] -> [..., d]."""
+
+    def normalize(self, x: jax.Array, w: jax.Array) -> jax.Array:
+        b = self._weight("b", nn.initializers.zeros, x.shape[-1])
+        return layer_norm(x, w, b, self.eps, self.dtype)
+
+
+class RMSNorm(_SiteNorm):
+    """RMSNorm over the last axis (LLaMA; `rms_norm`, weight `w`), computed in float32.
+    x: [..., d] -> [..., d]."""
 
     eps: float = 1e-6
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
-        d = x.shape[-1]
-        w = param(self, "w", nn.initializers.ones, (d,), ("embed",), self.param_dtype)
-        xf = x.astype(jnp.float32)
-        xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
-        y = (xf * w.astype(jnp.float32)).astype(self.dtype)
-        return hooks.site(self, "hook_normalized", y, axes)
+    def normalize(self, x: jax.Array, w: jax.Array) -> jax.Array:
+        return rms_norm(x, w, self.eps, self.dtype)
 
 
 class FlaxLayerNorm(nn.Module):

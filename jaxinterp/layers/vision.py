@@ -14,11 +14,15 @@ Public API (site axis names such as TOKEN_AXES live in `jaxinterp.layers.axes`):
   PatchEmbed(patch_size, d_model, ...)(images) -> [batch, n_patches, d_model] (or the map)
   pool(x, kind) -> [batch, d_model]         "token" (position 0) or "mean" (over positions)
   ClassifierHead(num_classes, ...)(x) -> logits [batch, num_classes] float32
-  count_params(tree) -> int; check_positive(config, *fields); check_stages(config, *fields);
-  check_dtypes(config)
+  count_params(tree) -> int
+  ImageClassifier: the base of the image classifiers (checks the images, calls `forward`)
+  ImageClassifierConfig, PatchClassifierConfig: the config fields every image classifier has
+  (check_positive, check_stages, check_dtypes: re-exported from `jaxinterp.layers.config`)
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -26,7 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp.layers.common import Initializer, param
+from jaxinterp.layers.config import check_dtypes, check_positive, check_stages, dtypes
 from jaxinterp.layers.dense import dense
+
+__all__ = ["POOLS", "ClassifierHead", "ImageClassifier", "ImageClassifierConfig",
+           "PatchClassifierConfig", "PatchEmbed", "check_dtypes", "check_images",
+           "check_positive", "check_stages", "count_params", "n_patches", "pool"]
 
 POOLS = ("token", "mean")
 
@@ -142,30 +151,64 @@ def count_params(tree) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(tree))))
 
 
-def check_positive(config, *fields: str) -> None:
-    """Raises ValueError unless each named field of `config` is a positive int."""
-    for f in fields:
-        v = getattr(config, f)
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{type(config).__name__}.{f} must be a positive int, got {v!r}")
+@dataclasses.dataclass(frozen=True)
+class ImageClassifierConfig:
+    """The fields every image classifier's config has; the family configs inherit them (and
+    may change a default) and document only their own fields. Construct by keyword.
+
+    Attributes:
+      image_size: height = width of the input images [batch, image_size, image_size,
+        in_channels] (NHWC).
+      in_channels: image channels (3 for RGB).
+      num_classes: outputs of the classifier head.
+      dtype, param_dtype: compute and parameter dtypes (names, e.g. "bfloat16"); norm
+        statistics run in float32.
+    """
+
+    image_size: int = 224
+    in_channels: int = 3
+    num_classes: int = 1000
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        check_positive(self, "image_size", "in_channels", "num_classes")
+        check_dtypes(self)
 
 
-def check_stages(config, *fields: str) -> None:
-    """Raises ValueError unless each named field of `config` is a tuple of positive ints, one
-    per stage (hierarchical families: `n_layers`, and `d_model` where it is per stage)."""
-    for f in fields:
-        v = getattr(config, f)
-        if (not isinstance(v, tuple) or not v
-                or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in v)):
-            raise ValueError(f"{type(config).__name__}.{f} must be a tuple of positive ints, one "
-                             f"per stage, got {v!r}")
+@dataclasses.dataclass(frozen=True)
+class PatchClassifierConfig(ImageClassifierConfig):
+    """An `ImageClassifierConfig` whose model starts with a patch embedding.
+
+    Attributes:
+      patch_size: side of the square patches of the first embedding (kernel = stride); it
+        must divide image_size (each family checks its own tiling, e.g. with `n_patches`).
+    """
+
+    patch_size: int = 16
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "patch_size")
 
 
-def check_dtypes(config) -> None:
-    """Raises ValueError unless `config.dtype` and `config.param_dtype` name dtypes."""
-    for f in ("dtype", "param_dtype"):
-        try:
-            jnp.dtype(getattr(config, f))
-        except TypeError:
-            raise ValueError(f"{type(config).__name__}.{f}={getattr(config, f)!r} is not a "
-                             "dtype") from None
+class ImageClassifier(nn.Module):
+    """The base of the image classifiers: images [batch, H, W, C] float -> logits [batch,
+    num_classes] float32.
+
+    `__call__` checks the images against `config` (an `ImageClassifierConfig`; the error names
+    the subclass) and returns `self.forward(images, dtype, param_dtype)`, the config's dtypes
+    as `jnp.dtype`s. Subclasses define `forward`; it runs inside this compact `__call__`, so it
+    creates submodules and parameters as a compact method does.
+    """
+
+    config: ImageClassifierConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        check_images(images, c.image_size, c.in_channels, type(self).__name__)
+        return self.forward(images, *dtypes(c))
+
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
+        raise NotImplementedError(f"{type(self).__name__} must define forward")

@@ -15,13 +15,9 @@ Conv patch embedding (no class token, no positions), blocks, mean over tokens, l
 `ffn=False` drops the second sub-block (the paper's "GLU only" variant, reference
 `activator_only_GEGLU.py`). GELU is exact (torch nn.GELU).
 
-Sites:
-  hook_embed                                          [batch, pos, d_model]
-  blocks.{i}.hook_resid_pre, hook_gate_out, hook_resid_mid, hook_mlp_out, hook_resid_post
-  blocks.{i}.ln1.hook_normalized, blocks.{i}.ln2.hook_normalized   [batch, pos, d_model]
+Sites: those of `jaxinterp.layers.gated_token` (hook_embed, blocks.{i}.hook_resid_pre, ...,
+hook_pooled) and the gate's
   blocks.{i}.gate.hook_u, hook_v, hook_gated                       [batch, pos, d_mlp]
-  blocks.{i}.mlp.hook_pre|hook_post                                [batch, pos, d_mlp]
-  hook_pooled                                                      [batch, d_model]
 """
 
 from __future__ import annotations

@@ -45,51 +45,37 @@ from jaxinterp.hooks import site
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, activation, param
-from jaxinterp.layers.embed import Embed, PosEmbed
+from jaxinterp.layers.config import check_positive, dtypes
+from jaxinterp.layers.embed import Embed, PosEmbed, check_ids
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
 from jaxinterp.layers.stack import stack
 from jaxinterp.models.preset import Preset
+from jaxinterp.models.transformer import TransformerSizes
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
-    """Hyperparameters of a BERT-family encoder (TransformerLens names where they exist).
+class BertConfig(TransformerSizes):
+    """Hyperparameters of a BERT-family encoder (TransformerLens names where they exist;
+    n_layers, d_model, n_heads, d_head, d_mlp, d_vocab, n_ctx, init_range, dtype, param_dtype,
+    scan_layers, remat: `jaxinterp.models.transformer.TransformerSizes`).
 
     Attributes:
-      n_layers, d_model, n_heads, d_head, d_mlp, d_vocab: sizes, as in `TransformerConfig`.
-      n_ctx: size of the learned position table (Hugging Face `max_position_embeddings`).
       n_token_types: size of the token-type (segment) table (`type_vocab_size`).
       act_fn: MLP activation, "gelu" (exact, BERT) or any of `layers.common.ACTIVATIONS`.
       eps: LayerNorm epsilon (BERT: 1e-12).
       mlm_head: add the masked-LM head (dense + act + LayerNorm + tied decoder + bias) and
         return its logits instead of the final hidden states.
-      init_range, dtype, param_dtype, scan_layers, remat: as in `TransformerConfig`.
     """
 
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    d_head: int = 16
-    d_mlp: int = 256
-    d_vocab: int = 128
-    n_ctx: int = 128
     n_token_types: int = 2
     act_fn: str = "gelu"
     eps: float = 1e-12
     mlm_head: bool = True
-    init_range: float = 0.02
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    scan_layers: bool = False
-    remat: bool = False
 
     def __post_init__(self):
-        for f in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx",
-                  "n_token_types"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) <= 0:
-                raise ValueError(f"BertConfig.{f} must be a positive int, got "
-                                 f"{getattr(self, f)!r}")
+        super().__post_init__()
+        check_positive(self, "d_mlp", "n_token_types")
         if self.act_fn not in ACTIVATIONS:
             raise ValueError(f"act_fn={self.act_fn!r}; choose from {sorted(ACTIVATIONS)}")
 
@@ -105,7 +91,7 @@ class BertBlock(nn.Module):
                  key_mask: jax.Array | None = None) -> tuple[jax.Array, None]:
         """key_mask: [batch, pos] bool, True for real tokens (None: all real)."""
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         resid_pre = site(self, "hook_resid_pre", x, RESID_AXES)
         attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False, use_bias=True,
                          init_range=c.init_range, dtype=dtype, param_dtype=pd, name="attn")
@@ -128,7 +114,7 @@ class MLMHead(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         w = param(self, "W", nn.initializers.normal(c.init_range), (c.d_model, c.d_model),
                   ("embed", "mlp"), pd)
         b = param(self, "b", nn.initializers.zeros, (c.d_model,), ("embed",), pd)
@@ -148,14 +134,15 @@ class Bert(nn.Module):
     def __call__(self, tokens: jax.Array, token_type_ids: jax.Array | None = None,
                  attention_mask: jax.Array | None = None) -> jax.Array:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        _check_ids(tokens, "tokens", c.d_vocab, c.n_ctx)
+        dtype, pd = dtypes(c)
+        check_ids(tokens, "tokens", "token id", c.d_vocab, "d_vocab", c.n_ctx)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(tokens)
         elif token_type_ids.shape != tokens.shape:
             raise ValueError(f"token_type_ids shape {token_type_ids.shape} != tokens shape "
                              f"{tokens.shape}")
-        _check_ids(token_type_ids, "token_type_ids", c.n_token_types, c.n_ctx)
+        check_ids(token_type_ids, "token_type_ids", "token type id", c.n_token_types,
+                  "n_token_types", c.n_ctx)
         key_mask = None if attention_mask is None else _check_mask(attention_mask, tokens.shape)
         batch, n_pos = tokens.shape
 
@@ -177,20 +164,6 @@ class Bert(nn.Module):
         logits = embed.attend(h)  # tied decoder: contract d_model with W_E
         logits = logits + param(self, "b_U", nn.initializers.zeros, (c.d_vocab,), ("vocab",), pd)
         return logits.astype(jnp.float32)
-
-
-def _check_ids(ids: jax.Array, what: str, size: int, n_ctx: int) -> None:
-    if ids.ndim != 2:
-        raise ValueError(f"{what} must be [batch, pos], got shape {ids.shape}")
-    if not jnp.issubdtype(ids.dtype, jnp.integer):
-        raise ValueError(f"{what} must be integers, got dtype {ids.dtype}")
-    if ids.shape[1] > n_ctx:
-        raise ValueError(f"sequence length {ids.shape[1]} exceeds n_ctx={n_ctx}")
-    if not isinstance(ids, jax.core.Tracer):  # concrete: JAX would silently clamp the gather
-        t = np.asarray(ids)
-        if t.size and (t.min() < 0 or t.max() >= size):
-            bad = t[(t < 0) | (t >= size)]
-            raise ValueError(f"{what}: id {int(bad[0])} is outside [0, {size})")
 
 
 def _check_mask(mask: jax.Array, tokens_shape: tuple[int, ...]) -> jax.Array:

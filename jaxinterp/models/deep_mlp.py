@@ -35,6 +35,7 @@ from jaxinterp.layers import vision as vc
 from jaxinterp.layers.axes import VEC_AXES
 from jaxinterp.layers.axes import VEC_NEURON_AXES as NEURON_AXES
 from jaxinterp.layers.common import ACTIVATIONS
+from jaxinterp.layers.config import StackConfig, dtypes
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
@@ -43,12 +44,12 @@ from jaxinterp.models.preset import Preset
 
 
 @dataclasses.dataclass(frozen=True)
-class DeepMLPConfig:
-    """Hyperparameters of a Scaling-MLPs bottleneck MLP.
+class DeepMLPConfig(vc.ImageClassifierConfig, StackConfig):
+    """Hyperparameters of a Scaling-MLPs bottleneck MLP (image_size 64 by default; the input,
+    output and dtype fields: `layers.vision.ImageClassifierConfig`; scan_layers, remat:
+    `layers.config.StackConfig`).
 
     Attributes:
-      image_size, in_channels: input images are [batch, image_size, image_size, in_channels].
-      num_classes: outputs.
       n_layers: bottleneck blocks ("B-n").
       d_model: thin width ("Wi-w"); d_mlp = expansion * d_model is the wide one.
       expansion: wide / thin (4 in the paper).
@@ -56,13 +57,9 @@ class DeepMLPConfig:
       final_norm: LayerNorm before the head (False in the reference code).
       eps: LayerNorm epsilon (torch default 1e-5).
       init_range: standard deviation of the normal initialiser of weights.
-      dtype, param_dtype: compute and parameter dtypes.
-      scan_layers: stack blocks with nn.scan.
     """
 
     image_size: int = 64
-    in_channels: int = 3
-    num_classes: int = 1000
     n_layers: int = 12
     d_model: int = 1024
     expansion: int = 4
@@ -70,16 +67,12 @@ class DeepMLPConfig:
     final_norm: bool = False
     eps: float = 1e-5
     init_range: float = 0.02
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    scan_layers: bool = False
 
     def __post_init__(self):
-        vc.check_positive(self, "image_size", "in_channels", "num_classes", "n_layers",
-                          "d_model", "expansion")
+        super().__post_init__()
+        vc.check_positive(self, "n_layers", "d_model", "expansion")
         if self.act_fn not in ACTIVATIONS:
             raise ValueError(f"act_fn={self.act_fn!r}; choose from {sorted(ACTIVATIONS)}")
-        vc.check_dtypes(self)
 
     @property
     def d_mlp(self) -> int:
@@ -102,7 +95,7 @@ class DeepMLPBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         resid_pre = hooks.site(self, "hook_resid_pre", x, VEC_AXES)
         h = LayerNorm(c.eps, dtype, pd, name="ln")(resid_pre, VEC_AXES)
         out = MLP(c.d_mlp, c.act_fn, init_range=c.init_range, site_axes=NEURON_AXES,
@@ -111,21 +104,19 @@ class DeepMLPBlock(nn.Module):
         return hooks.site(self, "hook_resid_post", resid_pre + out, VEC_AXES), None
 
 
-class DeepMLP(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class DeepMLP(vc.ImageClassifier):
+    """Bottleneck MLP: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: DeepMLPConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        vc.check_images(images, c.image_size, c.in_channels, "DeepMLP")
         x = images.reshape(images.shape[0], -1).astype(dtype)  # [batch, H*W*C]
         x = _linear(c.d_model, (None, "embed"), c.init_range, dtype, pd, "linear_in")(x)
         x = hooks.site(self, "hook_embed", x, VEC_AXES)
-        x = stack(DeepMLPBlock, x, n_layers=c.n_layers, scan=c.scan_layers, args=(c,),
-                  axes=VEC_AXES)
+        x = stack(DeepMLPBlock, x, n_layers=c.n_layers, scan=c.scan_layers, remat=c.remat,
+                  args=(c,), axes=VEC_AXES)
         if c.final_norm:
             x = LayerNorm(c.eps, dtype, pd, name="ln_final")(x, VEC_AXES)
         logits = _linear(c.num_classes, ("embed", "vocab"), c.init_range, dtype, pd,

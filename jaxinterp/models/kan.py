@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from jaxinterp.hooks import layer as site_layer
 from jaxinterp.layers import kan
+from jaxinterp.layers.config import check_dtypes, dtypes
 from jaxinterp.models.preset import Preset
 
 LAYER_TYPES = (*kan.FAMILIES, "grkan")
@@ -42,7 +43,9 @@ class KANConfig:
       grid_size, order, grid_range: B-spline grid (G intervals, order k, initial range).
       rbf_centers, rbf_range: RBF centres.
       degree: Chebyshev degree.  n_freq: Fourier frequencies.
-      n_groups, rational_init: GR-KAN groups (must divide every input width) and init.
+      grkan_groups, grkan_init: GR-KAN groups (must divide every input width) and the initial
+        shape of every layer's rational ("swish", "gelu" or "identity"); the same settings as
+        `ViTConfig.grkan_groups` / `grkan_init`.
       use_base: the silu base branch (None: the family's default).
       use_bias: output biases.
       mix: "softmax" or "linear" mixing (tuple `layer_type`).
@@ -58,8 +61,8 @@ class KANConfig:
     rbf_range: tuple[float, float] = (-2.0, 2.0)
     degree: int = 4
     n_freq: int = 5
-    n_groups: int = 8
-    rational_init: str = "swish"
+    grkan_groups: int = 8
+    grkan_init: str = "swish"
     use_base: bool | None = None
     use_bias: bool = False
     mix: str = "softmax"
@@ -75,21 +78,17 @@ class KANConfig:
         if isinstance(self.layer_type, list):
             object.__setattr__(self, "layer_type", tuple(self.layer_type))
         if self.layer_type == "grkan":
-            bad = [n for n in w[:-1] if n % self.n_groups]
+            bad = [n for n in w[:-1] if n % self.grkan_groups]
             if bad:
-                raise ValueError(f"KANConfig: n_groups={self.n_groups} must divide every input "
-                                 f"width, not {bad}")
+                raise ValueError(f"KANConfig: grkan_groups={self.grkan_groups} must divide "
+                                 f"every input width, not {bad}")
         else:
             try:
                 kan.families(self.layer_type)
             except ValueError:
                 raise ValueError(f"KANConfig.layer_type={self.layer_type!r}; choose from "
                                  f"{LAYER_TYPES} or a tuple of {kan.FAMILIES}") from None
-        for f in ("dtype", "param_dtype"):
-            try:
-                jnp.dtype(getattr(self, f))
-            except TypeError:
-                raise ValueError(f"KANConfig.{f}={getattr(self, f)!r} is not a dtype") from None
+        check_dtypes(self)
 
     @property
     def n_layers(self) -> int:
@@ -112,14 +111,14 @@ class KAN(nn.Module):
                              f"{c.widths[0]} values), got shape {x.shape}")
         if update_grid and not _has_bspline(c):
             raise ValueError(f"update_grid: layer_type={c.layer_type!r} has no B-spline grid")
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         x = x.astype(dtype)
         n = len(c.widths) - 1
         for i, d_out in enumerate(c.widths[1:]):
             name = f"layers_{i}"
             if c.layer_type == "grkan":
-                layer = kan.GroupRationalKAN(d_out, n_groups=c.n_groups,
-                                             rational_init=c.rational_init,
+                layer = kan.GroupRationalKAN(d_out, n_groups=c.grkan_groups,
+                                             rational_init=c.grkan_init,
                                              use_bias=c.use_bias, dtype=dtype,
                                              param_dtype=pd, name=name)
                 with site_layer(layer, "layers", i, n):
@@ -150,7 +149,7 @@ PRESETS: dict[str, Preset] = {
         KAN, KANConfig, dict(widths=(64, 64, 10), layer_type="rbf", rbf_centers=8),
         "RBF KAN (FastKAN) 64-64-10, 8 Gaussian centres on [-2, 2], silu base branch."),
     "grkan_64_64_10": Preset(
-        KAN, KANConfig, dict(widths=(64, 64, 10), layer_type="grkan", n_groups=8,
+        KAN, KANConfig, dict(widths=(64, 64, 10), layer_type="grkan", grkan_groups=8,
                              use_bias=True),
         "Group-rational KAN (KAT's GR-KAN layers) 64-64-10, 8 groups."),
 }

@@ -76,6 +76,7 @@ from jaxinterp.hooks import site
 from jaxinterp.layers import vision as vc
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES, WINDOW_AXES
 from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.config import StackConfig, dtype_kwargs, dtypes
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
@@ -103,11 +104,12 @@ def unpartition(x: jax.Array, h: int, w: int, fh: int, fw: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class MaximConfig:
-    """Hyperparameters of a MAXIM block-stack classifier.
+class MaximConfig(vc.PatchClassifierConfig, StackConfig):
+    """Hyperparameters of a MAXIM block-stack classifier (image_size, in_channels, num_classes,
+    patch_size, dtype, param_dtype: `layers.vision.PatchClassifierConfig`, LayerNorm
+    statistics in float32; scan_layers, remat: `layers.config.StackConfig`).
 
     Attributes:
-      image_size, in_channels, num_classes: input and output shapes (square NHWC images).
       patch_size: side of the conv patch embedding (kernel = stride); the token grid is
         (image_size / patch_size)² and must be divisible by block_size and grid_size.
       n_layers: multi-axis gMLP blocks.
@@ -120,13 +122,8 @@ class MaximConfig:
       use_bias: biases in every Dense (reference default True).
       eps: LayerNorm epsilon (Flax default 1e-6).
       init_range: standard deviation of the normal initialiser of weights (reference 2e-2).
-      dtype, param_dtype: compute and parameter dtypes; LayerNorm statistics run in float32.
-      scan_layers: stack the blocks with `nn.scan` (parameters under `blocks`, stacked).
     """
 
-    image_size: int = 224
-    in_channels: int = 3
-    num_classes: int = 1000
     patch_size: int = 8
     n_layers: int = 8
     d_model: int = 256
@@ -139,22 +136,18 @@ class MaximConfig:
     use_bias: bool = True
     eps: float = 1e-6
     init_range: float = 0.02
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    scan_layers: bool = False
 
     def __post_init__(self):
-        vc.check_positive(self, "image_size", "in_channels", "num_classes", "patch_size",
-                          "n_layers", "d_model", "d_mlp", "block_size", "grid_size",
+        super().__post_init__()
+        vc.check_positive(self, "n_layers", "d_model", "d_mlp", "block_size", "grid_size",
                           "input_proj_factor", "block_gmlp_factor", "grid_gmlp_factor")
-        vc.check_dtypes(self)
         vc.n_patches(self.image_size, self.patch_size)  # raises unless the patches tile
-        side = self.image_size // self.patch_size
         for f in ("block_size", "grid_size"):
-            if side % getattr(self, f):
+            if self.side % getattr(self, f):
                 raise ValueError(
                     f"MaximConfig.{f}={getattr(self, f)} must divide the token grid side "
-                    f"{side} (= image_size {self.image_size} / patch_size {self.patch_size})")
+                    f"{self.side} (= image_size {self.image_size} / patch_size "
+                    f"{self.patch_size})")
         if (self.d_model * self.input_proj_factor) % 2:
             raise ValueError(f"d_model * input_proj_factor = {self.d_model} * "
                              f"{self.input_proj_factor} must be even (split into two branches)")
@@ -256,7 +249,7 @@ class ChannelMlp(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        kw = dtype_kwargs(c)
         y = FlaxLayerNorm(c.eps, name="LayerNorm", **kw)(x)
         mlp = MLP(c.d_mlp, "gelu_new", use_bias=c.use_bias, init_range=c.init_range,
                   site_axes=("batch", "height", "width", "d_mlp"), names=("Dense_0", "Dense_1"),
@@ -274,7 +267,7 @@ class MaximBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         kw = dict(dtype=dtype, param_dtype=pd)
         init = nn.initializers.normal(c.init_range)
         branch = dict(use_bias=c.use_bias, eps=c.eps, init_range=c.init_range, **kw)
@@ -298,22 +291,20 @@ class MaximBlock(nn.Module):
         return site(self, "hook_resid_post", x, MAP_AXES), None
 
 
-class Maxim(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class Maxim(vc.ImageClassifier):
+    """MAXIM blocks: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: MaximConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        vc.check_images(images, c.image_size, c.in_channels, "Maxim")
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         x = vc.PatchEmbed(c.patch_size, c.d_model, use_bias=c.use_bias,
                           init_range=c.init_range, tokens=False, dtype=dtype, param_dtype=pd,
                           name="patch_embed")(images)
         x = site(self, "hook_embed", x, MAP_AXES)
-        x = stack(MaximBlock, x, n_layers=c.n_layers, scan=c.scan_layers, args=(c,),
-                  axes=MAP_AXES)
+        x = stack(MaximBlock, x, n_layers=c.n_layers, scan=c.scan_layers, remat=c.remat,
+                  args=(c,), axes=MAP_AXES)
         x = FlaxLayerNorm(c.eps, name="final_norm", dtype=dtype, param_dtype=pd)(x)
         pooled = site(self, "hook_pooled", x.mean(axis=(1, 2)), POOLED_AXES)
         return vc.ClassifierHead(c.num_classes, use_bias=c.use_bias, init_range=c.init_range,

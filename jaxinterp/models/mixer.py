@@ -48,28 +48,30 @@ import jax.numpy as jnp
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import IMAGE_AXES, POOLED_AXES, TOKEN_AXES
 from jaxinterp.layers.common import activation
+from jaxinterp.layers.config import StackConfig, dtype_kwargs
 from jaxinterp.layers.dense import Dense, lecun_normal
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.stack import stack
 from jaxinterp.layers.vision import (
+    ImageClassifier,
+    PatchClassifierConfig,
     PatchEmbed,
-    check_images,
+    check_positive,
     n_patches,
 )
 from jaxinterp.models.preset import Preset
 
 
 @dataclasses.dataclass(frozen=True)
-class MixerConfig:
+class MixerConfig(PatchClassifierConfig, StackConfig):
     """Hyperparameters of an MLP-Mixer (the original `MlpMixer`'s num_blocks,
-    hidden_dim, tokens_mlp_dim, channels_mlp_dim are n_layers, d_model, d_mlp_tokens, d_mlp).
+    hidden_dim, tokens_mlp_dim, channels_mlp_dim are n_layers, d_model, d_mlp_tokens, d_mlp;
+    image_size, in_channels, num_classes, patch_size, dtype, param_dtype:
+    `layers.vision.PatchClassifierConfig`, LayerNorm statistics in float32; scan_layers
+    (parameters under `MixerBlock`, stacked), remat: `layers.config.StackConfig`).
 
     Attributes:
-      num_classes: classifier outputs.
-      image_size: input height = width.
-      in_channels: input channels.
-      patch_size: side of the square patches (must divide `image_size`).
       n_layers: number of Mixer blocks.
       d_model: channels per token.
       d_mlp_tokens: hidden width of the token-mixing MLP.
@@ -77,38 +79,20 @@ class MixerConfig:
       eps: LayerNorm epsilon (Flax default 1e-6).
       act_fn: activation (`jaxinterp.layers.common.ACTIVATIONS`); the original is "gelu_new"
         (Flax `nn.gelu`, tanh approximation).
-      dtype: compute dtype; LayerNorm statistics run in float32.
-      param_dtype: parameter dtype.
-      scan_layers: stack the blocks with `nn.scan` (parameters under `MixerBlock`, stacked).
     """
 
-    num_classes: int = 1000
-    image_size: int = 224
-    in_channels: int = 3
-    patch_size: int = 16
     n_layers: int = 8
     d_model: int = 512
     d_mlp_tokens: int = 256
     d_mlp: int = 2048
     eps: float = 1e-6
     act_fn: str = "gelu_new"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    scan_layers: bool = False
 
     def __post_init__(self):
-        for f in ("num_classes", "image_size", "in_channels", "patch_size", "n_layers",
-                  "d_model", "d_mlp_tokens", "d_mlp"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or v <= 0:
-                raise ValueError(f"MixerConfig.{f} must be a positive int, got {v!r}")
+        super().__post_init__()
+        check_positive(self, "n_layers", "d_model", "d_mlp_tokens", "d_mlp")
         n_patches(self.image_size, self.patch_size)  # raises if the patches do not tile
         activation(self.act_fn)  # raises on an unknown name
-        for f in ("dtype", "param_dtype"):
-            try:
-                jnp.dtype(getattr(self, f))
-            except TypeError:
-                raise ValueError(f"MixerConfig.{f}={getattr(self, f)!r} is not a dtype") from None
 
     @property
     def n_tokens(self) -> int:
@@ -134,7 +118,7 @@ class MixerBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
-        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        kw = dtype_kwargs(c)
         x = site(self, "hook_resid_pre", x, TOKEN_AXES)
         y = FlaxLayerNorm(c.eps, name="LayerNorm_0", **kw)(x)
         y = jnp.swapaxes(y, 1, 2)  # [batch, d_model, pos]: the token MLP acts on positions
@@ -149,23 +133,21 @@ class MixerBlock(nn.Module):
         return site(self, "hook_resid_post", x + y, TOKEN_AXES), None
 
 
-class Mixer(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class Mixer(ImageClassifier):
+    """MLP-Mixer: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: MixerConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        check_images(images, c.image_size, c.in_channels, "Mixer")
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         images = site(self, "hook_image", images.astype(dtype), IMAGE_AXES)
         x = PatchEmbed(c.patch_size, c.d_model, kernel_init=lecun_normal,
                        names=("kernel", "bias"), promote=True, dtype=dtype, param_dtype=pd,
                        name="stem")(images)
         x = site(self, "hook_embed", x, TOKEN_AXES)
-        x = stack(MixerBlock, x, n_layers=c.n_layers, scan=c.scan_layers, args=(c,),
-                  name="MixerBlock", axes=TOKEN_AXES)
+        x = stack(MixerBlock, x, n_layers=c.n_layers, scan=c.scan_layers, remat=c.remat,
+                  args=(c,), name="MixerBlock", axes=TOKEN_AXES)
         x = FlaxLayerNorm(c.eps, name="pre_head_layer_norm", dtype=dtype, param_dtype=pd)(x)
         x = site(self, "hook_pooled", x.mean(axis=1), POOLED_AXES)
         head = Dense(c.num_classes, ("embed", "vocab"), nn.initializers.zeros, dtype=dtype,

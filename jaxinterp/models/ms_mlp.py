@@ -44,11 +44,17 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.config import dtype_kwargs
 from jaxinterp.layers.conv import Conv, depthwise
 from jaxinterp.layers.dense import Dense, lecun_normal
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
-from jaxinterp.layers.vision import check_images, check_stages
+from jaxinterp.layers.vision import (
+    ImageClassifier,
+    PatchClassifierConfig,
+    check_positive,
+    check_stages,
+)
 from jaxinterp.models.preset import Preset
 
 
@@ -59,13 +65,12 @@ def chunk_sizes(dim: int, n: int) -> tuple[int, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class MSMLPConfig:
+class MSMLPConfig(PatchClassifierConfig):
     """Hyperparameters of an MS-MLP (names follow the reference's `MS_MLP` except
-    n_layers, d_model).
+    n_layers, d_model; image_size, in_channels, num_classes, patch_size (the first patch
+    embedding's), dtype, param_dtype: `layers.vision.PatchClassifierConfig`).
 
     Attributes:
-      num_classes, image_size, in_channels: as usual.
-      patch_size: side of the first patch embedding.
       d_model: channels of stage 0, doubled at each later stage (the reference's `embed_dim`).
       n_layers: blocks per stage (the reference's `depths`).
       shift_size: channel groups per block.
@@ -75,12 +80,8 @@ class MSMLPConfig:
       layer_scale_init: initial value of `gamma`.
       eps: LayerNorm epsilon (the reference's LayerNorm: 1e-6).
       act_fn: activation ("gelu" = exact, torch `nn.GELU`).
-      dtype, param_dtype: compute and parameter dtypes.
     """
 
-    num_classes: int = 1000
-    image_size: int = 224
-    in_channels: int = 3
     patch_size: int = 4
     d_model: int = 96
     n_layers: tuple[int, ...] = (3, 3, 9, 3)
@@ -92,15 +93,10 @@ class MSMLPConfig:
     layer_scale_init: float = 1e-6
     eps: float = 1e-6
     act_fn: str = "gelu"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
 
     def __post_init__(self):
-        for f in ("num_classes", "image_size", "in_channels", "patch_size", "d_model",
-                  "shift_size", "mlp_ratio"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or v <= 0:
-                raise ValueError(f"MSMLPConfig.{f} must be a positive int, got {v!r}")
+        super().__post_init__()
+        check_positive(self, "d_model", "shift_size", "mlp_ratio")
         check_stages(self, "n_layers")
         n = len(self.n_layers)
         if len(self.mix_size) != n:
@@ -149,7 +145,7 @@ class MixShiftBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        kw = dtype_kwargs(c)
         d = x.shape[-1]
         with site_layer(self, "blocks", self.index, sum(c.n_layers)):
             x = site(self, "hook_resid_pre", x, MAP_AXES)
@@ -176,16 +172,14 @@ class MixShiftBlock(nn.Module):
             return site(self, "hook_resid_post", x + y, MAP_AXES)
 
 
-class MSMLP(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class MSMLP(ImageClassifier):
+    """MS-MLP: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: MSMLPConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        check_images(images, c.image_size, c.in_channels, "MSMLP")
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         kw = dict(dtype=dtype, param_dtype=pd)
         x = ConvEmbed(c.patch_size, c.d_model, c.eps, name="patch_embed", **kw)(
             images.astype(dtype))

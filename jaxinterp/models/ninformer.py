@@ -15,16 +15,12 @@ Attention is replaced by a gating unit whose gate is computed by a whole MLP-Mix
 Conv patch embedding (no class token, no positions), blocks, mean over tokens, linear head.
 The reference uses d_ffn (our d_mlp) for the hidden widths of all three MLPs (token, channel, FFN).
 
-Sites:
-  hook_embed                                                      [batch, pos, d_model]
-  blocks.{i}.hook_resid_pre, hook_gate_out, hook_resid_mid, hook_mlp_out, hook_resid_post
-  blocks.{i}.ln1.hook_normalized, blocks.{i}.ln2.hook_normalized  [batch, pos, d_model]
+Sites: those of `jaxinterp.layers.gated_token` (hook_embed, blocks.{i}.hook_resid_pre, ...,
+hook_pooled) and the gate's
   blocks.{i}.gate.hook_linear (x W_p + b_p), gate.hook_mixer (Mixer(x))   [batch, pos, d_model]
   blocks.{i}.gate.mixer.token_mixing.hook_pre|hook_post           [batch, d_model, d_mlp]
   blocks.{i}.gate.mixer.hook_token_out, hook_resid_mid, hook_channel_out  [batch, pos, d_model]
   blocks.{i}.gate.mixer.channel_mixing.hook_pre|hook_post         [batch, pos, d_mlp]
-  blocks.{i}.mlp.hook_pre|hook_post                               [batch, pos, d_mlp]
-  hook_pooled                                                     [batch, d_model]
 """
 
 from __future__ import annotations

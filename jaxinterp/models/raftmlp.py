@@ -51,21 +51,26 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation
+from jaxinterp.layers.config import dtype_kwargs
 from jaxinterp.layers.dense import Dense, lecun_normal
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import FlaxLayerNorm
-from jaxinterp.layers.vision import check_images, check_stages
+from jaxinterp.layers.vision import (
+    ImageClassifier,
+    ImageClassifierConfig,
+    check_positive,
+    check_stages,
+)
 from jaxinterp.models.preset import Preset
 
 
 @dataclasses.dataclass(frozen=True)
-class RaftMLPConfig:
-    """Hyperparameters of a RaftMLP (one entry per level in the tuples).
+class RaftMLPConfig(ImageClassifierConfig):
+    """Hyperparameters of a RaftMLP (one entry per level in the tuples; image_size (every
+    level's patch size must divide its input), in_channels, num_classes, dtype, param_dtype:
+    `layers.vision.ImageClassifierConfig`).
 
     Attributes:
-      num_classes: classifier outputs.
-      image_size: input height = width (every level's patch size must divide its input).
-      in_channels: input channels.
       d_model: channels C of each level (the reference's `dims`).
       n_layers: raft blocks per level (the reference's `depths`).
       patch_sizes: embedding stride of each level (the smallest embedding kernel).
@@ -76,12 +81,8 @@ class RaftMLPConfig:
       channel_expansion: hidden width factor of the channel MLP.
       eps: LayerNorm epsilon (torch default 1e-5).
       act_fn: activation ("gelu" = exact erf gelu, torch `nn.GELU`).
-      dtype, param_dtype: compute and parameter dtypes.
     """
 
-    num_classes: int = 1000
-    image_size: int = 224
-    in_channels: int = 3
     d_model: tuple[int, ...] = (64, 128, 256, 512)
     n_layers: tuple[int, ...] = (2, 2, 6, 2)
     patch_sizes: tuple[int, ...] = (4, 2, 2, 2)
@@ -91,21 +92,16 @@ class RaftMLPConfig:
     channel_expansion: int = 4
     eps: float = 1e-5
     act_fn: str = "gelu"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
 
     def __post_init__(self):
+        super().__post_init__()
         check_stages(self, "d_model", "n_layers")
         n = len(self.d_model)
         for f in ("n_layers", "patch_sizes", "raft_sizes", "embedding_kernels"):
             if len(getattr(self, f)) != n:
                 raise ValueError(f"RaftMLPConfig.{f} has {len(getattr(self, f))} entries but "
                                  f"d_model has {n}: give one per level")
-        for f in ("num_classes", "image_size", "in_channels", "token_expansion",
-                  "channel_expansion"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or v <= 0:
-                raise ValueError(f"RaftMLPConfig.{f} must be a positive int, got {v!r}")
+        check_positive(self, "token_expansion", "channel_expansion")
         size = self.image_size
         for lvl, (d, depth, p, r, ks) in enumerate(zip(
                 self.d_model, self.n_layers, self.patch_sizes, self.raft_sizes,
@@ -218,7 +214,7 @@ class RaftBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        kw = dtype_kwargs(c)
         r = c.raft_sizes[self.level]
         with site_layer(self, "blocks", self.index, sum(c.n_layers)):
             x = site(self, "hook_resid_pre", x, MAP_AXES)
@@ -244,7 +240,7 @@ class RaftLevel(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        kw = dtype_kwargs(c)
         x = CrossScaleEmbedding(c.embedding_kernels[self.level], c.d_model[self.level],
                                 name="embedding", **kw)(x)
         x = site(self, "hook_embed", x, MAP_AXES)
@@ -254,16 +250,14 @@ class RaftLevel(nn.Module):
         return x
 
 
-class RaftMLP(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class RaftMLP(ImageClassifier):
+    """RaftMLP: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: RaftMLPConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        check_images(images, c.image_size, c.in_channels, "RaftMLP")
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         x = images.astype(dtype)
         for lvl in range(len(c.d_model)):
             x = RaftLevel(c, lvl, name=f"levels_{lvl}")(x)

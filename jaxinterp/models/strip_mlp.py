@@ -114,11 +114,12 @@ from jaxinterp.hooks import layer as site_layer
 from jaxinterp.hooks import site
 from jaxinterp.layers.axes import MAP_AXES, POOLED_AXES
 from jaxinterp.layers.common import activation, param
+from jaxinterp.layers.config import dtype_kwargs, dtypes
 from jaxinterp.layers.conv import Conv, depthwise
 from jaxinterp.layers.dense import Dense
 from jaxinterp.layers.norms import FlaxLayerNorm
 from jaxinterp.layers.vision import (
-    check_dtypes,
+    PatchClassifierConfig,
     check_images,
     check_positive,
 )
@@ -135,13 +136,12 @@ def reference_strip_groups(channels: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class StripMLPConfig:
+class StripMLPConfig(PatchClassifierConfig):
     """Hyperparameters of a Strip-MLP (names follow the reference's `StripMLPNet`
-    except n_layers, d_model).
+    except n_layers, d_model; image_size, in_channels, num_classes, patch_size (the first,
+    bias-free patch convolution's), dtype, param_dtype: `layers.vision.PatchClassifierConfig`).
 
     Attributes:
-      num_classes, image_size, in_channels: as usual (square images).
-      patch_size: side of the first (bias-free) patch convolution.
       d_model: channels of stage 1, doubled at each later stage (the reference's `embed_dim`).
       n_layers: blocks in each of the 4 stages, a tuple (the reference's `layers`).
       alpha: channel-MLP expansion (hidden width alpha * d_model).
@@ -152,12 +152,8 @@ class StripMLPConfig:
       drop_path_rate: stochastic depth of both residual branches, only with `train=True`
         (the reference hard-codes 0.1).
       act_fn: activation ("gelu" = exact, torch `nn.GELU`).
-      dtype, param_dtype: compute and parameter dtypes.
     """
 
-    num_classes: int = 1000
-    image_size: int = 224
-    in_channels: int = 3
     patch_size: int = 4
     d_model: int = 80
     n_layers: tuple[int, ...] = (2, 2, 12, 2)
@@ -168,12 +164,10 @@ class StripMLPConfig:
     ln_eps: float = 1e-5
     drop_path_rate: float = 0.1
     act_fn: str = "gelu"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
 
     def __post_init__(self):
-        check_positive(self, "num_classes", "image_size", "in_channels", "patch_size",
-                       "d_model", "alpha")
+        super().__post_init__()
+        check_positive(self, "d_model", "alpha")
         if (not isinstance(self.n_layers, tuple) or len(self.n_layers) != N_STAGES
                 or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0
                        for d in self.n_layers)):
@@ -197,7 +191,6 @@ class StripMLPConfig:
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         activation(self.act_fn)
-        check_dtypes(self)
 
     def channels(self, stage: int) -> int:
         """d_model of stage `stage` (0-based)."""
@@ -287,7 +280,7 @@ class StripMixing(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c = self.config
-        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        kw = dtype_kwargs(c)
         b, h, w, d = x.shape
         g, cc = self.groups, d // self.groups
         act = activation(c.act_fn)
@@ -317,7 +310,7 @@ class LocalMixing(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        kw = dtype_kwargs(c)
         d = x.shape[-1]
         xw = _site(self, "hook_w", _depthwise(d, (3, 7), name="fc_h", **kw)(x), MAP_AXES)
         xh = _site(self, "hook_h", _depthwise(d, (7, 3), name="fc_w", **kw)(x), MAP_AXES)
@@ -340,7 +333,7 @@ class ChannelMixing(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        kw = dtype_kwargs(c)
         d = x.shape[-1]
         hidden = c.alpha * d
         axes = ("batch", "height", "width", "d_mlp")
@@ -392,7 +385,7 @@ class StripBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c = self.config
-        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        kw = dtype_kwargs(c)
         d = x.shape[-1]
         act = activation(c.act_fn)
         with site_layer(self, "blocks", self.index, sum(c.n_layers)):
@@ -432,7 +425,7 @@ class StripMLP(nn.Module):
                              "call model.apply(variables, images, train=True, "
                              "mutable=['batch_stats']) (jaxinterp.run is for inference mode, "
                              "train=False)")
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         kw = dict(dtype=dtype, param_dtype=pd)
         e, p = c.d_model, c.patch_size
         x = _conv(e, (p, p), p, name="patch_embed", **kw)(images.astype(dtype))

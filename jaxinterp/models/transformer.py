@@ -48,13 +48,13 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxinterp import hooks
 from jaxinterp.layers.attention import Attention, check_attention_options
 from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, param
-from jaxinterp.layers.embed import Embed, PosEmbed
+from jaxinterp.layers.config import StackConfig, check_dtypes, check_positive, dtypes
+from jaxinterp.layers.embed import Embed, PosEmbed, check_ids
 from jaxinterp.layers.mlp import KANMLP, MLP
 from jaxinterp.layers.moe import MoE, check_moe_options
 from jaxinterp.layers.norms import NORMS, make_norm
@@ -64,18 +64,48 @@ MLP_TYPES = ("dense", "moe", "kan")
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig:
-    """Hyperparameters of a transformer. Names follow TransformerLens's `HookedTransformerConfig`
-    where the concept is the same.
+class TransformerSizes(StackConfig):
+    """The fields every transformer config has (`TransformerConfig`, `BertConfig`), named as in
+    TransformerLens's `HookedTransformerConfig`; scan_layers, remat: `layers.config.StackConfig`.
+    Construct by keyword.
 
     Attributes:
       n_layers: number of blocks.
       d_model: width of the residual stream.
       n_heads: attention heads per block.
       d_head: width of each head.
-      d_mlp: hidden width of the MLP (ignored when `attn_only`).
+      d_mlp: hidden width of the MLP (ignored when `TransformerConfig.attn_only`).
       d_vocab: number of input tokens.
-      n_ctx: maximum sequence length (size of the learned position table).
+      n_ctx: maximum sequence length (size of the learned position table; Hugging Face
+        `max_position_embeddings`).
+      init_range: standard deviation of the normal initialiser of weight matrices.
+      dtype: compute dtype (e.g. "bfloat16"); norms and softmax run in float32.
+      param_dtype: parameter dtype.
+    """
+
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    d_head: int = 16
+    d_mlp: int = 256
+    d_vocab: int = 128
+    n_ctx: int = 128
+    init_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        check_positive(self, "n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx")
+        check_dtypes(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig(TransformerSizes):
+    """Hyperparameters of a transformer. Names follow TransformerLens's `HookedTransformerConfig`
+    where the concept is the same (n_layers, d_model, n_heads, d_head, d_mlp, d_vocab, n_ctx,
+    init_range, dtype, param_dtype, scan_layers, remat: `TransformerSizes`).
+
+    Attributes:
       d_vocab_out: number of output classes; None means `d_vocab`.
       n_key_value_heads: KV heads for grouped-query attention; None means `n_heads`.
       act_fn: "gelu" (exact), "gelu_new" (tanh, GPT-2), "relu" or "silu".
@@ -113,20 +143,8 @@ class TransformerConfig:
       tie_embeddings: unembed with `W_E.T` (GPT-2) instead of a separate `W_U`.
       unembed_bias: a `b_U` bias on the logits.
       eps: epsilon of the norms.
-      init_range: standard deviation of the normal initialiser of weight matrices.
-      dtype: compute dtype (e.g. "bfloat16"); norms and softmax run in float32.
-      param_dtype: parameter dtype.
-      scan_layers: stack blocks with `nn.scan` (compile time independent of depth).
-      remat: rematerialise each block's activations in the backward pass.
     """
 
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    d_head: int = 16
-    d_mlp: int = 256
-    d_vocab: int = 128
-    n_ctx: int = 128
     d_vocab_out: int | None = None
     n_key_value_heads: int | None = None
     act_fn: str = "gelu_new"
@@ -153,17 +171,9 @@ class TransformerConfig:
     tie_embeddings: bool = False
     unembed_bias: bool = True
     eps: float = 1e-5
-    init_range: float = 0.02
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    scan_layers: bool = False
-    remat: bool = False
 
     def __post_init__(self):
-        for f in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) <= 0:
-                raise ValueError(f"TransformerConfig.{f} must be a positive int, "
-                                 f"got {getattr(self, f)!r}")
+        super().__post_init__()
         if not self.attn_only and self.d_mlp <= 0:
             raise ValueError(f"TransformerConfig.d_mlp must be positive, got {self.d_mlp}")
         kv = self.n_key_value_heads
@@ -194,12 +204,6 @@ class TransformerConfig:
         r = self.n_register_tokens
         if not isinstance(r, int) or isinstance(r, bool) or r < 0:
             raise ValueError(f"n_register_tokens={r!r} must be an int >= 0")
-        for f in ("dtype", "param_dtype"):
-            try:
-                jnp.dtype(getattr(self, f))
-            except TypeError:
-                raise ValueError(f"TransformerConfig.{f}={getattr(self, f)!r} is not a "
-                                 "dtype") from None
 
 
 class Block(nn.Module):
@@ -214,7 +218,7 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         resid_pre = hooks.site(self, "hook_resid_pre", x, RESID_AXES)
         ln1 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln1")
         attn = Attention(
@@ -258,7 +262,7 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         _check_tokens(tokens, c)
         init = nn.initializers.normal(c.init_range)
 
@@ -293,18 +297,7 @@ class Transformer(nn.Module):
 
 
 def _check_tokens(tokens: jax.Array, c: TransformerConfig) -> None:
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens must be [batch, pos], got shape {tokens.shape}")
-    if not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
-    if tokens.shape[1] > c.n_ctx:
-        raise ValueError(f"sequence length {tokens.shape[1]} exceeds n_ctx={c.n_ctx}")
-    if not isinstance(tokens, jax.core.Tracer):  # concrete: JAX would silently clamp the gather
-        t = np.asarray(tokens)
-        if t.size and (t.min() < 0 or t.max() >= c.d_vocab):
-            bad = t[(t < 0) | (t >= c.d_vocab)]
-            raise ValueError(f"token id {int(bad[0])} is outside [0, d_vocab={c.d_vocab}) "
-                             f"({bad.size} ids out of range)")
+    check_ids(tokens, "tokens", "token id", c.d_vocab, "d_vocab", c.n_ctx)
 
 
 # -- the forward pass's own steps, shared with the read-out API ---------------------------------
@@ -405,7 +398,7 @@ def embed(model: nn.Module, variables: Any, tokens: jax.Array) -> jax.Array:
     c = check_transformer(model, "embed")
     _check_tokens(tokens, c)
     p = _top_params(variables)
-    dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    dtype, pd = dtypes(c)
     with hooks.active(None):
         x = _embed_module(c, p)(tokens).astype(dtype)
         if c.positional_embedding_type == "standard":

@@ -24,9 +24,9 @@ KAT (`mlp_type="grkan"`, reference Adamdad/kat `KAN`): the MLP becomes
 `x -> act1 -> fc1 -> act2 -> fc2`, i.e. two GR-KAN layers, each a group-rational activation
 followed by a linear map: `jaxinterp.layers.kan_rational.GroupRationalKAN` with
 `shared_numerator=True` (rational_kat_cu `KAT_Group`: one numerator P of degree 5 shared by
-the `kan_groups` contiguous channel groups, a denominator per group), and the KAT paper's
+the `grkan_groups` contiguous channel groups, a denominator per group), and the KAT paper's
 denominator Q(x) = 1 + |b_1 x + ... + b_4 x^4| >= 1. fc1's rational starts as the identity,
-fc2's as swish (`kan_act_init`; Adamdad/kat `kat_{tiny,small,base}_patch16_224` use
+fc2's as swish (`grkan_init`; Adamdad/kat `kat_{tiny,small,base}_patch16_224` use
 act_init="swish", its `*_gelu_*` variants "gelu"). KAT MLP sites are the GR-KAN layers':
   blocks.{i}.mlp.fc1.hook_basis  [batch, pos, d_model]  act1(x), what fc1 reads
   blocks.{i}.mlp.fc1.hook_post   [batch, pos, d_mlp]    fc1's output (ViT's mlp.hook_pre)
@@ -54,6 +54,7 @@ from jaxinterp.layers import vision as vc
 from jaxinterp.layers.attention import Attention
 from jaxinterp.layers.axes import POOLED_AXES, RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, param
+from jaxinterp.layers.config import StackConfig, dtypes
 from jaxinterp.layers.kan_rational import RATIONAL_INITS, GroupRationalKAN
 from jaxinterp.layers.mlp import MLP
 from jaxinterp.layers.norms import LayerNorm
@@ -64,34 +65,28 @@ MLP_TYPES = ("dense", "grkan")
 
 
 @dataclasses.dataclass(frozen=True)
-class ViTConfig:
-    """Hyperparameters of a ViT (and of KAT, `mlp_type="grkan"`).
+class ViTConfig(vc.PatchClassifierConfig, StackConfig):
+    """Hyperparameters of a ViT (and of KAT, `mlp_type="grkan"`); image_size, in_channels,
+    num_classes, patch_size, dtype, param_dtype: `layers.vision.PatchClassifierConfig`;
+    scan_layers, remat: `layers.config.StackConfig`.
 
     Attributes:
-      image_size: height = width of the input images.
-      patch_size: side of the square patches (must divide image_size).
-      in_channels: image channels (3 for RGB).
-      num_classes: classes of the head.
       n_layers, d_model, n_heads, d_head, d_mlp: transformer sizes (timm: depth, embed_dim,
         num_heads, embed_dim // num_heads, mlp_ratio * embed_dim).
       act_fn: MLP activation ("gelu" = exact, as timm's nn.GELU); unused by "grkan".
       mlp_type: "dense" (ViT's MLP) or "grkan" (KAT's group-rational KAN feed-forward).
-      kan_groups: GR-KAN groups (KAT: 8); must divide d_model and d_mlp.
-      kan_act_init: initial shape of KAT's second rational (act2): "swish" (Adamdad/kat
-        presets), "gelu" or "identity" (`kan_rational.RATIONAL_INITS`).
+      grkan_groups: GR-KAN groups (KAT: 8); must divide d_model and d_mlp (the same setting
+        as `KANConfig.grkan_groups`).
+      grkan_init: initial shape of KAT's second rational (act2; the first starts as the
+        identity): "swish" (Adamdad/kat presets), "gelu" or "identity"
+        (`kan_rational.RATIONAL_INITS`; `KANConfig.grkan_init` is the same setting).
       class_token: prepend a learned class token (then pos = 1 + n_patches).
       pool: "token" (class token's features) or "mean" (mean over all tokens), after ln_final.
       eps: LayerNorm epsilon (1e-6 in ViT/timm).
       init_range: standard deviation of the normal initialiser of weights.
       head_init_range: the head's; 0 means zeros (big_vision).
-      dtype, param_dtype: compute and parameter dtypes.
-      scan_layers: stack blocks with nn.scan; remat: rematerialise blocks in the backward pass.
     """
 
-    image_size: int = 224
-    patch_size: int = 16
-    in_channels: int = 3
-    num_classes: int = 1000
     n_layers: int = 12
     d_model: int = 192
     n_heads: int = 3
@@ -99,21 +94,18 @@ class ViTConfig:
     d_mlp: int = 768
     act_fn: str = "gelu"
     mlp_type: Literal["dense", "grkan"] = "dense"
-    kan_groups: int = 8
-    kan_act_init: str = "swish"
+    grkan_groups: int = 8
+    grkan_init: str = "swish"
     class_token: bool = True
     pool: Literal["token", "mean"] = "token"
     eps: float = 1e-6
     init_range: float = 0.02
     head_init_range: float = 0.02
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    scan_layers: bool = False
-    remat: bool = False
 
     def __post_init__(self):
-        vc.check_positive(self, "image_size", "patch_size", "in_channels", "num_classes",
-                          "n_layers", "d_model", "n_heads", "d_head", "d_mlp", "kan_groups")
+        super().__post_init__()
+        vc.check_positive(self, "n_layers", "d_model", "n_heads", "d_head", "d_mlp",
+                          "grkan_groups")
         vc.n_patches(self.image_size, self.patch_size)
         if self.act_fn not in ACTIVATIONS:
             raise ValueError(f"act_fn={self.act_fn!r}; choose from {sorted(ACTIVATIONS)}")
@@ -122,17 +114,16 @@ class ViTConfig:
             raise ValueError(f"mlp_type={self.mlp_type!r}; choose from {MLP_TYPES}{hint}")
         if self.mlp_type == "grkan":
             for f in ("d_model", "d_mlp"):
-                if getattr(self, f) % self.kan_groups:
-                    raise ValueError(f"kan_groups={self.kan_groups} must divide {f}="
+                if getattr(self, f) % self.grkan_groups:
+                    raise ValueError(f"grkan_groups={self.grkan_groups} must divide {f}="
                                      f"{getattr(self, f)}")
-            if self.kan_act_init not in RATIONAL_INITS:
-                raise ValueError(f"kan_act_init={self.kan_act_init!r}; choose from "
+            if self.grkan_init not in RATIONAL_INITS:
+                raise ValueError(f"grkan_init={self.grkan_init!r}; choose from "
                                  f"{sorted(RATIONAL_INITS)}")
         if self.pool not in vc.POOLS:
             raise ValueError(f"pool={self.pool!r}; choose from {vc.POOLS}")
         if self.pool == "token" and not self.class_token:
             raise ValueError("pool='token' needs class_token=True (or use pool='mean')")
-        vc.check_dtypes(self)
 
     @property
     def n_tokens(self) -> int:
@@ -177,7 +168,7 @@ class ViTBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        dtype, pd = dtypes(c)
         resid_pre = hooks.site(self, "hook_resid_pre", x, RESID_AXES)
         h = LayerNorm(c.eps, dtype, pd, name="ln1")(resid_pre, RESID_AXES)
         attn = Attention(n_heads=c.n_heads, d_head=c.d_head, causal=False,
@@ -186,8 +177,8 @@ class ViTBlock(nn.Module):
         resid_mid = hooks.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
         h = LayerNorm(c.eps, dtype, pd, name="ln2")(resid_mid, RESID_AXES)
         if c.mlp_type == "grkan":
-            mlp = GRKANFeedForward(d_mlp=c.d_mlp, groups=c.kan_groups,
-                                   act_init=c.kan_act_init, init_range=c.init_range,
+            mlp = GRKANFeedForward(d_mlp=c.d_mlp, groups=c.grkan_groups,
+                                   act_init=c.grkan_init, init_range=c.init_range,
                                    dtype=dtype, param_dtype=pd, name="mlp")
         else:
             mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, init_range=c.init_range, dtype=dtype,
@@ -196,16 +187,14 @@ class ViTBlock(nn.Module):
         return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
 
 
-class ViT(nn.Module):
-    """images [batch, H, W, C] float -> logits [batch, num_classes] float32."""
+class ViT(vc.ImageClassifier):
+    """ViT or KAT: images [batch, H, W, C] float -> logits [batch, num_classes] float32
+    (see the module docstring; `layers.vision.ImageClassifier` checks the images)."""
 
     config: ViTConfig
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def forward(self, images: jax.Array, dtype: jnp.dtype, pd: jnp.dtype) -> jax.Array:
         c = self.config
-        dtype, pd = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        vc.check_images(images, c.image_size, c.in_channels, "ViT")
         batch = images.shape[0]
         x = vc.PatchEmbed(c.patch_size, c.d_model, init_range=c.init_range, dtype=dtype,
                           param_dtype=pd, name="patch_embed")(images)
@@ -244,13 +233,13 @@ PRESETS: dict[str, Preset] = {
     "vit_b16": Preset(ViT, ViTConfig, _vit(768, 12),
                       "ViT-B/16 at 224x224, 1000 classes (timm vit_base_patch16_224, "
                       "86,567,656 parameters)."),
-    "kat_t": Preset(ViT, ViTConfig, _vit(192, 3, mlp_type="grkan", kan_groups=8),
+    "kat_t": Preset(ViT, ViTConfig, _vit(192, 3, mlp_type="grkan", grkan_groups=8),
                     "KAT-T (Adamdad/kat kat_tiny_patch16_224): ViT-Ti/16 with GR-KAN MLPs, "
                     "5,718,328 parameters (ViT-Ti + 2 x 38 rational coefficients per block)."),
-    "kat_s": Preset(ViT, ViTConfig, _vit(384, 6, mlp_type="grkan", kan_groups=8),
+    "kat_s": Preset(ViT, ViTConfig, _vit(384, 6, mlp_type="grkan", grkan_groups=8),
                     "KAT-S (Adamdad/kat kat_small_patch16_224): ViT-S/16 with GR-KAN MLPs, "
                     "22,051,576 parameters."),
-    "kat_b": Preset(ViT, ViTConfig, _vit(768, 12, mlp_type="grkan", kan_groups=8),
+    "kat_b": Preset(ViT, ViTConfig, _vit(768, 12, mlp_type="grkan", grkan_groups=8),
                     "KAT-B (Adamdad/kat kat_base_patch16_224): ViT-B/16 with GR-KAN MLPs, "
                     "86,568,568 parameters."),
 }

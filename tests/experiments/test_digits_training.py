@@ -42,7 +42,7 @@ COSINE = dict(learning_rate=3e-3, warmup_steps=50, schedule="cosine", min_lr_rat
               weight_decay=1e-4)
 CASES = {
     "vit": dict(model=TINY_VIT, optimizer=COSINE, steps=400),
-    "kat": dict(model={**TINY_VIT, "mlp_type": "grkan", "kan_groups": 4}, optimizer=COSINE,
+    "kat": dict(model={**TINY_VIT, "mlp_type": "grkan", "grkan_groups": 4}, optimizer=COSINE,
                 steps=400),
     "mixer": dict(
         model=dict(preset="mixer_s32", image_size=8, in_channels=1, num_classes=10,

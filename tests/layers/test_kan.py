@@ -469,6 +469,6 @@ def test_kan_errors():
     rbf, rv, rx = tiny_kan("rbf")
     with pytest.raises(ValueError, match="has no B-spline grid"):
         kan.update_grid(rbf, rv, rx)
-    with pytest.raises(ValueError, match="n_groups=8 must divide"):
+    with pytest.raises(ValueError, match="grkan_groups=8 must divide"):
         ji.models.build("grkan_64_64_10", widths=(12, 4))
 

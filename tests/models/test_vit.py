@@ -100,7 +100,7 @@ def params_of(variables):
     dict(),
     dict(pool="mean"),
     dict(pool="mean", class_token=False),
-    dict(mlp_type="grkan", kan_groups=4),
+    dict(mlp_type="grkan", grkan_groups=4),
 ], ids=["token", "mean", "no_cls", "kat"])
 def test_forward_matches_numpy(overrides):
     model, variables, images = tiny(**overrides)
@@ -121,7 +121,7 @@ def test_sites_are_listed_with_shapes():
     assert s["hook_pooled"].shape == (3, 16)
     assert list(s)[:3] == ["hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre"]
     assert list(s)[-2:] == ["ln_final.hook_normalized", "hook_pooled"]
-    kat = ji.sites(tiny(mlp_type="grkan", kan_groups=4)[0], images)
+    kat = ji.sites(tiny(mlp_type="grkan", grkan_groups=4)[0], images)
     assert kat["blocks.0.mlp.fc1.hook_basis"].shape == (3, n_pos, 16)
     assert kat["blocks.0.mlp.fc1.hook_post"].shape == (3, n_pos, 24)
     assert kat["blocks.1.mlp.fc2.hook_basis"].shape == (3, n_pos, 24)
@@ -155,7 +155,7 @@ def test_head_ablation_matches_numpy(scan):
 
 
 def test_kat_neuron_clamp_matches_numpy():
-    model, variables, images = tiny(mlp_type="grkan", kan_groups=4)
+    model, variables, images = tiny(mlp_type="grkan", grkan_groups=4)
     mask = np.arange(24) % 5 == 0
     got, _ = ji.run(model, variables, images,
                     interventions=[ji.Clamp("blocks.1.mlp.fc2.hook_basis", 2.0, mask=mask)])
@@ -184,7 +184,7 @@ def test_scan_equals_unrolled_and_vmap():
 def test_kat_uses_shared_numerator_group_rationals_at_reference_inits():
     """Fresh KAT: numerator [1, 6] shared, denominator [groups, 4]; fc1's rational is the
     identity and fc2's is swish (Adamdad/kat presets) within 1e-3 on [-3, 3]."""
-    model = ViT(ViTConfig(**TINY, mlp_type="grkan", kan_groups=4))
+    model = ViT(ViTConfig(**TINY, mlp_type="grkan", grkan_groups=4))
     images = jnp.zeros((1, 8, 8, 2))
     mlp = model.init(jax.random.key(0), images)["params"]["blocks_0"]["mlp"]
     mlp = jax.tree.map(lambda a: np.asarray(a, np.float64), nn.meta.unbox(mlp))
@@ -209,10 +209,10 @@ def test_bad_inputs_are_clear_errors():
         ViTConfig(image_size=8, patch_size=3)
     with pytest.raises(ValueError, match="needs class_token"):
         ViTConfig(class_token=False)
-    with pytest.raises(ValueError, match="kan_groups=5 must divide"):
-        ViTConfig(mlp_type="grkan", kan_groups=5)
-    with pytest.raises(ValueError, match="kan_act_init='tanh'"):
-        ViTConfig(mlp_type="grkan", kan_act_init="tanh")
+    with pytest.raises(ValueError, match="grkan_groups=5 must divide"):
+        ViTConfig(mlp_type="grkan", grkan_groups=5)
+    with pytest.raises(ValueError, match="grkan_init='tanh'"):
+        ViTConfig(mlp_type="grkan", grkan_init="tanh")
     with pytest.raises(ValueError, match="mlp_type"):
         ViTConfig(mlp_type="moe")
     with pytest.raises(ValueError, match="n_layers must be a positive int"):
