@@ -172,4 +172,4 @@ PRESETS: dict[str, Preset] = {
                          "Mixer-L/16 (208.2M parameters; paper: 207M)."),
 }
 """The paper's Table 1 configurations at 224x224 with 1000 classes (counts: see
-tests/test_param_counts_mixer.py)."""
+tests/models/test_param_counts_mixer.py)."""

@@ -480,4 +480,4 @@ PRESETS: dict[str, Preset] = {
                            "Strip-MLP-B (Med-Process/Strip_MLP smlp_base_alpha3_patch4_224; "
                            "57,216,480 parameters; README: 57M)."),
 }
-"""The reference's ImageNet-1k configs at 224x224 (counts: tests/test_strip_mlp.py)."""
+"""The reference's ImageNet-1k configs at 224x224 (counts: tests/models/test_strip_mlp.py)."""

@@ -36,7 +36,7 @@ act_init="swish", its `*_gelu_*` variants "gelu"). KAT MLP sites are the GR-KAN 
 (no per-edge `hook_edge`: [batch, pos, d_model, d_mlp] per block is too large to be useful).
 
 Parameter counts equal timm's: vit_tiny_patch16_224 5,717,416; vit_small 22,050,664;
-vit_base 86,567,656 (tests/test_param_counts_vision.py derives them independently).
+vit_base 86,567,656 (tests/models/test_param_counts_vision.py derives them independently).
 """
 
 from __future__ import annotations
