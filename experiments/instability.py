@@ -166,7 +166,7 @@ def plot_final_loss(summary: dict[str, Any], path: str) -> None:
     ax.axhline(next(iter(summary["arms"].values()))["init_loss"], color="gray", ls=":",
                lw=1, label="loss at initialisation")
     ax.set(xscale="log", xlabel="learning rate", ylabel="final eval loss",
-           title="final loss vs learning rate (x: diverged)")
+           title="final loss vs learning rate (x: NaN or inf)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
