@@ -21,7 +21,8 @@ pre-softmax scores (`blocks.*.attn.hook_attn_scores`, via `jaxinterp.run`) and r
 maximum over layers, heads, batch and unmasked (query, key) pairs, and the output logits' mean
 |log Z| (log Z = logsumexp over the vocabulary; 0 when the logits are log-probabilities) and
 max |logit|. The final loss is the cross-entropy (without z-loss) of the final parameters on
-held-out sequences; a run whose loss is NaN or inf has diverged.
+held-out sequences; a run has diverged when that loss is NaN, inf or above the loss at
+initialisation.
 
 Writes to the workdir: `final_loss_vs_lr.png` (the paper's figure 1: final loss against the
 learning rate, one curve per arm), `logits_vs_step.png` (max attention logit and mean |log Z|
@@ -111,7 +112,7 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
             "qk_norm": bool(arm.qk_norm), "z_loss": float(arm.z_loss),
             "init_loss": init_loss,
             "final_loss": final_loss,
-            "diverged": [x is None for x in final_loss],
+            "diverged": [x is None or x > init_loss for x in final_loss],
             "max_attn_logit": [_finite_or_none(np.nanmax(np.where(np.isfinite(h), h, np.nan)))
                                if np.isfinite(h).any() else None
                                for h in history["max_attn_logit"]],
@@ -150,7 +151,8 @@ _COLORS = {"plain": "tab:red", "qk_norm": "tab:blue", "z_loss": "tab:green",
 
 def plot_final_loss(summary: dict[str, Any], path: str) -> None:
     """Final loss against the learning rate, one curve per arm (diverged runs drawn at the
-    initial loss with an x), as in the paper's figure 1."""
+    initial loss with an x; the loss is capped there as in the LR sensitivity), as in the
+    paper's figure 1."""
     plt = _pyplot()
     lrs = np.array(summary["learning_rates"])
     fig, ax = plt.subplots(figsize=(6, 4.2))
@@ -166,7 +168,7 @@ def plot_final_loss(summary: dict[str, Any], path: str) -> None:
     ax.axhline(next(iter(summary["arms"].values()))["init_loss"], color="gray", ls=":",
                lw=1, label="loss at initialisation")
     ax.set(xscale="log", xlabel="learning rate", ylabel="final eval loss",
-           title="final loss vs learning rate (x: NaN or inf)")
+           title="final loss vs learning rate (x: diverged)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
