@@ -18,7 +18,8 @@ repeated-token sequences with skip-bigram structure (below); 1000 steps of batch
 with a learned gain (`TransformerConfig.qk_norm`), not a LayerNorm; one seed; 1000 steps, not
 1e5; no weight decay.
 
-Runtime on 2 CPU cores (shared with other jobs, load ~8): 347 s (6 min wall with start-up).
+Runtime on 2 CPU cores (shared with other jobs, load ~8): 250-347 s in two runs (4.3-6 min wall
+with start-up); the two runs gave identical numbers.
 
 Measured at this config (seed 0; loss at initialisation 4.17, unigram loss log 63 = 4.14):
   final eval loss at lr 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1:
