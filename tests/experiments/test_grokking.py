@@ -7,8 +7,11 @@ seeds. What holds there (measured; see configs/grokking.py for the default-confi
   - corrupted labels: the network fits them; pruning its least periodic (lowest Fourier-IPR)
     neurons lowers accuracy on the corrupted labels far more than on the clean training pairs
     and raises test accuracy, while pruning the most periodic ones lowers test accuracy.
-The ticket does NOT reach 95% test accuracy faster than the dense model at these settings (the
-dense model itself does not grok fully here); the default config measures that.
+What does NOT hold at these settings: the ticket does not reach 95% test accuracy faster than the
+dense model (nothing reaches 95%: dense ends at 0.86-0.87, the ticket at 0.03-0.05), and the
+corrupted-label model does not generalise in its 1000 steps (test 0.04-0.06; pruning its
+lowest-IPR half raises that to 0.16-0.23). The default config measures those claims.
+Seeds 0, 1, 2: 5-12 s each on 2 shared cores.
 """
 
 import json
@@ -44,7 +47,7 @@ def test_grokking_directions(tmp_path, seed):
     assert dense["final_test_acc"] > 0.5, s
 
     # The ticket beats a random mask of the same sparsity (by little at p = 31: seeds 0-2
-    # measured ticket 0.10 / ? / 0.03 against random 0.0).
+    # measured final test accuracy 0.037 / 0.048 / 0.031 against random 0.000).
     assert ticket["sparsity"] == pytest.approx(rand["sparsity"])
     assert ticket["final_test_acc"] > rand["final_test_acc"], s
 
