@@ -3,6 +3,7 @@ reference) and leaves the documented weights centred."""
 
 import dataclasses
 
+import chex
 import flax.linen as nn
 import jax
 import numpy as np
@@ -102,9 +103,8 @@ def test_scanned_and_boxed_structure_preserved():
     assert new_vars["params"]["blocks"]["attn"]["W_O"].names[0] == "layers"
     # same numbers as processing the unrolled model
     _, unrolled = process_weights(model, variables, **ALL)
-    jax.tree.map(np.testing.assert_array_equal,
-                 ji.models.unstack_layers(new_vars)["params"],
-                 nn.meta.unbox(unrolled)["params"])
+    chex.assert_trees_all_equal(ji.models.unstack_layers(new_vars)["params"],
+                                nn.meta.unbox(unrolled)["params"])
 
 
 def test_errors():

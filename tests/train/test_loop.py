@@ -4,6 +4,7 @@ import glob
 import logging
 import os
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_outputs_metrics_events_checkpoints_and_params(finished):
     assert steps == [10, 15, 20]  # keeps the last 3
     params = ckpt_lib.load_params(workdir)
     want = jax.tree.map(np.asarray, result.state.params)
-    jax.tree.map(np.testing.assert_array_equal, params, want)
+    chex.assert_trees_all_equal(params, want)
     # The saved parameters work with the model and ji.run.
     tokens = np.ones((2, 12), np.int32)
     logits, _ = ji.run(result.model, {"params": params}, tokens)
@@ -58,7 +59,7 @@ def test_rerun_resumes_and_does_not_repeat_steps(finished, capsys):
     again = train(config, workdir)
     assert again.start_step == 20
     assert "resumed from step 20" in capsys.readouterr().out
-    jax.tree.map(np.testing.assert_array_equal, again.state.params, first.state.params)
+    chex.assert_trees_all_equal(again.state.params, first.state.params)
     assert len(read_jsonl(workdir)) == n_rows  # nothing was trained again
 
 
@@ -69,7 +70,7 @@ def test_longer_run_continues_from_checkpoint(tmp_path, data_dir):
     resumed = train(tiny_config(data__data_dir=data_dir), str(tmp_path))
     straight = train(tiny_config(data__data_dir=data_dir), str(tmp_path / "straight"))
     assert resumed.start_step == 10
-    jax.tree.map(np.testing.assert_array_equal, resumed.state.params, straight.state.params)
+    chex.assert_trees_all_equal(resumed.state.params, straight.state.params)
 
 
 def test_corrupted_newest_checkpoint_is_set_aside_with_warning(finished, tmp_path, caplog):
@@ -159,7 +160,7 @@ def test_checkpoint_restores_onto_a_different_mesh(finished, tmp_path, data_dir)
     assert dict(w_q.sharding.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
     assert w_q.sharding.spec[:2] == ("tensor", "fsdp")
     restored = ckpt_lib.load_params(copy, step=20)
-    jax.tree.map(np.testing.assert_array_equal, restored, jax.device_get(first.state.params))
+    chex.assert_trees_all_equal(restored, jax.device_get(first.state.params))
 
 
 def test_relative_workdir(tmp_path, data_dir, monkeypatch):

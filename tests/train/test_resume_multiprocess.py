@@ -3,7 +3,7 @@
 import os
 import time
 
-import jax
+import chex
 import numpy as np
 import pytest
 
@@ -52,7 +52,7 @@ def test_sigkill_mid_training_and_rerun_gives_bit_identical_parameters(tmp_path)
     out = binary("experiments.train", killed, *flags)
     assert f"resumed from step {done[-1]}" in out.stdout
     a, b = load_params(straight), load_params(killed)
-    jax.tree.map(np.testing.assert_array_equal, a, b)
+    chex.assert_trees_all_equal(a, b)
     print(f"killed after step {done[-1]}; mid-save: {caught_mid_save}")
 
 

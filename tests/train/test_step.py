@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -61,8 +62,7 @@ def test_gradient_accumulation_matches_full_batch():
     full, s1 = train_losses({"data": -1, "fsdp": 1, "tensor": 1}, n_steps=5)
     accum, s2 = train_losses({"data": -1, "fsdp": 1, "tensor": 1}, n_steps=5, accum_steps=2)
     np.testing.assert_allclose(accum, full, rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                 s1.params, s2.params)
+    chex.assert_trees_all_close(s1.params, s2.params, rtol=1e-4, atol=1e-5)
 
 
 def test_training_time_intervention_changes_training_and_scanned_remat_bf16_run():

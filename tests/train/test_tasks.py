@@ -4,6 +4,7 @@ import functools
 import os
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -188,7 +189,7 @@ def test_scheduled_grid_update_equals_update_grid_by_hand(data_dir, tmp_path):
         state, _ = step(state, batch)
     got = jax.tree.map(np.asarray, result.state.variables)
     want = jax.tree.map(np.asarray, state.variables)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, want)
+    chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-7)
     # The grids really moved (the update ran): they differ from the initial uniform grid.
     init = model.init(jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32))["kan_grid"]
     moved = jax.tree.map(lambda a, b: not np.allclose(a, b), got["kan_grid"], init)
