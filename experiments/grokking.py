@@ -45,6 +45,7 @@ import optax
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
+from experiments.plotting import pyplot
 from jaxinterp.analysis.fourier import ipr
 from jaxinterp.data.modular_arithmetic import ModularArithmeticConfig, modular_op
 from jaxinterp.train import masks as mask_lib
@@ -262,19 +263,9 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     return summary
 
 
-def _pyplot():
-    """matplotlib.pyplot on the headless Agg backend (imported only when plotting)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(curves, every: int, path: str) -> None:
     """Train (dashed) and test (solid) accuracy vs step for every arm, log-scaled steps."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     colors = {"dense": "tab:blue", "ticket": "tab:green", "random": "tab:orange",
               "corrupted": "tab:red"}
@@ -298,7 +289,7 @@ def plot_curves(curves, every: int, path: str) -> None:
 
 def plot_pruning(result, path: str) -> None:
     """Accuracies of the corrupted-label model vs the fraction of neurons pruned by IPR."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, name in zip(axes, ("low_ipr_first", "high_ipr_first"), strict=True):
         for key, color in (("corrupt_acc", "tab:red"), ("clean_train_acc", "tab:blue"),

@@ -41,6 +41,7 @@ import optax
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
+from experiments.plotting import pyplot
 from jaxinterp.analysis import icl_predictors as ref
 from jaxinterp.data.sources import load_source
 from jaxinterp.models.icl_regression import LinearSelfAttention, RegressionTransformer
@@ -305,19 +306,10 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     return summary
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_lsa(lsa, lsa_sparse, path: str) -> None:
     """Model vs fitted one-step GD (isotropic), vs GD and preconditioned GD (anisotropic);
     top row the full LSA, bottom row the sparse form."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.4))
     for (ax, arm, refname, r2key, scale_key), (res, form) in zip(
             [(axes[r, 0], "isotropic", "gd", "r2_vs_one_step_gd", "step_size") for r in (0, 1)]
@@ -344,7 +336,7 @@ def plot_lsa(lsa, lsa_sparse, path: str) -> None:
 
 def plot_sweep(sweep, path: str) -> None:
     """Final distance to dMMSE and ridge vs pool size; distances over training per pool."""
-    plt = _pyplot()
+    plt = pyplot()
     steps, d_ridge, d_dmmse = sweep["_curves"]
     sizes = sweep["pool_sizes"]
     finite = [i for i, p in enumerate(sizes) if p]

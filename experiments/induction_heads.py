@@ -41,6 +41,7 @@ from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 import jaxinterp as ji
+from experiments.plotting import pyplot
 from jaxinterp.analysis import induction_score, previous_token_score
 from jaxinterp.train.loop import train
 from jaxinterp.train.metrics import read_jsonl
@@ -170,20 +171,10 @@ def _formation_step(ev, ind: np.ndarray, threshold: float = 0.5) -> int | None:
     return int(ev[hits[0]]["step"]) if hits.size else None
 
 
-def _pyplot():
-    """matplotlib.pyplot on the headless Agg backend (imported only when plotting)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_loss_curves(arms, summary, path: str) -> None:
     """Train loss, repeated-half loss and the best layer-1 induction and layer-0
     previous-token scores over training, both arms."""
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     colors = {"baseline": "tab:blue", "clamped": "tab:red"}
@@ -216,7 +207,7 @@ def plot_loss_curves(arms, summary, path: str) -> None:
 
 def plot_head_scores(arms, clamped_heads, path: str) -> None:
     """Heatmaps [layer x head] of previous-token and induction scores at init and at the end."""
-    plt = _pyplot()
+    plt = pyplot()
 
     columns = [(a, when) for a in arms for when in ("init", "end")]
     fig, axes = plt.subplots(2, 4, figsize=(14, 5.5))

@@ -46,6 +46,7 @@ from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 import jaxinterp as ji
+from experiments.plotting import pyplot
 from jaxinterp import data
 from jaxinterp.models.transformer import Transformer, TransformerConfig
 from jaxinterp.train.loss import cross_entropy
@@ -135,16 +136,6 @@ def _finite_or_none(x) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def _pyplot():
-    """matplotlib.pyplot on the headless Agg backend (imported only when plotting)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 _COLORS = {"plain": "tab:red", "qk_norm": "tab:blue", "z_loss": "tab:green",
            "qk_norm_z_loss": "tab:purple"}
 
@@ -153,7 +144,7 @@ def plot_final_loss(summary: dict[str, Any], path: str) -> None:
     """Final loss against the learning rate, one curve per arm (diverged runs drawn at the
     initial loss with an x; the loss is capped there as in the LR sensitivity), as in the
     paper's figure 1."""
-    plt = _pyplot()
+    plt = pyplot()
     lrs = np.array(summary["learning_rates"])
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, s in summary["arms"].items():
@@ -179,7 +170,7 @@ def plot_logits(summary: dict[str, Any], histories: dict[str, dict[str, np.ndarr
                 path: str) -> None:
     """Max attention logit and mean |log Z| against the step: one panel per arm and quantity,
     one line per rate (darker = higher rate)."""
-    plt = _pyplot()
+    plt = pyplot()
     arms = list(histories)
     lrs = summary["learning_rates"]
     fig, axes = plt.subplots(2, len(arms), figsize=(4.5 * len(arms), 7), squeeze=False,
