@@ -31,6 +31,13 @@ with full-batch gradient descent from a small initialisation, per depth one comp
               entries for `recovery_steps` steps. Measured: the final test loss (mean squared
               error over all n^2 entries).
 
+Deviations from the paper (its code: github.com/mjkleinman/CriticalPeriodDeepLinearNets):
+pathways of width 32 (100) from a Gaussian initialisation shared by both pathways (the paper
+initialises both in the task's singular basis, so that its ODE applies), deficits at the start
+of training of varying length (the paper also moves a fixed-length deficit); matrix completion
+at n = 48, rank 4, deficit rank 8, 800 entries, rate 0.5, 8000 recovery steps (the paper: 100,
+5, 10, 2000 entries, 0.2, 30000 steps) and depths 1, 2, 4 (the paper: 1, 2, 3).
+
 Writes to the workdir: `critical_periods.png` (gap / final loss against deficit length, per
 depth), `learning_curves.png` (a few T), `curves.npz` and `summary.json`.
 `run_experiment` is the library entry point; notebooks can call it directly.
