@@ -73,8 +73,10 @@ def test_completion_corrupted_start_hurts_depth_2_not_depth_1(result, seed):
     np.testing.assert_array_less(np.abs(_seed(mc["depth_1"]["test_loss_gap"], seed)), 1e-3)
     gap = _seed(mc["depth_2"]["test_loss_gap"], seed)  # deficit lengths 0, 100, 200
     # Seeds 0-2: gaps 0.013-0.19 at T=100, 0.079-0.29 at T=200 (no-deficit test loss
-    # 0.010-0.101); depth 1 gaps < 1e-5 (test loss 0.38-0.54, what the init leaves unobserved).
-    assert gap[1] > 0.005 and gap[2] > gap[1] + 0.02, gap
+    # 0.010-0.101); depth 1 gaps < 1e-5 (test loss 0.38-0.54: the unobserved entries keep their
+    # initial values). Seeds 3-5 (not part of the test): T=200 exceeds T=100 by only
+    # 0.007-0.043 at this size, so the test asks for an increase, not a margin.
+    assert gap[1] > 0.005 and gap[2] > gap[1], gap
 
 
 def test_outputs_written(result):
