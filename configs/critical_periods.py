@@ -52,9 +52,9 @@ def get_config():
     c = ConfigDict()
     c.seeds = (0, 1, 2, 3, 4)  # one vmapped axis: every seed runs in the same compiled call
 
-    # Competition between two pathways (paper section 3, after Saxe et al.'s multi-pathway
-    # model): 8 one-hot items -> 15 hierarchical features, 0.5 * summed squared error, plain
-    # gradient descent at the paper's rate 0.01, both pathways from the same initial weights.
+    # Competition between two pathways (the paper's multi-pathway model, after Saxe et al.):
+    # 8 one-hot items -> 15 hierarchical features, 0.5 * summed squared error, plain gradient
+    # descent at the paper's rate 0.01, both pathways from the same initial weights.
     # Deficit on pathway B for the first T steps, then `recovery_steps` steps without; the
     # late control starts the same deficit at `late_start`, after the features are learned.
     c.pathways = ConfigDict(dict(
@@ -70,9 +70,9 @@ def get_config():
         record_every=10,
     ))
 
-    # Deep matrix completion (paper section 4): an n x n matrix of rank `rank`, n_observed
-    # entries seen (the paper: n=100, rank 5, 2000 entries, about 2x the 2nr - r^2 degrees of
-    # freedom; here n=48, rank 4, 800 entries: 2.2x). Deficit as in the paper's code: the
+    # Deep matrix completion: an n x n matrix of rank `rank`, n_observed entries seen (the
+    # paper: n=100, rank 5, 2000 entries, about 2x the 2nr - r^2 degrees of freedom; here
+    # n=48, rank 4, 800 entries: 2.2x). Deficit as in the paper's code: the
     # observed entries come from another matrix, of rank `deficit_rank`, for the first T
     # steps. Loss 0.5 * mean squared error over the observed entries, gradient descent,
     # Gaussian initialisation with end-to-end Frobenius norm ~ init_scale * sqrt(n).

@@ -9,21 +9,21 @@ no deficit; the gap grows with T and depends on depth. Two settings of the paper
 with full-batch gradient descent from a small initialisation, per depth one compiled call
 (`jax.vmap` over deficit lengths and seeds, `jax.lax.scan` over steps):
 
-  pathways:   competition between input sources (the paper's section 3). Two deep linear
-              pathways (`models.deep_linear.MultiPathwayLinear`, identical initial weights) read
-              the same one-hot item and their outputs are summed to predict the item's 15
-              hierarchical features (`data.linear_tasks.hierarchical_features`). Deficit
-              for steps [0, T), then `recovery_steps` steps without: pathway B is frozen
-              (`deficit="freeze"`, the paper's: B's output still counts but B does not
-              learn) or its input is blanked (`deficit="blank"`, a closed eye: B neither
-              contributes nor learns). The task loss
-              recovers fully (pathway A alone can fit it), so the lasting effect is in how the
-              features are split: the loss of the deprived pathway alone (the "monocular" test
-              of the deprived eye), 1/4 of the total without a deficit, and B's share of the
-              features, <Y_B, Y> / <Y, Y> (1/2 without a deficit). The same deficit starting
-              late (`late_start`, after the features are learned) is the control: a critical
-              period means late deficits do no lasting harm.
-  completion: deep matrix completion (the paper's section 4). A deep linear network
+  pathways:   competition between input sources. Two deep linear pathways
+              (`models.deep_linear.MultiPathwayLinear`, identical initial weights) read the
+              same one-hot item and their outputs are summed to predict the item's 15
+              hierarchical features (`data.linear_tasks.hierarchical_features`). Deficit for
+              steps [0, T), then `recovery_steps` steps without: pathway B is frozen
+              (`deficit="freeze"`, the paper's: B's output still counts but B does not learn)
+              or its input is blanked (`deficit="blank"`, a closed eye: B neither contributes
+              nor learns). The task loss recovers fully (pathway A alone can fit it), so the
+              lasting effect is in how the features are split: the loss of the deprived
+              pathway alone (the "monocular" test of the deprived eye; 4, a quarter of the
+              loss of predicting nothing, without a deficit; 16 if B learned nothing) and B's
+              share of the features, <Y_B, Y> / <Y, Y> (1/2 without a deficit). The same
+              deficit starting late (`late_start`, after the features are learned) is the
+              control: a critical period means late deficits do no lasting harm.
+  completion: deep matrix completion. A deep linear network
               (`models.deep_linear.DeepLinear`, d_in = d_out = width = n; its end-to-end matrix
               is the prediction) fits `n_observed` entries of a rank-`rank` n x n matrix. The
               deficit corrupts the task as the paper does: for steps [0, T) the observed
