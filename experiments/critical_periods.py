@@ -45,7 +45,6 @@ depth), `learning_curves.png` (a few T), `curves.npz` and `summary.json`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -54,9 +53,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
+from experiments import runner
 from experiments.plotting import pyplot
 from jaxinterp.data.linear_tasks import hierarchical_features, low_rank_matrix, observation_mask
 from jaxinterp.models.deep_linear import DeepLinear, MultiPathwayLinear
@@ -262,11 +261,10 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         np.savez(os.path.join(workdir, "curves.npz"), **curves)
-        plot_gaps(summary, os.path.join(workdir, "critical_periods.png"))
-        plot_curves(summary, curves, config, os.path.join(workdir, "learning_curves.png"))
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-    return summary
+    return runner.write_outputs(workdir, summary, {
+        "critical_periods.png": lambda path: plot_gaps(summary, path),
+        "learning_curves.png": lambda path: plot_curves(summary, curves, path),
+    })
 
 
 def _errorbar(ax, x, stats, **kw):
@@ -311,8 +309,7 @@ def _curve_lengths(lengths: list[int], n: int = 3) -> list[int]:
     return [lengths[i] for i in idx]
 
 
-def plot_curves(summary: dict[str, Any], curves: dict[str, np.ndarray], config: ConfigDict,
-                path: str) -> None:
+def plot_curves(summary: dict[str, Any], curves: dict[str, np.ndarray], path: str) -> None:
     """Mean over seeds of the deprived pathway's loss (pathways) and the test loss
     (completion) over training, for the shortest, a middle and the longest deficit."""
     plt = pyplot()
@@ -345,15 +342,5 @@ def plot_curves(summary: dict[str, Any], curves: dict[str, np.ndarray], config: 
     plt.close(fig)
 
 
-def main(argv):
-    del argv
-    summary = run_experiment(_CONFIG.value, _WORKDIR.value)
-    print(json.dumps(summary, indent=2))
-    print(f"figures: {_WORKDIR.value}/critical_periods.png, {_WORKDIR.value}/learning_curves.png")
-
-
-if __name__ == "__main__":  # flags only for the binary: importing run_experiment defines none
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/critical_periods.py",
-                                              "Experiment config.", lock_config=True)
-    _WORKDIR = flags.DEFINE_string("workdir", "workdirs/critical_periods", "Output directory.")
-    app.run(main)
+if __name__ == "__main__":
+    runner.main(run_experiment, "critical_periods")
