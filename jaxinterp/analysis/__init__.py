@@ -12,6 +12,9 @@ One module per concept, with its main function(s) (in `__all__`, importable from
                                                          receivers only
   attribution     attr_patch                             every activation patch at once, to first
                                                          order (one backward pass)
+  eap             edge_attr_patch, edge_patch,           which edges (head -> later head's q/k/v,
+                  faithfulness                           MLP, logits) carry it: EAP / EAP-IG, and
+                                                         circuits checked by exact edge ablation
   lenses          logit_lens, tuned_lens                 each layer's residual stream read as a
                                                          next-token prediction
   dla             direct_logit_attribution               each component's direct share of a logit
@@ -34,6 +37,7 @@ The modules' other public names are also importable from the package (`A.inducti
 from jaxinterp.analysis import (
     attribution,
     dla,
+    eap,
     figures,
     fourier,
     heads,
@@ -48,6 +52,14 @@ from jaxinterp.analysis import (
 )
 from jaxinterp.analysis.attribution import attr_patch
 from jaxinterp.analysis.dla import LogitAttribution, direct_logit_attribution
+from jaxinterp.analysis.eap import (
+    EdgeGraph,
+    EdgeScores,
+    edge_attr_patch,
+    edge_graph,
+    edge_patch,
+    faithfulness,
+)
 from jaxinterp.analysis.fourier import fourier_power, ipr
 from jaxinterp.analysis.heads import (
     attention_sink_score,
@@ -104,6 +116,10 @@ __all__ = [
     "direct_logit_attribution",
     "dla",
     "dmmse_prefix",
+    "eap",
+    "edge_attr_patch",
+    "edge_patch",
+    "faithfulness",
     "figures",
     "fit_linear_probe",
     "fit_logistic_probe",

@@ -62,7 +62,7 @@ the clean run; with none, the corrupted run. `faithfulness` normalises it to
     from jaxinterp import analysis as A
     def metric(logits):  # mean logit difference at the last position
         return (logits[:, -1, 7] - logits[:, -1, 3]).mean()
-    scores = A.eap_ig(model, variables, clean, corrupted, metric, n_steps=5)
+    scores = A.edge_attr_patch(model, variables, clean, corrupted, metric, n_steps=5)  # EAP-IG
     scores.ranked(5)                              # [("a0.h1->a1.h0<k>", 1.7), ...]
     circuit = scores.top(20)                      # bool [sender, receiver]
     A.faithfulness(model, variables, clean, corrupted, metric, circuit)
@@ -306,8 +306,9 @@ def _check_inputs(model, variables, clean, corrupted, metric):
     return twin, twin_vars
 
 
-def eap(model: nn.Module, variables: Any, clean_inputs: jax.Array, corrupted_inputs: jax.Array,
-        metric: Metric) -> EdgeScores:
+def edge_attr_patch(model: nn.Module, variables: Any, clean_inputs: jax.Array,
+                    corrupted_inputs: jax.Array, metric: Metric, *, n_steps: int | None = None
+                    ) -> EdgeScores:
     """Edge attribution patching: a first-order score for every edge of the graph.
 
     Args:
@@ -315,36 +316,28 @@ def eap(model: nn.Module, variables: Any, clean_inputs: jax.Array, corrupted_inp
       clean_inputs, corrupted_inputs: tokens of the same shape [batch, pos].
       metric: `metric(logits [batch, pos, vocab]) -> scalar`, hashable (a static argument of
         `jax.jit`), e.g. the mean logit difference at the last position.
+      n_steps: None: EAP (the gradient at the clean run). An int m >= 1: EAP-IG (Hanna et al.
+        2024), the gradient averaged over m runs whose input embeddings go from the corrupted
+        towards the clean ones, `z' + k/m (z - z')` for k = 1..m; m = 1 is EAP. Hanna et al.
+        use 5. All m backward passes run in one compiled call (`lax.scan`).
 
     Returns:
       `EdgeScores`: float32 [sender, receiver] `(a_s(corrupted) - a_s(clean)) . d metric /
-      d input_r` at the clean run, summed over batch, positions and d_model (module docstring).
+      d input_r`, summed over batch, positions and d_model (module docstring).
 
     Raises:
       ValueError (before anything compiles): not a Transformer, gated attention, inputs of
-        different shapes, a metric that is not hashable or not a scalar.
+        different shapes, a metric that is not hashable or not a scalar, `n_steps` not None
+        or an int >= 1.
     """
-    twin, twin_vars = _check_inputs(model, variables, clean_inputs, corrupted_inputs, metric)
-    scores = _edge_scores(twin_vars, clean_inputs, corrupted_inputs, model=twin, metric=metric,
-                          n_steps=None)
-    return EdgeScores(edge_graph(twin), scores)
-
-
-def eap_ig(model: nn.Module, variables: Any, clean_inputs: jax.Array,
-           corrupted_inputs: jax.Array, metric: Metric, n_steps: int = 5) -> EdgeScores:
-    """EAP with integrated gradients (Hanna et al. 2024): as `eap`, with the gradient averaged
-    over `n_steps` runs whose input embeddings go from the corrupted towards the clean ones,
-    `z' + k/n_steps (z - z')` for k = 1..n_steps (module docstring). `n_steps=1` is `eap`.
-
-    Raises:
-      ValueError: as `eap`, and `n_steps` not an int >= 1.
-    """
-    if not isinstance(n_steps, int | np.integer) or isinstance(n_steps, bool) or n_steps < 1:
+    if n_steps is not None and (not isinstance(n_steps, int | np.integer)
+                                or isinstance(n_steps, bool) or n_steps < 1):
         raise ValueError(f"n_steps={n_steps!r} must be an int >= 1 (the number of points on the "
-                         "path from the corrupted to the clean input; Hanna et al. use 5)")
+                         "path from the corrupted to the clean input; Hanna et al. use 5), or "
+                         "None for EAP")
     twin, twin_vars = _check_inputs(model, variables, clean_inputs, corrupted_inputs, metric)
     scores = _edge_scores(twin_vars, clean_inputs, corrupted_inputs, model=twin, metric=metric,
-                          n_steps=int(n_steps))
+                          n_steps=None if n_steps is None else int(n_steps))
     return EdgeScores(edge_graph(twin), scores)
 
 
@@ -435,7 +428,7 @@ def edge_patch(model: nn.Module, variables: Any, clean_inputs: jax.Array,
     corrupted value, exactly (module docstring).
 
     Args:
-      model, variables, clean_inputs, corrupted_inputs, metric: as `eap`.
+      model, variables, clean_inputs, corrupted_inputs, metric: as `edge_attr_patch`.
       keep: the circuit: edge names (`["input->a0.h0<q>", ...]`), a bool [sender, receiver]
         mask (e.g. `EdgeScores.top(n)`; non-edge entries are ignored), or a stack of masks
         [n_circuits, sender, receiver], evaluated in one vmapped call.
@@ -444,8 +437,8 @@ def edge_patch(model: nn.Module, variables: Any, clean_inputs: jax.Array,
       float32 scalar, or [n_circuits] for a stack of masks.
 
     Raises:
-      ValueError: as `eap`, and unknown sender or receiver names, pairs that are not edges, or
-        a mask of the wrong shape.
+      ValueError: as `edge_attr_patch`, and unknown sender or receiver names, pairs that are
+        not edges, or a mask of the wrong shape.
     """
     twin, twin_vars = _check_inputs(model, variables, clean_inputs, corrupted_inputs, metric)
     masks, single = _keep_masks(edge_graph(twin), keep)
