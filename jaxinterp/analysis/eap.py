@@ -32,10 +32,11 @@ receiver r reads sender s's output from the corrupted run instead of the clean o
     score(s -> r) = (a_s(corrupted) - a_s(clean)) . d metric / d input_r   (at the clean run)
 
 summed over batch, positions and d_model, with a_s the sender's output and input_r the
-receiver's own input. One forward pass of each input gives every a_s; one backward pass of the
-clean run gives the gradient with respect to every receiver's input (the model's
-`use_split_qkv_input` path gives each head its own input site), so all edges cost two forward
-passes and one backward pass, in one compiled call.
+receiver's own input. A forward pass of the corrupted input gives every a_s(corrupted); one
+forward and backward pass of the clean input gives every a_s(clean) and the gradient with
+respect to every receiver's input at once (the model's `use_split_qkv_input` path gives each
+head its own input site), so all edges cost two forward passes and one backward pass, in one
+compiled call.
 
 EAP-IG (Hanna, Pezzelle & Belinkov 2024, "Have Faith in Faithfulness: Going Beyond Circuit
 Overlap When Finding Model Mechanisms") replaces the gradient by its average along the straight
@@ -45,9 +46,11 @@ path from the corrupted to the clean input embeddings, with z, z' the clean and 
     score(s -> r) = (a_s(corrupted) - a_s(clean)) . 1/m sum_{k=1..m} d metric / d input_r
                                                      (run with input = z' + k/m (z - z'))
 
-so that one step is EAP exactly (k = m is the clean run). (The reference code's
-`get_scores_eap_ig` sums k = 0..m-1 instead, a left Riemann sum that never evaluates the clean
-run; the two agree as m grows.) The m backward passes run in one compiled call.
+a right Riemann sum of the integral over the path, so that one step is EAP exactly (k = m is
+the clean run). The reference code (github.com/hannamw/EAP-IG, `get_scores_eap_ig`) sums
+k = 0..m-1 instead, a left Riemann sum whose one-step case is the gradient at the corrupted
+input; the two agree as m grows (its default is m = 30). The m backward passes run in one
+compiled call (`lax.scan`).
 
 Circuits and faithfulness. `EdgeScores.top(n)` is the circuit of the n edges with the largest
 |score|. `edge_patch` runs the CLEAN input with every edge outside a circuit ablated, exactly:
@@ -260,37 +263,40 @@ def _per_node(x: jax.Array) -> jax.Array:
 
 
 def _receiver_grads(model, variables, tokens, metric, graph, input_value=None):
-    """d metric / d (every receiver's input) on `tokens`: [batch, pos, receiver, d_model];
-    `input_value` [batch, pos, d_model] replaces the `input` node (EAP-IG's interpolation)."""
+    """(d metric / d (every receiver's input) on `tokens` [batch, pos, receiver, d_model], the
+    senders' outputs in that run [batch, pos, sender, d_model]); `input_value` [batch, pos,
+    d_model] replaces the `input` node (EAP-IG's interpolation)."""
     names = tuple(name for name, _ in graph.receiver_sites)
+    senders = tuple(name for name, _ in graph.sender_sites)
     shapes = dict(jax.eval_shape(
         lambda: run(model, variables, tokens, capture=names)[1]).items())
 
     def f(deltas):
         ivs = [] if input_value is None else [Patch(_INPUT_SITE, input_value)]
         ivs += [Add(name, deltas[name]) for name in names]
-        out, _ = run(model, variables, tokens, interventions=ivs)
-        return metric(out)
+        out, cache = run(model, variables, tokens, capture=senders, interventions=ivs)
+        return metric(out), cache
 
     zeros = {n: jnp.zeros(s.shape, s.dtype) for n, s in shapes.items()}
-    return _stack_receivers(graph, jax.grad(f)(zeros))
+    grads, acts = jax.grad(f, has_aux=True)(zeros)
+    return _stack_receivers(graph, grads), _stack_senders(graph, acts)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "metric", "n_steps"))
 def _edge_scores(variables, clean, corrupted, *, model, metric, n_steps):
     graph = edge_graph(model)
     names = tuple(name for name, _ in graph.sender_sites)
-    _, clean_acts = run(model, variables, clean, capture=names)
     _, corrupted_acts = run(model, variables, corrupted, capture=names)
-    diff = _stack_senders(graph, corrupted_acts) - _stack_senders(graph, clean_acts)
-    if n_steps is None:  # EAP: the gradient at the clean run
-        grads = _receiver_grads(model, variables, clean, metric, graph)
-    else:  # EAP-IG: the mean gradient at input = z' + k/m (z - z'), k = 1..m
-        z, z_corrupted = clean_acts[_INPUT_SITE], corrupted_acts[_INPUT_SITE]
+    corrupted_out = _stack_senders(graph, corrupted_acts)
+    # EAP: the gradient at the clean run, whose forward pass also gives the clean outputs
+    grads, clean_out = _receiver_grads(model, variables, clean, metric, graph)
+    diff = corrupted_out - clean_out
+    if n_steps is not None:  # EAP-IG: the mean gradient at input = z' + k/m (z - z'), k = 1..m
+        z, z_corrupted = clean_out[:, :, 0], corrupted_out[:, :, 0]  # the `input` node
 
         def step(total, k):
             x = z_corrupted + (k / n_steps) * (z - z_corrupted)
-            return total + _receiver_grads(model, variables, clean, metric, graph, x), None
+            return total + _receiver_grads(model, variables, clean, metric, graph, x)[0], None
 
         zero = jnp.zeros((*diff.shape[:2], len(graph.receivers), diff.shape[-1]), jnp.float32)
         grads, _ = jax.lax.scan(step, zero, jnp.arange(1, n_steps + 1, dtype=jnp.float32))
@@ -318,8 +324,8 @@ def edge_attr_patch(model: nn.Module, variables: Any, clean_inputs: jax.Array,
         `jax.jit`), e.g. the mean logit difference at the last position.
       n_steps: None: EAP (the gradient at the clean run). An int m >= 1: EAP-IG (Hanna et al.
         2024), the gradient averaged over m runs whose input embeddings go from the corrupted
-        towards the clean ones, `z' + k/m (z - z')` for k = 1..m; m = 1 is EAP. Hanna et al.
-        use 5. All m backward passes run in one compiled call (`lax.scan`).
+        towards the clean ones, `z' + k/m (z - z')` for k = 1..m; m = 1 is EAP. The m
+        backward passes run in one compiled call (`lax.scan`).
 
     Returns:
       `EdgeScores`: float32 [sender, receiver] `(a_s(corrupted) - a_s(clean)) . d metric /
@@ -332,9 +338,9 @@ def edge_attr_patch(model: nn.Module, variables: Any, clean_inputs: jax.Array,
     """
     if n_steps is not None and (not isinstance(n_steps, int | np.integer)
                                 or isinstance(n_steps, bool) or n_steps < 1):
-        raise ValueError(f"n_steps={n_steps!r} must be an int >= 1 (the number of points on the "
-                         "path from the corrupted to the clean input; Hanna et al. use 5), or "
-                         "None for EAP")
+        raise ValueError(f"n_steps={n_steps!r} must be an int >= 1 (EAP-IG: the number of "
+                         "points on the path from the corrupted to the clean input), or None "
+                         "(EAP)")
     twin, twin_vars = _check_inputs(model, variables, clean_inputs, corrupted_inputs, metric)
     scores = _edge_scores(twin_vars, clean_inputs, corrupted_inputs, model=twin, metric=metric,
                           n_steps=None if n_steps is None else int(n_steps))
