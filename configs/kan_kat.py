@@ -39,6 +39,7 @@ def get_config():
     c.kat.model = ConfigDict(dict(image_size=8, in_channels=1, num_classes=10, patch_size=2,
                                   n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64,
                                   init_range=0.1))
+    c.kat.vit = True  # train the ViT arm (the test leaves it out: only the init ablation)
     c.kat.grkan_groups = 8
     c.kat.grkan_init = "swish"  # fc2's rational (fc1's starts as the identity), as the paper
     c.kat.random_std = 0.5  # the ablation: every rational coefficient ~ N(0, random_std^2)

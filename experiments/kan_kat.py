@@ -286,9 +286,9 @@ def run_fit(config: ConfigDict) -> tuple[dict[str, Any], dict[str, Any]]:
         models = {b: kan_model(cfg, widths, b) for b in FAMILIES}
         models[MIX] = kan_model(cfg, widths, FAMILIES)
         counts = {b: n_params(m, example) for b, m in models.items()}
-        single = int(round(np.mean([counts[b] for b in FAMILIES])))
+        single = round(float(np.mean([counts[b] for b in FAMILIES])))
         for name, target in (("mlp", single), ("mlp_large", counts[MIX])):
-            def build(h):
+            def build(h, d=d):
                 return FlatMLP((d, *([h] * len(cfg.hidden)), 1), act=cfg.mlp_act)
             models[name] = build(matched_width(build, example, target))
             counts[name] = n_params(models[name], example)
@@ -468,9 +468,10 @@ def run_kat(config: ConfigDict, data_dir: str) -> tuple[dict[str, Any], dict[str
     init_keys = jnp.stack([jax.random.key(1000 * s + 5) for s in seeds])
     batch_keys = jnp.stack([jax.random.key(1000 * s + 6) for s in seeds])
     out, rationals = {}, {}
-    vit_params = _init_members(models["vit"], init_keys, example)["params"]
-    out["vit"] = jax.device_get(train_classifier(models["vit"], vit_params, batch_keys, data,
-                                                 config))
+    if cfg.vit:
+        vit_params = _init_members(models["vit"], init_keys, example)["params"]
+        out["vit"] = jax.device_get(train_classifier(models["vit"], vit_params, batch_keys,
+                                                     data, config))
     kat_params = _init_members(models["kat"], init_keys, example)["params"]
     rand_keys = jnp.stack([jax.random.key(1000 * s + 7) for s in seeds])
     kat_random = jax.vmap(lambda p, k: randomize_rationals(p, k, cfg.random_std))(kat_params,
@@ -608,23 +609,27 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
         t = time.time()
         summary["kat"], kat_arrays = run_kat(config, data_dir)
         timings["kat"] = time.time() - t
+        print(f"kan_kat: part kat took {timings['kat']:.0f} s", flush=True)
         figures["kat.png"] = lambda path: plot_kat(kat_arrays, summary["kat"], config, path)
     if "fit" in parts:
         t = time.time()
         summary["fit"], fit_arrays = run_fit(config)
         timings["fit"] = time.time() - t
+        print(f"kan_kat: part fit took {timings['fit']:.0f} s", flush=True)
         figures["fit_rmse.png"] = lambda path: plot_fit(fit_arrays, path)
         figures["mix_weights.png"] = lambda path: plot_mix(fit_arrays, path)
     if "grid" in parts:
         t = time.time()
         summary["grid"], grid_arrays = run_grid(config)
         timings["grid"] = time.time() - t
+        print(f"kan_kat: part grid took {timings['grid']:.0f} s", flush=True)
         figures["grid_extension.png"] = lambda path: plot_grid(grid_arrays, summary["grid"],
                                                                config, path)
     if "speed" in parts:
         t = time.time()
         summary["speed"] = run_speed(config, data_dir)
         timings["speed"] = time.time() - t
+        print(f"kan_kat: part speed took {timings['speed']:.0f} s", flush=True)
         figures["speed.png"] = lambda path: plot_speed(summary["speed"], path)
     summary["seconds_per_part"] = {k: round(v, 1) for k, v in timings.items()}
     summary["seconds"] = round(time.time() - t0, 1)
@@ -641,6 +646,7 @@ def plot_kat(arrays, section, config, path: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     every = config.kat.eval_every
     colors = {"vit": "tab:blue", "kat": "tab:green", "kat_random_init": "tab:red"}
+    section = {k: v for k, v in section.items() if k in arrays["curves"]}
     for arm, r in arrays["curves"].items():
         acc = np.asarray(r["test_acc"])
         steps = every * (1 + np.arange(acc.shape[1]))
@@ -713,8 +719,11 @@ def plot_mix(arrays, path: str) -> None:
             bottom += edges[:, k]
         ax.set_xticks(range(len(edges)), labels, fontsize=5, rotation=90)
         ax.set(ylim=(0, 1), title=n, ylabel="weight")
-    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=4, loc="upper center")
+    fig.suptitle("selectable mix: softmax weight of each family per edge (seed 0)", y=0.995,
+                 x=0.2, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
