@@ -18,8 +18,39 @@ Papers and claims:
 The S-KAN paper's seven functions could not be read here (only its abstract); the fit uses
 seven of pykan's toy formulas (`experiments.kan_kat.FUNCTIONS`).
 
-Runtime on 2 CPU cores: TO BE MEASURED.
-Measured at this config: TO BE MEASURED.
+Runtime: 24:52 wall on a shared machine (2 cores, load average ~15-19; the process got 22% of
+one core: 335 s of CPU time), i.e. about 3-6 minutes on 2 free cores. Parts: kat 242 s, fit
+1072 s, grid 96 s, speed 69 s (wall, shared).
+
+Measured at this config (seeds 0, 1, 2; 1 = seeds' mean unless a list):
+  kat    test accuracy after 500 steps: ViT 0.971 (0.975, 0.956, 0.983; 18,218 params), KAT
+         0.966 (0.969, 0.958, 0.969; 18,370), KAT with random rationals 0.949 (0.964, 0.947,
+         0.936). The paper's initialisation beats random rationals on every seed (after 100
+         steps, 2 blocks: 0.90 against 0.53); KAT does NOT beat the ViT at this scale.
+  fit    median test RMSE (KANs [d, 5, 1]: 135 params at d = 2, Fourier 120, mix 570; MLPs
+         matched: 129 and 569):
+                          bspline   rbf    cheb   fourier  mix    mlp    mlp_large
+         exp(sin(pi x)+y^2) 9.2e-3 2.3e-2 2.3e-2 2.7e-2 1.2e-2 1.3e-1 9.3e-2
+         xy                 2.0e-3 4.7e-3 4.7e-3 5.7e-3 2.6e-3 7.5e-3 2.8e-3
+         exp(J0(20x)+y^2)   1.9e-1 9.1e-2 1.1e-1 1.2e-1 6.3e-2 4.3e-1 4.6e-1
+         sqrt(x^2+y^2)      5.8e-3 1.1e-2 6.8e-3 5.7e-3 3.4e-3 2.7e-2 2.3e-2
+         sin(pi x)sin(pi y) 5.3e-3 7.9e-3 9.6e-3 6.4e-3 3.7e-3 4.5e-2 4.2e-2
+         (x+y)/(1+xy)       4.0e-3 9.5e-3 1.3e-2 9.9e-3 4.5e-3 2.8e-2 2.1e-2
+         4-d deep formula   5.2e-2 9.6e-2 6.1e-2 8.8e-2 5.2e-2 3.5e-1 2.7e-1
+         No run produced NaN or diverged. Every KAN beats its parameter-matched MLP on every
+         function, by 1.3x (xy, Fourier) to 14x (exp(sin(pi x)+y^2), B-spline); the mix beats
+         mlp_large everywhere (closest on xy: 2.6e-3 against 2.8e-3). The mix (4x the
+         parameters of one basis) is best on 3 of 7 functions, B-spline on the other 4: it does
+         not beat every single basis. Its learned weights stay near uniform: per-layer means
+         per family 0.20-0.32 in layer 0 and 0.14-0.37 in layer 1 (1/4 at init).
+  grid   KAN [2, 1, 1], exp(sin(pi x)+y^2), 400 Adam steps per grid 3 -> 5 -> 10 -> 20 (21 ->
+         72 params): train RMSE 0.47, 0.47, 0.23 at grid 3 -> 1.2e-3, 7e-4, 3e-5 at grid 20;
+         grid 3 alone for the same 1600 steps: 0.11, 0.12, 0.065.
+  speed  batch 256 of digits, one AdamW step: B-spline KAN 64-64-10 (42,624 params) 2.47 ms,
+         GR-KAN 64-568-10 (42,770) 3.14 ms, MLP 64-568-10 (42,610) 1.59 ms: KAN / MLP 1.55,
+         GR-KAN / MLP 1.98 (pykan's "10x slower" does not hold for this fused implementation).
+         KAT / ViT 0.64 (39 ms against 62 ms): on XLA:CPU the ViT's GELU, fused into the next
+         matmul, costs half its step (the same ViT with ReLU: 30 ms, KAT / it = 1.31).
 """
 
 from ml_collections import ConfigDict

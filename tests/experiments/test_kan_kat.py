@@ -21,7 +21,7 @@ TINY = {
     "kat.vit": False, "kat.model.n_layers": 1, "kat.steps": 60, "kat.eval_every": 60,
     "fit.functions": FUNCS, "fit.n_train": 128, "fit.n_test": 128, "fit.steps": 200,
     "fit.eval_every": 200, "fit.grid_update_every": 0,
-    "grid.grids": (3, 6), "grid.steps_per_grid": 100, "grid.eval_every": 100,
+    "grid.grids": (3, 10), "grid.steps_per_grid": 300, "grid.eval_every": 300,
     "grid.n_train": 128, "grid.n_test": 128, "grid.grid_update_every": 0,
     "speed.models": ("kan_bspline", "mlp"), "speed.batch_size": 64, "speed.repeats": 3,
     "speed.steps_per_repeat": 2,
