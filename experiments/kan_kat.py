@@ -28,8 +28,13 @@ Four parts, each a few compiled calls vmapped over seeds (and over target functi
             kept) and trained again, stage after stage; against the same network trained as long
             on the coarse grid alone.
   speed     one optimizer step (forward, backward, AdamW) of a B-spline KAN, a GR-KAN and an MLP
-            with matched parameter counts, and of the ViT and KAT of part `kat`, timed in the same
-            process (median over repeats, compile excluded).
+            with matched parameter counts, and of the ViT and KAT of part `kat` (and that ViT
+            with ReLU MLPs), timed round-robin in the same process (median over repeats, compile
+            excluded).
+
+Every loss here is a plain `model.apply` (`task_loss`), not the trainer's `loss_fn`: that one
+runs inside a `run_with_state` session, under which KAN layers materialise their per-edge
+outputs (seen here: a GR-KAN 64-568-10 step took 233 ms that way against 6 ms fused).
 
 The S-KAN paper's seven target functions could not be read here (only its abstract was
 available), so `fit` uses seven of pykan's standard toy formulas instead (`FUNCTIONS`, each with
