@@ -97,9 +97,11 @@ class _Captured:
 class Session:
     """Trace-time record of one `run`: which sites exist, what to capture, what to change."""
 
-    def __init__(self, capture: Sequence[str], interventions: Sequence[Edit]):
+    def __init__(self, capture: Sequence[str], interventions: Sequence[Edit],
+                 every_site: bool = False):
         self.capture = tuple(capture)
         self.interventions = tuple(interventions)
+        self.every_site = every_site  # `sites()`: optional sites are declared too (`wanted`)
         self.site_shapes: dict[str, jax.ShapeDtypeStruct] = {}
         self.site_axes: dict[str, Axes] = {}
         self.captured: dict[tuple[str, ...], _Captured] = {}
@@ -118,17 +120,7 @@ class Session:
         if len(axes) != x.ndim:
             raise ValueError(f"site {name!r} declares axes {axes} for an array of shape {x.shape}")
         path = tuple(module.path)
-        layer = self._layers[-1] if self._layers else None
-        if layer is not None and path[: len(layer.path)] == layer.path:
-            template = ".".join([layer.prefix, "{i}", *path[len(layer.path) :], name])
-            if isinstance(layer.index, int):
-                candidates = [layer.index]
-            else:
-                candidates = list(range(layer.size))
-            names = [template.format(i=i) for i in candidates]
-        else:
-            layer = None
-            names = [".".join([*path, name])]
+        layer, template, candidates, names = self._names(module, name)
         self._seq += 1
         if layer is None:
             keys = [(self._first(names[0]), 0, 0)]
@@ -163,6 +155,28 @@ class Session:
             scanned = layer is not None and not isinstance(layer.index, int)
             self.captured[(*path, name)] = _Captured(tuple(names), scanned)
         return x
+
+    def _names(self, module: nn.Module, name: str):
+        """(layer, name template, layer indices, full names) of a site: inside a layer stack
+        whose index is traced (nn.scan), one full name per layer the site may be in."""
+        path = tuple(module.path)
+        layer = self._layers[-1] if self._layers else None
+        if layer is not None and path[: len(layer.path)] == layer.path:
+            template = ".".join([layer.prefix, "{i}", *path[len(layer.path) :], name])
+            if isinstance(layer.index, int):
+                candidates = [layer.index]
+            else:
+                candidates = list(range(layer.size))
+            return layer, template, candidates, [template.format(i=i) for i in candidates]
+        return None, None, None, [".".join([*path, name])]
+
+    def wants(self, module: nn.Module, name: str) -> bool:
+        """Whether a site would be captured or intervened on (or `sites()` is listing)."""
+        if self.every_site:
+            return True
+        names = self._names(module, name)[3]
+        patterns = (*self.capture, *(iv.site for iv in self.interventions))
+        return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
 
     def _record_statistic(self, k, iv, module, name, x, view, hits, layer) -> None:
         """Sows `iv.statistic(x, view)` so that `collect_stats` can return it."""
@@ -247,10 +261,13 @@ _SESSION: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
 )
 
 
-def tracing() -> bool:
-    """Whether a `run` (or `sites`) session is active: layers that compute something extra
-    only to expose it at a site (e.g. per-edge KAN outputs) check this first."""
-    return _SESSION.get() is not None
+def wanted(module: nn.Module, name: str) -> bool:
+    """Whether the optional site `name` of `module` is needed: a `run` captures or intervenes
+    on it, or `sites` is listing every site. Layers that compute something extra only to
+    expose it at a site (e.g. per-edge KAN outputs) check this first and otherwise take their
+    fast path (a `run` with no capture or intervention there, as the trainer's, stays fused)."""
+    session = _SESSION.get()
+    return session is not None and session.wants(module, name)
 
 
 def site(module: nn.Module, name: str, x: jax.Array, axes: Axes) -> jax.Array:
@@ -299,7 +316,7 @@ def sites(model: nn.Module, *inputs: Any, **apply_kwargs: Any) -> dict[str, jax.
     Nothing is run or allocated: the model is initialised and applied under `jax.eval_shape`.
     Names come in execution order, layer by layer.
     """
-    session = Session(capture=(), interventions=())
+    session = Session(capture=(), interventions=(), every_site=True)
 
     def trace(*xs):
         variables = model.init(jax.random.key(0), *xs, **apply_kwargs)

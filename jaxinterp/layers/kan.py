@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from jaxinterp.hooks import site, tracing
+from jaxinterp.hooks import site, wanted
 from jaxinterp.layers import kan_basis, kan_common
 from jaxinterp.layers.common import param
 from jaxinterp.layers.kan_rational import (
@@ -173,7 +173,7 @@ class KANLayer(nn.Module):
         # axis); the site sees them [..., d_in, n_basis].
         basis_first = jnp.concatenate(bases, axis=0)
         basis = None
-        if tracing():
+        if wanted(self, "hook_basis"):
             basis = site(self, "hook_basis", jnp.moveaxis(basis_first, 0, -1),
                          (*lead, "d_in", "n_basis"))
         c = jnp.concatenate(coefs, axis=-1)  # [d_in, d_out, n_basis]
@@ -189,7 +189,8 @@ class KANLayer(nn.Module):
             act = jax.nn.silu(x)
 
         def edges():
-            e = jnp.einsum("...in,ijn->...ij", basis, c)  # contract n_basis
+            b = jnp.moveaxis(basis_first, 0, -1) if basis is None else basis
+            e = jnp.einsum("...in,ijn->...ij", b, c)  # contract n_basis
             return e if w_base is None else e + act[..., :, None] * w_base
 
         def fused():

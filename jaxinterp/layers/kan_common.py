@@ -19,7 +19,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from jaxinterp.hooks import site, tracing
+from jaxinterp.hooks import site, wanted
 
 
 def lead_axes(x: jax.Array, what: str) -> tuple[str, ...]:
@@ -46,7 +46,7 @@ def sum_edges(
       edges: returns the per-edge values [..., d_in, d_out].
       fused: returns the same sum without materialising the edges [..., d_out].
     """
-    if not tracing():
+    if not wanted(module, "hook_edge"):
         return fused()
     e = site(module, "hook_edge", edges(), (*lead, "d_in", "d_out"))
     return e.sum(axis=-2)
