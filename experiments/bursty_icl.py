@@ -18,8 +18,10 @@ Every run of a part is one vmapped, compiled call (`jaxinterp.train.vmapped.trai
       induction score: last-layer attention from the query to the label tokens of the context
         items of the query's class (the label token following each matching exemplar);
       match score: the same onto the matching exemplars themselves.
-    The step of each jump is the first eval at which the curve passes halfway between its
-    value at step 0 and its final value (`jump_step`).
+    The step of each jump is the first eval at which the curve reaches
+    `config.jump_threshold` (0.5: about halfway from its start, ~0.03 for accuracy and
+    ~0.12-0.17 for the scores, to its end, ~0.8-0.97; above the ~0.25 plateau of ICL accuracy
+    that copying a random context label gives when the context holds 4 classes).
 (b) Grid, burstiness x number of classes (`config.grid`): in-context vs in-weights accuracy at
     the end of training; burstiness 0 means `p_bursty = 0` (i.i.d. sequences). ICL is measured
     on one shared `test_icl` set (the baseline's), IWL on each cell's own `test_iwl`.
@@ -150,7 +152,7 @@ def evaluate(model, params, split: dict[str, jax.Array], interventions=(), score
 
 
 def train_runs(config: ConfigDict, seeds, train_sets, test_icl, test_iwl_sets, cells,
-               clamps=None, until=None, num_steps=None):
+               clamps=None, until=None, num_steps=None, eval_every=None):
     """Trains one run per entry of `seeds` in one call.
 
     `train_sets`, `test_iwl_sets`: dicts of arrays with a leading cell axis [C, N, ...];
@@ -196,16 +198,13 @@ def train_runs(config: ConfigDict, seeds, train_sets, test_icl, test_iwl_sets, c
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     return train_vmapped(loss_fn, init_fn, keys, args, config.optimizer,
                          num_steps or config.num_train_steps, eval_fn=eval_fn,
-                         eval_every=config.eval_every_steps)
+                         eval_every=config.eval_every_steps if eval_every is None else eval_every)
 
 
-def jump_step(steps: np.ndarray, curve: np.ndarray) -> int | None:
-    """First eval step at which `curve` passes halfway from its step-0 value to its final
-    value (None if it does not rise: final - initial < 0.1)."""
-    lo, hi = float(curve[0]), float(curve[-1])
-    if hi - lo < 0.1:
-        return None
-    return int(steps[np.flatnonzero(curve >= lo + 0.5 * (hi - lo))[0]])
+def jump_step(steps: np.ndarray, curve: np.ndarray, threshold: float) -> int | None:
+    """First eval step at which `curve` reaches `threshold` (None if it never does)."""
+    hits = np.flatnonzero(np.asarray(curve) >= threshold)
+    return int(steps[hits[0]]) if hits.size else None
 
 
 # --- the experiment -------------------------------------------------------------------------
@@ -255,8 +254,9 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     curves = {a: {k.removeprefix("eval/"): hist[k][[i for i, (b, _) in enumerate(runs)
                                                     if b == a]]
                   for k in hist if k.startswith("eval/")} for a in arms}
-    summary["baseline"] = baseline_summary(steps, curves["baseline"], seeds)
-    summary["clamps"] = {a: clamp_summary(steps, curves[a], curves["baseline"], seeds)
+    th = config.jump_threshold
+    summary["baseline"] = baseline_summary(steps, curves["baseline"], seeds, th)
+    summary["clamps"] = {a: clamp_summary(steps, curves[a], curves["baseline"], seeds, th)
                          for a in arms if a != "baseline"}
     summary["clamp_until_step"] = int(until[0])
 
@@ -269,7 +269,8 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     t = time.time()
     gruns = [(i, s) for i in range(len(cells)) for s in seeds]
     _, ghist = train_runs(config, [s for _, s in gruns], grid_train, test_icl, grid_iwl,
-                          [i for i, _ in gruns], num_steps=config.grid.num_train_steps)
+                          [i for i, _ in gruns], num_steps=config.grid.num_train_steps,
+                          eval_every=config.grid.eval_every_steps)
     timings["grid_s"] = round(time.time() - t, 1)
     summary["grid"] = []
     for i, c in enumerate(cells):
@@ -291,16 +292,15 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     return summary
 
 
-def baseline_summary(steps, c, seeds) -> dict[str, Any]:
+def baseline_summary(steps, c, seeds, th: float) -> dict[str, Any]:
     """Per seed: the jump steps of ICL accuracy and the head scores, final values."""
     per_seed = []
     for r, s in enumerate(seeds):
         per_seed.append({
             "seed": s,
-            "icl_jump_step": jump_step(steps, c["icl_acc"][r]),
-            "induction_jump_step": jump_step(steps, c["icl_induction"][r]),
-            "prev_token_jump_step": jump_step(steps, c["icl_prev_token"][r]),
-            "iwl_jump_step": jump_step(steps, c["iwl_acc"][r]),
+            "icl_jump_step": jump_step(steps, c["icl_acc"][r], th),
+            "induction_jump_step": jump_step(steps, c["icl_induction"][r], th),
+            "prev_token_jump_step": jump_step(steps, c["icl_prev_token"][r], th),
             "icl_acc_init": float(c["icl_acc"][r, 0]),
             "icl_acc_final": float(c["icl_acc"][r, -1]),
             "iwl_acc_final": float(c["iwl_acc"][r, -1]),
@@ -315,12 +315,20 @@ def baseline_summary(steps, c, seeds) -> dict[str, Any]:
             "iwl_acc_final": float(c["iwl_acc"][:, -1].mean())}
 
 
-def clamp_summary(steps, c, base, seeds) -> dict[str, Any]:
+def clamp_summary(steps, c, base, seeds, th: float) -> dict[str, Any]:
+    """Per seed: the released network's jump steps (None: no jump), its delay against the
+    baseline's ICL jump, and the final accuracies (released and clamped)."""
     per_seed = []
     for r, s in enumerate(seeds):
+        jump, base_jump = jump_step(steps, c["icl_acc"][r], th), jump_step(
+            steps, base["icl_acc"][r], th)
         per_seed.append({
             "seed": s,
-            "released_icl_jump_step": jump_step(steps, c["icl_acc"][r]),
+            "released_icl_jump_step": jump,
+            "icl_jump_delay_vs_baseline": None if jump is None or base_jump is None
+            else jump - base_jump,
+            "released_induction_jump_step": jump_step(steps, c["icl_induction"][r], th),
+            "released_prev_token_jump_step": jump_step(steps, c["icl_prev_token"][r], th),
             "released_icl_acc_final": float(c["icl_acc"][r, -1]),
             "clamped_icl_acc_final": float(c["clamped_icl_acc"][r, -1]),
             "released_induction_final": float(c["icl_induction"][r, -1]),

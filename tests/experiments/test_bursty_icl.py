@@ -1,7 +1,14 @@
 """Bursty in-context classification at tiny settings, seeds 0, 1, 2 trained together (one
 vmapped call per part): the in-context accuracy jumps together with the induction head's
-formation, bursty training gives more in-context accuracy than i.i.d. sequences, and clamping
-any part of the induction circuit throughout training keeps in-context accuracy low."""
+formation, bursty training gives far more in-context accuracy than i.i.d. sequences, and
+clamping any part of the induction circuit throughout training keeps in-context accuracy at the
+level of copying a random context label.
+
+Measured (shared 2-core machine): seeds 0, 1, 2 jump (ICL accuracy reaching 0.5) at steps
+275 / 300 / 375 of 400, the induction and previous-token scores at 300 / 325 / 375; final ICL
+accuracy 0.90 / 0.76 / 0.68 bursty vs 0.04-0.07 for i.i.d. sequences; every clamped arm ends at
+0.21-0.26 (clamped and released alike).
+"""
 
 import json
 import os
@@ -12,15 +19,17 @@ from configs import bursty_icl
 from experiments.bursty_icl import run_experiment
 
 SEEDS = (0, 1, 2)
-# The default model and data, smaller: d 16, 256 classes, 16 labels, 4096 training sequences,
-# batch 64, 500 steps (the baseline's jump comes at ~200-350 of them).
+EVERY = 25
+# The default model, smaller data (d 16, 256 classes, 16 labels, 4096 training sequences, 128
+# test sequences), batch 64 and a higher learning rate for 400 steps. The grid is one i.i.d.
+# cell (burstiness 0) of the baseline's data: the baseline itself is the bursty cell.
 TINY = {
-    "num_train_steps": 500, "batch_size": 64, "eval_every_steps": 25,
+    "num_train_steps": 400, "batch_size": 64, "eval_every_steps": EVERY,
     "data.d": 16, "data.n_classes": 256, "data.n_labels": 16, "data.num_train": 4096,
-    "data.num_test": 256, "model.d_vocab": 16, "d_readout_mlp": 32,
-    "optimizer.learning_rate": 2e-3,
-    "grid.burstiness": [0, 2], "grid.n_classes": [256], "grid.num_train": 4096,
-    "grid.num_train_steps": 500, "clamp.until": 1.0,
+    "data.num_test": 128, "model.d_vocab": 16, "d_readout_mlp": 32,
+    "optimizer.learning_rate": 3e-3,
+    "grid.burstiness": [0], "grid.n_classes": [256], "grid.num_train": 4096,
+    "grid.num_train_steps": 400, "grid.eval_every_steps": 0, "clamp.until": 1.0,
 }
 
 
@@ -55,23 +64,29 @@ def test_icl_jumps_with_the_induction_head(summary, seed):
     assert s["prev_token_final"] > s["prev_token_init"] + 0.3, s
     # The ICL jump does not come before the induction score's (or the previous-token
     # score's) jump by more than two evals.
-    tol = 2 * 25
     assert s["icl_jump_step"] is not None and s["induction_jump_step"] is not None, s
-    assert s["icl_jump_step"] >= s["induction_jump_step"] - tol, s
-    assert s["icl_jump_step"] >= s["prev_token_jump_step"] - tol, s
+    assert s["icl_jump_step"] >= s["induction_jump_step"] - 2 * EVERY, s
+    assert s["icl_jump_step"] >= s["prev_token_jump_step"] - 2 * EVERY, s
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_bursty_training_gives_more_icl_than_iid(summary, seed):
-    cell = {g["burstiness"]: g for g in summary["grid"]}
     i = SEEDS.index(seed)
-    assert cell[2]["icl_acc_per_seed"][i] > cell[0]["icl_acc_per_seed"][i] + 0.3, cell
+    (iid,) = summary["grid"]
+    assert iid["burstiness"] == 0
+    bursty = summary["baseline"]["per_seed"][i]["icl_acc_final"]
+    assert bursty > iid["icl_acc_per_seed"][i] + 0.3, (bursty, iid)
+    # ... and i.i.d. training learns more in weights.
+    assert iid["iwl_acc_per_seed"][i] > summary["baseline"]["per_seed"][i]["iwl_acc_final"]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_each_clamp_keeps_icl_low(summary, seed):
     i = SEEDS.index(seed)
     base = summary["baseline"]["per_seed"][i]["icl_acc_final"]
+    assert set(summary["clamps"]) == {"prev_token_ov", "induction_qk", "induction_ov"}
     for arm, c in summary["clamps"].items():
         s = c["per_seed"][i]
         assert s["clamped_icl_acc_final"] < base - 0.3, (arm, s, base)
+        assert s["released_icl_acc_final"] < base - 0.3, (arm, s, base)
+        assert s["released_icl_jump_step"] is None, (arm, s)
