@@ -4,10 +4,11 @@ formation, bursty training gives far more in-context accuracy than i.i.d. sequen
 clamping any part of the induction circuit throughout training keeps in-context accuracy at the
 level of copying a random context label.
 
-Measured (shared 2-core machine): seeds 0, 1, 2 jump (ICL accuracy reaching 0.5) at steps
-275 / 300 / 375 of 400, the induction and previous-token scores at 300 / 325 / 375; final ICL
-accuracy 0.90 / 0.76 / 0.68 bursty vs 0.04-0.07 for i.i.d. sequences; every clamped arm ends at
-0.21-0.26 (clamped and released alike).
+Measured (seeds 0 / 1 / 2): ICL accuracy reaches 0.5 at steps 275 / 300 / 375 of 400, the
+induction and previous-token scores at 300 / 325 / 375; final ICL accuracy 0.89 / 0.73 / 0.60
+bursty vs 0.02-0.04 for i.i.d. sequences (whose IWL accuracy is 0.63-0.67 vs 0.12-0.16); every
+clamped arm ends at ICL 0.18-0.26, clamped and released alike (the ~0.25 of copying a random
+context label). About 37 s of CPU time for the file on the shared machine (load 13-20).
 """
 
 import json
@@ -85,8 +86,10 @@ def test_each_clamp_keeps_icl_low(summary, seed):
     i = SEEDS.index(seed)
     base = summary["baseline"]["per_seed"][i]["icl_acc_final"]
     assert set(summary["clamps"]) == {"prev_token_ov", "induction_qk", "induction_ov"}
+    assert base > 0.55
     for arm, c in summary["clamps"].items():
         s = c["per_seed"][i]
-        assert s["clamped_icl_acc_final"] < base - 0.3, (arm, s, base)
-        assert s["released_icl_acc_final"] < base - 0.3, (arm, s, base)
+        # At most the plateau of copying a random context label (1/4 of 4 classes).
+        assert s["clamped_icl_acc_final"] < 0.35, (arm, s, base)
+        assert s["released_icl_acc_final"] < 0.35, (arm, s, base)
         assert s["released_icl_jump_step"] is None, (arm, s)
