@@ -59,7 +59,7 @@ from jaxinterp.train.config import base_config, dataclass_config
 
 def get_config():
     c = ConfigDict()
-    c.seeds = [0, 1, 2]
+    c.seeds = (0, 1, 2)
     c.num_train_steps = 1500
     c.batch_size = 128
     c.eval_every_steps = 25
@@ -81,8 +81,8 @@ def get_config():
     c.optimizer.warmup_steps = 50
     c.optimizer.weight_decay = 0.0
 
-    c.grid = ConfigDict(dict(burstiness=[0, 2, 4], n_classes=[32, 1024], num_train=8192,
+    c.grid = ConfigDict(dict(burstiness=(0, 2, 4), n_classes=(32, 1024), num_train=8192,
                              num_train_steps=1000, eval_every_steps=250))
-    c.clamp = ConfigDict(dict(arms=["prev_token_ov", "induction_qk", "induction_ov"],
+    c.clamp = ConfigDict(dict(arms=("prev_token_ov", "induction_qk", "induction_ov"),
                               until=0.4))
     return c

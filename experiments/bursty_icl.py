@@ -43,7 +43,6 @@ Writes `jump_alignment.png`, `grid.png`, `clamps.png` and `summary.json` to the 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -51,10 +50,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
 import jaxinterp as ji
+from experiments import runner
 from experiments.plotting import pyplot
 from jaxinterp.analysis.heads import attention_mass
 from jaxinterp.data.sources import load_source
@@ -282,14 +281,12 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
                                 "iwl_acc_per_seed": iwl.tolist()})
     summary["timings"] = timings
     summary["seconds"] = round(time.time() - t0, 1)
-    if jax.process_index() == 0:
-        plot_jump_alignment(steps, curves["baseline"], summary["baseline"],
-                            os.path.join(workdir, "jump_alignment.png"))
-        plot_grid(summary["grid"], config, os.path.join(workdir, "grid.png"))
-        plot_clamps(steps, curves, summary, os.path.join(workdir, "clamps.png"))
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-    return summary
+    return runner.write_outputs(workdir, summary, {
+        "jump_alignment.png": lambda path: plot_jump_alignment(
+            steps, curves["baseline"], summary["baseline"], path),
+        "grid.png": lambda path: plot_grid(summary["grid"], config, path),
+        "clamps.png": lambda path: plot_clamps(steps, curves, summary, path),
+    })
 
 
 def baseline_summary(steps, c, seeds, th: float) -> dict[str, Any]:
@@ -416,16 +413,5 @@ def plot_clamps(steps, curves, summary, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv):
-    del argv
-    if not flags.FLAGS["verbosity"].present:  # TFDS logs every dataset it reuses at INFO
-        logging.set_verbosity(logging.WARNING)
-    summary = run_experiment(_CONFIG.value, _WORKDIR.value)
-    print(json.dumps(summary, indent=2))
-
-
 if __name__ == "__main__":  # flags only for the binary: importing run_experiment defines none
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/bursty_icl.py",
-                                              "Experiment config.", lock_config=True)
-    _WORKDIR = flags.DEFINE_string("workdir", "workdirs/bursty_icl", "Output directory.")
-    app.run(main)
+    runner.main(run_experiment, "bursty_icl")

@@ -29,7 +29,7 @@ TINY = {
     "data.d": 16, "data.n_classes": 256, "data.n_labels": 16, "data.num_train": 4096,
     "data.num_test": 128, "model.d_vocab": 16, "d_readout_mlp": 32,
     "optimizer.learning_rate": 3e-3,
-    "grid.burstiness": [0], "grid.n_classes": [256], "grid.num_train": 4096,
+    "grid.burstiness": (0,), "grid.n_classes": (256,), "grid.num_train": 4096,
     "grid.num_train_steps": 400, "grid.eval_every_steps": 0, "clamp.until": 1.0,
 }
 
@@ -42,7 +42,7 @@ def tiny_config(**overrides):
         for p in parents:
             node = node[p]
         node[leaf] = value
-    config.seeds = list(SEEDS)
+    config.seeds = SEEDS
     return config
 
 
