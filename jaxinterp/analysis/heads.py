@@ -13,9 +13,10 @@ the mechanism has no target lower the score: a perfect previous-token head score
 
 *Mechanism scores* average the attention mass only over the query positions where the
 mechanism is defined: `previous_token_score` and `induction_score` (for sequences with a known
-repeat, as in the flagship experiment), `attention_sink_score`, `retrieval_score` (Wu et al.
-2024), `successor_score` (Gould et al. 2023, from weights) and `classify_heads` (active or
-dormant, Guo et al. 2024). A perfect head scores 1.
+repeat, as in the flagship experiment), `attention_mass` (from one query onto chosen keys),
+`attention_sink_score`, `retrieval_score` (Wu et al. 2024), `successor_score` (Gould et al.
+2023, from weights) and `classify_heads` (active or dormant, Guo et al. 2024). A perfect head
+scores 1.
 
 Patterns are `[batch, head, query_pos, key_pos]` (one layer, as `ji.run` captures
 `blocks.{i}.attn.hook_pattern`) and scores are `[head]`; stack layers for `[layer, head]`.
@@ -158,6 +159,32 @@ def induction_score(pattern: jax.Array, period: int, start: int = 0) -> jax.Arra
         raise ValueError(f"period={period}, start={start} do not fit {n} positions twice")
     q = jnp.arange(start + period, min(start + 2 * period, n))
     return pattern[:, :, q, q - period + 1].mean(axis=(0, 2))
+
+
+def attention_mass(pattern: jax.Array, keys: jax.Array, query: int = -1) -> jax.Array:
+    """Mean over the batch of the attention mass that query position `query` puts on the
+    keys where `keys` holds (e.g. the label tokens after the context items that match the
+    query, in in-context classification: an induction head's targets there).
+
+    Args:
+      pattern: [batch, head, query_pos, key_pos].
+      keys: bool (or 0/1) [batch, key_pos] or [key_pos]: the target keys.
+      query: the query position (negative counts from the end).
+
+    Returns:
+      [head] scores in [0, 1] (1: all of the query's attention is on the target keys).
+    """
+    _check_pattern(pattern)
+    n = pattern.shape[-1]
+    if not -n <= query < n:
+        raise ValueError(f"query={query} is out of range for {n} positions")
+    keys = jnp.asarray(keys)
+    if keys.shape not in ((n,), (pattern.shape[0], n)):
+        raise ValueError(f"keys must be [key_pos] or [batch, key_pos] = {(pattern.shape[0], n)},"
+                         f" got shape {keys.shape}")
+    row = pattern[:, :, query, :]  # [batch, head, key_pos]
+    weights = jnp.broadcast_to(keys, (pattern.shape[0], n)).astype(row.dtype)
+    return jnp.einsum("bhk,bk->bh", row, weights).mean(axis=0)  # contract key_pos
 
 
 def attention_sink_score(

@@ -232,3 +232,21 @@ def test_successor_score_matches_numpy_on_a_gpt2_style_model():
             want[layer, head] = np.mean(hits)
     np.testing.assert_allclose(got, want)
     assert 0 < want.mean() < 1  # a non-trivial comparison
+
+
+def test_attention_mass_by_hand():
+    # 2 sequences, 2 heads, 4 positions; the last query's row is what counts.
+    pattern = np.zeros((2, 2, 4, 4))
+    pattern[:, :, :, 0] = 1.0
+    pattern[0, 0, 3] = [0.1, 0.2, 0.3, 0.4]
+    pattern[1, 0, 3] = [0.5, 0.0, 0.5, 0.0]
+    pattern[:, 1, 3] = [0.25, 0.25, 0.25, 0.25]
+    keys = np.array([[0, 1, 1, 0], [1, 0, 0, 0]], bool)
+    got = heads.attention_mass(jnp.asarray(pattern), keys)
+    np.testing.assert_allclose(got, [(0.5 + 0.5) / 2, (0.5 + 0.25) / 2], rtol=1e-6)
+    np.testing.assert_allclose(heads.attention_mass(jnp.asarray(pattern), keys[0], query=0),
+                               [0.0, 0.0])
+    with pytest.raises(ValueError, match="keys must be"):
+        heads.attention_mass(jnp.asarray(pattern), np.ones(3, bool))
+    with pytest.raises(ValueError, match="query=4 is out of range"):
+        heads.attention_mass(jnp.asarray(pattern), keys, query=4)
