@@ -172,7 +172,7 @@ def test_generate_bad_inputs_raise_before_compiling():
         ji.generate(model, variables, _tokens((1, 17)), 1)
     with pytest.raises(ValueError, match="runs past n_ctx=16"):
         ji.generate(model, variables, prompt, 13)
-    with pytest.raises(ValueError, match="temperature=-0.5 must be >= 0"):
+    with pytest.raises(ValueError, match=r"temperature=-0\.5 must be >= 0"):
         ji.generate(model, variables, prompt, 3, temperature=-0.5)
     with pytest.raises(ValueError, match="pass key="):
         ji.generate(model, variables, prompt, 3, temperature=1.0)
