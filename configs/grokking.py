@@ -60,5 +60,5 @@ def get_config():
     # The corrupted-label arm: the fraction of training pairs given a random wrong label, its
     # steps and weight decay.
     c.corrupted = ConfigDict(dict(fraction=0.1, num_train_steps=4000, weight_decay=1.0))
-    c.prune_fractions = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]  # of hidden neurons, by IPR
+    c.prune_fractions = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # of hidden neurons, by IPR
     return c

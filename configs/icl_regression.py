@@ -46,14 +46,14 @@ def get_config():
     c.data_dir = ""  # "" = <workdir>/data (the builder's fresh evaluation tasks)
 
     c.lsa = ConfigDict(dict(
-        d=5, n_context=20, seeds=[0, 1, 2], batch_size=512, num_steps=3000,
+        d=5, n_context=20, seeds=(0, 1, 2), batch_size=512, num_steps=3000,
         learning_rate=3e-3, init_std=0.05,
-        cov_eigs=[0.25, 0.5, 1.0, 2.0, 4.0],  # anisotropic arm: diag covariance
+        cov_eigs=(0.25, 0.5, 1.0, 2.0, 4.0),  # anisotropic arm: diag covariance
         num_eval=2000, eval_seed=123))
 
     c.sweep = ConfigDict(dict(
-        enabled=True, d=4, n_points=8, noise_std=0.5, seeds=[0, 1],
-        pool_sizes=[1, 2, 4, 8, 16, 32, 64, 256, 0],  # 0: a fresh task per example
+        enabled=True, d=4, n_points=8, noise_std=0.5, seeds=(0, 1),
+        pool_sizes=(1, 2, 4, 8, 16, 32, 64, 256, 0),  # 0: a fresh task per example
         n_layers=2, d_model=32, n_heads=2, d_mlp=64,
         batch_size=64, num_steps=2500, learning_rate=1e-3, eval_every=50,
         num_eval=512, eval_seed=321))

@@ -68,7 +68,7 @@ def get_config():
     # divergence).
     c.optimizer.warmup_steps = 100
     c.optimizer.weight_decay = 0.0
-    c.learning_rates = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
+    c.learning_rates = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 
     c.arms = dict(
         plain=dict(qk_norm=False, z_loss=0.0),

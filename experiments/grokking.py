@@ -32,7 +32,6 @@ test accuracy >= 0.95; null if never). `run_experiment` is the library entry poi
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from typing import Any
@@ -42,9 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags, logging
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
+from experiments import runner
 from experiments.plotting import pyplot
 from jaxinterp.analysis.fourier import ipr
 from jaxinterp.data.modular_arithmetic import ModularArithmeticConfig, modular_op
@@ -255,12 +254,9 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     summary["ipr_pruning"] = ipr_pruning(model, unstack(corrupt_params, 0), data,
                                          config.prune_fractions)
     summary["seconds"] = round(time.time() - t0, 1)
-    if jax.process_index() == 0:
-        plot_curves(curves, every, os.path.join(workdir, "curves.png"))
-        plot_pruning(summary["ipr_pruning"], os.path.join(workdir, "ipr_pruning.png"))
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-    return summary
+    return runner.write_outputs(workdir, summary, {
+        "curves.png": lambda path: plot_curves(curves, every, path),
+        "ipr_pruning.png": lambda path: plot_pruning(summary["ipr_pruning"], path)})
 
 
 def plot_curves(curves, every: int, path: str) -> None:
@@ -303,17 +299,5 @@ def plot_pruning(result, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv):
-    del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    summary = run_experiment(_CONFIG.value, _WORKDIR.value)
-    print(json.dumps(summary, indent=2))
-    print(f"figures: {_WORKDIR.value}/curves.png, {_WORKDIR.value}/ipr_pruning.png")
-
-
-if __name__ == "__main__":  # flags only for the binary: importing run_experiment defines none
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/grokking.py",
-                                              "Experiment config.", lock_config=True)
-    _WORKDIR = flags.DEFINE_string("workdir", "workdirs/grokking", "Output directory.")
-    app.run(main)
+if __name__ == "__main__":
+    runner.main(run_experiment, "grokking")

@@ -29,7 +29,6 @@ Writes `r2_vs_gd.png`, `task_diversity.png` and `summary.json` to the workdir.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -38,9 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
+from experiments import runner
 from experiments.plotting import pyplot
 from jaxinterp.analysis import icl_predictors as ref
 from jaxinterp.data.sources import load_source
@@ -296,14 +295,10 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
         summary["memorisation_time_loglog_slope"] = sweep["memorisation_time_loglog_slope"]
         summary["sweep"] = {k: v for k, v in sweep.items() if not k.startswith("_")}
     summary["seconds"] = round(time.time() - t0, 1)
-    summary = json.loads(json.dumps(summary))  # plain Python types
-    if jax.process_index() == 0:
-        plot_lsa(lsa, lsa_sparse, os.path.join(workdir, "r2_vs_gd.png"))
-        if sweep is not None:
-            plot_sweep(sweep, os.path.join(workdir, "task_diversity.png"))
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-    return summary
+    figures = {"r2_vs_gd.png": lambda path: plot_lsa(lsa, lsa_sparse, path)}
+    if sweep is not None:
+        figures["task_diversity.png"] = lambda path: plot_sweep(sweep, path)
+    return runner.write_outputs(workdir, summary, figures)
 
 
 def plot_lsa(lsa, lsa_sparse, path: str) -> None:
@@ -373,14 +368,5 @@ def plot_sweep(sweep, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv):
-    del argv
-    summary = run_experiment(_CONFIG.value, _WORKDIR.value)
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("lsa", "sweep")}, indent=2))
-
-
 if __name__ == "__main__":
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/icl_regression.py",
-                                              "Experiment config.", lock_config=True)
-    _WORKDIR = flags.DEFINE_string("workdir", "workdirs/icl_regression", "Output directory.")
-    app.run(main)
+    runner.main(run_experiment, "icl_regression", omit=("lsa", "sweep"))

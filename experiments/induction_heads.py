@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -37,10 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags, logging
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
 import jaxinterp as ji
+from experiments import runner
 from experiments.plotting import pyplot
 from jaxinterp.analysis import induction_score, previous_token_score
 from jaxinterp.train.loop import train
@@ -130,12 +129,9 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
             "final_repeat_loss": ev[-1]["eval/repeat_loss"],
             "final_train_loss": _train_rows(rows)[-1]["train/loss"],
         }
-    if jax.process_index() == 0:
-        plot_loss_curves(arms, summary, os.path.join(workdir, "loss_curves.png"))
-        plot_head_scores(arms, heads, os.path.join(workdir, "head_scores.png"))
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-    return summary
+    return runner.write_outputs(workdir, summary, {
+        "loss_curves.png": lambda path: plot_loss_curves(arms, summary, path),
+        "head_scores.png": lambda path: plot_head_scores(arms, heads, path)})
 
 
 def _heads_to_clamp(prev_layer0: np.ndarray, choice) -> list[int]:
@@ -233,17 +229,5 @@ def plot_head_scores(arms, clamped_heads, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv):
-    del argv
-    if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
-        logging.set_verbosity(logging.WARNING)
-    summary = run_experiment(_CONFIG.value, _WORKDIR.value)
-    print(json.dumps(summary, indent=2))
-    print(f"figures: {_WORKDIR.value}/loss_curves.png, {_WORKDIR.value}/head_scores.png")
-
-
-if __name__ == "__main__":  # flags only for the binary: importing run_experiment defines none
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/induction_heads.py",
-                                              "Experiment config.", lock_config=True)
-    _WORKDIR = flags.DEFINE_string("workdir", "workdirs/induction_heads", "Output directory.")
-    app.run(main)
+if __name__ == "__main__":
+    runner.main(run_experiment, "induction_heads")

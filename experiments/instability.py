@@ -34,7 +34,6 @@ entry point; notebooks can call it directly.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -42,10 +41,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
 import jaxinterp as ji
+from experiments import runner
 from experiments.plotting import pyplot
 from jaxinterp import data
 from jaxinterp.models.transformer import Transformer, TransformerConfig
@@ -123,12 +122,9 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
             "lr_sensitivity": lr_sensitivity(np.asarray(final["ce"], np.float64), init_loss),
         }
     summary["seconds"] = round(time.time() - t0, 1)
-    if jax.process_index() == 0:
-        plot_final_loss(summary, os.path.join(workdir, "final_loss_vs_lr.png"))
-        plot_logits(summary, histories, os.path.join(workdir, "logits_vs_step.png"))
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-    return summary
+    return runner.write_outputs(workdir, summary, {
+        "final_loss_vs_lr.png": lambda path: plot_final_loss(summary, path),
+        "logits_vs_step.png": lambda path: plot_logits(summary, histories, path)})
 
 
 def _finite_or_none(x) -> float | None:
@@ -191,17 +187,5 @@ def plot_logits(summary: dict[str, Any], histories: dict[str, dict[str, np.ndarr
     plt.close(fig)
 
 
-def main(argv):
-    del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    summary = run_experiment(_CONFIG.value, _WORKDIR.value)
-    print(json.dumps(summary, indent=2))
-    print(f"figures: {_WORKDIR.value}/final_loss_vs_lr.png, {_WORKDIR.value}/logits_vs_step.png")
-
-
-if __name__ == "__main__":  # flags only for the binary: importing run_experiment defines none
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/instability.py",
-                                              "Experiment config.", lock_config=True)
-    _WORKDIR = flags.DEFINE_string("workdir", "workdirs/instability", "Output directory.")
-    app.run(main)
+if __name__ == "__main__":
+    runner.main(run_experiment, "instability")

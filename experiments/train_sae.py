@@ -21,16 +21,15 @@ run only reloads its last checkpoints and evaluates again.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import jax
 import numpy as np
-from absl import app, flags, logging
 from jax.experimental import multihost_utils
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
+from experiments import runner
 from jaxinterp import data as data_lib
 from jaxinterp.sae import io
 from jaxinterp.sae.metrics import evaluate, loss_recovered
@@ -86,11 +85,7 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     summary["dead_fraction"] = float(np.mean(steps_since_fired >= tc.dead_after_steps))
     if jax.process_index() == 0:
         io.save(os.path.join(workdir, "sae"), sae_params, sae_config)
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        print("held-out " + " | ".join(f"{k} {v:.4g}" for k, v in summary.items()),
-              flush=True)
-    return summary
+    return runner.write_outputs(workdir, summary)
 
 
 def _model_inputs(example: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -99,17 +94,5 @@ def _model_inputs(example: dict[str, Any]) -> dict[str, np.ndarray]:
     return {"inputs": np.asarray(example["tokens"][:-1], np.int32)}
 
 
-def main(argv):
-    del argv
-    if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
-        logging.set_verbosity(logging.WARNING)
-    run_experiment(_CONFIG.value, _WORKDIR.value)
-
-
-if __name__ == "__main__":  # flags only for the binary: importing run_experiment defines none
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "SAE experiment config file.",
-                                              lock_config=True)
-    _WORKDIR = flags.DEFINE_string("workdir", None, "Where the model, the SAE, their checkpoints "
-                                    "and logs go; a rerun resumes from them.")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+if __name__ == "__main__":
+    runner.main(run_experiment, "train_sae")

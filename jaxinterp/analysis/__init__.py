@@ -12,6 +12,9 @@ One module per concept, with its main function(s) (in `__all__`, importable from
                                                          receivers only
   attribution     attr_patch                             every activation patch at once, to first
                                                          order (one backward pass)
+  eap             edge_attr_patch, edge_patch,           which edges (head -> later head's q/k/v,
+                  faithfulness                           MLP, logits) carry it: EAP / EAP-IG, and
+                                                         circuits checked by exact edge ablation
   lenses          logit_lens, tuned_lens                 each layer's residual stream read as a
                                                          next-token prediction
   dla             direct_logit_attribution               each component's direct share of a logit
@@ -20,6 +23,10 @@ One module per concept, with its main function(s) (in `__all__`, importable from
   stats           activation_stats                       sparsity and massive activations, streamed
   steering        steering_vectors, steer                contrastive steering vectors, added to runs
   probes          fit_linear_probe, fit_logistic_probe   whether a property is linearly decodable
+  fourier         ipr, fourier_power                     how periodic a weight is over its input
+                                                         (grokking's Fourier features)
+  icl_predictors  gd_query, ridge_prefix, dmmse_prefix   the reference in-context regression
+                                                         predictors a model is compared with
   weights         process_weights                        TransformerLens-style weight processing
   figures         (plot_* functions)                     matplotlib figures for all of the above
 
@@ -30,8 +37,11 @@ The modules' other public names are also importable from the package (`A.inducti
 from jaxinterp.analysis import (
     attribution,
     dla,
+    eap,
     figures,
+    fourier,
     heads,
+    icl_predictors,
     lenses,
     patching,
     path_patching,
@@ -42,6 +52,15 @@ from jaxinterp.analysis import (
 )
 from jaxinterp.analysis.attribution import attr_patch
 from jaxinterp.analysis.dla import LogitAttribution, direct_logit_attribution
+from jaxinterp.analysis.eap import (
+    EdgeGraph,
+    EdgeScores,
+    edge_attr_patch,
+    edge_graph,
+    edge_patch,
+    faithfulness,
+)
+from jaxinterp.analysis.fourier import fourier_power, ipr
 from jaxinterp.analysis.heads import (
     attention_sink_score,
     classify_heads,
@@ -54,6 +73,7 @@ from jaxinterp.analysis.heads import (
     retrieval_score,
     successor_score,
 )
+from jaxinterp.analysis.icl_predictors import dmmse_prefix, gd_query, ridge_prefix
 from jaxinterp.analysis.lenses import (
     TunedLens,
     init_tuned_lens,
@@ -95,10 +115,20 @@ __all__ = [
     "detection_score",
     "direct_logit_attribution",
     "dla",
+    "dmmse_prefix",
+    "eap",
+    "edge_attr_patch",
+    "edge_patch",
+    "faithfulness",
     "figures",
     "fit_linear_probe",
     "fit_logistic_probe",
+    "fourier",
+    "fourier_power",
+    "gd_query",
     "heads",
+    "icl_predictors",
+    "ipr",
     "lenses",
     "logit_lens",
     "patching",
@@ -106,6 +136,7 @@ __all__ = [
     "path_patching",
     "probes",
     "process_weights",
+    "ridge_prefix",
     "stats",
     "steer",
     "steering",

@@ -24,6 +24,12 @@ Sites (relative to the module, e.g. `blocks.0.attn.hook_q`):
   linear only: hook_q_features, hook_k_features [batch, pos, head, 2 * d_feature];
   gated only: hook_gate [batch, pos, head].
 
+Split inputs (edge-level analyses; `TransformerConfig.use_split_qkv_input`, as TransformerLens's
+`use_split_qkv_input`): called with `x = (x_q, x_k, x_v)`, per-head inputs [batch, pos, head,
+d_model] (head = KV head for x_k, x_v), query head h projects x_q[..., h, :] and so on, and the
+output passes through hook_result [batch, pos, head, d_model] (head h's `z_h W_O[h]`, without
+b_O), summed over heads. Not defined for gated attention (its gate reads the whole input).
+
 `attention_type` (S = q·k / sqrt(d_head), masked entries are excluded everywhere; n = pos):
   "softmax"  hook_attn_scores = S (masked with the dtype's most negative value);
              hook_pattern = softmax(S) over keys.
@@ -110,15 +116,23 @@ class Attention(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, key_mask: jax.Array | None = None,
+    def __call__(self, x: jax.Array | tuple[jax.Array, jax.Array, jax.Array],
+                 key_mask: jax.Array | None = None,
                  kv_cache: dict[str, jax.Array] | None = None, offset: int | jax.Array = 0
                  ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
-        """x: [batch, pos, d_model]; key_mask: [batch, key_pos] bool (or 0/1), True for keys
-        that may be attended to (real tokens), None for all (key_pos = pos, or L with a cache).
+        """x: [batch, pos, d_model], or split inputs (x_q, x_k, x_v) [batch, pos, head, d_model]
+        (module docstring); key_mask: [batch, key_pos] bool (or 0/1), True for keys that may
+        be attended to (real tokens), None for all (key_pos = pos, or L with a cache).
         Returns [batch, pos, d_model]; with `kv_cache` (see the module docstring; `offset`: the
         absolute position of x's first entry) `(out, new_cache)`."""
         check_attention_options(self.attention_type, self.clip_zeta, self.clip_gamma,
                                 self.softplus_power, self.linear_feature_dim)
+        split = dict(zip("QKV", x, strict=True)) if isinstance(x, tuple) else None
+        if split is not None:
+            if self.gated:
+                raise ValueError("gated attention reads its gate from the whole attention input; "
+                                 "split q/k/v inputs (use_split_qkv_input) do not define it")
+            x = split["Q"][:, :, 0]  # [batch, pos, d_model]: shapes only
         batch, n_pos, d_model = x.shape
         n_keys = n_pos if kv_cache is None else kv_cache["k"].shape[1]
         if kv_cache is not None and not self.causal:
@@ -135,7 +149,10 @@ class Attention(nn.Module):
 
         def proj(name: str, n: int) -> jax.Array:
             w = param(self, f"W_{name}", init, (n, d_model, dh), ("heads", "embed", "kv"), pd)
-            out = jnp.einsum("bpm,nmd->bpnd", x, w.astype(self.dtype))  # contract d_model
+            if split is None:
+                out = jnp.einsum("bpm,nmd->bpnd", x, w.astype(self.dtype))  # contract d_model
+            else:  # head n reads its own input
+                out = jnp.einsum("bpnm,nmd->bpnd", split[name], w.astype(self.dtype))
             if self.use_bias:
                 out = out + param(self, f"b_{name}", zeros, (n, dh), ("heads", "kv"), pd)
             return out.astype(self.dtype)
@@ -202,7 +219,12 @@ class Attention(nn.Module):
             z = (gate[..., None] * z).astype(self.dtype)
         z = hooks.site(self, "hook_z", z, HEAD_AXES)
         w_o = param(self, "W_O", init, (h, dh, d_model), ("heads", "kv", "embed"), pd)
-        out = jnp.einsum("bqhd,hdm->bqm", z, w_o.astype(self.dtype))  # contract head, d_head
+        if split is None:
+            out = jnp.einsum("bqhd,hdm->bqm", z, w_o.astype(self.dtype))  # contract head, d_head
+        else:  # per-head outputs, then their sum
+            result = jnp.einsum("bqhd,hdm->bqhm", z, w_o.astype(self.dtype))  # contract d_head
+            out = hooks.site(self, "hook_result", result,
+                             ("batch", "pos", "head", "d_model")).sum(axis=2)
         if self.use_bias:
             out = out + param(self, "b_O", zeros, (d_model,), ("embed",), pd)
         if new_cache is not None:

@@ -12,6 +12,14 @@ Sites (TransformerLens hook names):
   blocks.{i}.mlp.hook_pre|hook_post (and hook_pre_linear if gated)  [batch, pos, d_mlp]
   ln_final.hook_normalized                                          [batch, pos, d_model]
 Attention-only models have no MLP and no hook_resid_mid (as in TransformerLens).
+With `use_split_qkv_input=True` (edge-level analyses, `jaxinterp.analysis.eap`; TransformerLens's
+`use_split_qkv_input`) every head reads its own copy of the block input, so that each receiver's
+input can be changed alone; the same numbers and parameters, three more sites per block:
+  blocks.{i}.hook_q_input|hook_k_input|hook_v_input [batch, pos, head, d_model] (head = KV head
+    for k, v); ln1 normalises the three at once: blocks.{i}.ln1.hook_normalized is then
+    [batch, pos, n_heads + 2 * n_kv_heads, d_model] (q, k, v inputs in that order)
+  blocks.{i}.attn.hook_result [batch, pos, head, d_model] (head h's output z_h W_O[h], no b_O)
+  blocks.{i}.hook_mlp_in [batch, pos, d_model] (the MLP's input, before ln2)
 Attention variants add sites (`blocks.{i}.attn.hook_gate` [batch, pos, head] when gated,
 `hook_q_features|hook_k_features` for linear attention; see `jaxinterp.layers.attention`).
 Mixture-of-experts MLPs (`mlp_type="moe"`) have `blocks.{i}.mlp.hook_router_logits|
@@ -163,6 +171,8 @@ class TransformerConfig(TransformerSizes):
       tie_embeddings: unembed with `W_E.T` (GPT-2) instead of a separate `W_U`.
       unembed_bias: a `b_U` bias on the logits.
       eps: epsilon of the norms.
+      use_split_qkv_input: per-head q/k/v input sites, per-head outputs and `hook_mlp_in` (see
+        the module docstring); the same outputs and parameters. Not with gated attention.
     """
 
     d_vocab_out: int | None = None
@@ -191,9 +201,13 @@ class TransformerConfig(TransformerSizes):
     tie_embeddings: bool = False
     unembed_bias: bool = True
     eps: float = 1e-5
+    use_split_qkv_input: bool = False
 
     def __post_init__(self):
         super().__post_init__()
+        if self.use_split_qkv_input and self.gated_attention:
+            raise ValueError("use_split_qkv_input=True does not apply to gated_attention=True: the "
+                             "gate reads the whole attention input, not a per-head one")
         if not self.attn_only and self.d_mlp <= 0:
             raise ValueError(f"TransformerConfig.d_mlp must be positive, got {self.d_mlp}")
         kv = self.n_key_value_heads
@@ -255,7 +269,10 @@ class Block(nn.Module):
             clip_gamma=c.clip_gamma, softplus_power=c.softplus_power,
             linear_feature_dim=c.linear_feature_dim,
             dtype=dtype, param_dtype=pd, name="attn")
-        h = resid_pre if ln1 is None else ln1(resid_pre, RESID_AXES)
+        if c.use_split_qkv_input:
+            h = self._split_qkv_input(resid_pre, ln1)
+        else:
+            h = resid_pre if ln1 is None else ln1(resid_pre, RESID_AXES)
         new_cache = None
         if kv_cache is None:
             a = attn(h)
@@ -268,9 +285,27 @@ class Block(nn.Module):
         resid_mid = hooks.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
         ln2 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln2")
         mlp = _make_mlp(c, dtype, pd)
-        h = resid_mid if ln2 is None else ln2(resid_mid, RESID_AXES)
+        mlp_in = (hooks.site(self, "hook_mlp_in", resid_mid, RESID_AXES)
+                  if c.use_split_qkv_input else resid_mid)
+        h = mlp_in if ln2 is None else ln2(mlp_in, RESID_AXES)
         mlp_out = hooks.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
         return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), new_cache
+
+    def _split_qkv_input(self, resid_pre: jax.Array, ln1: nn.Module | None
+                         ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """resid_pre [batch, pos, d_model] -> normalised (q, k, v) inputs, one copy per head
+        [batch, pos, head, d_model], each through its site (`hook_q_input`, ...)."""
+        c = self.config
+        n_kv = c.n_key_value_heads or c.n_heads
+        b, p, m = resid_pre.shape
+        axes = ("batch", "pos", "head", "d_model")
+        xs = [hooks.site(self, f"hook_{w}_input",
+                         jnp.broadcast_to(resid_pre[:, :, None], (b, p, n, m)), axes)
+              for w, n in (("q", c.n_heads), ("k", n_kv), ("v", n_kv))]
+        if ln1 is None:
+            return tuple(xs)
+        normed = ln1(jnp.concatenate(xs, axis=2), axes)  # one norm call: one ln1 site
+        return tuple(jnp.split(normed, [c.n_heads, c.n_heads + n_kv], axis=2))
 
 
 def _make_mlp(c: TransformerConfig, dtype, pd) -> nn.Module:

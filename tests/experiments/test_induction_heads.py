@@ -14,6 +14,7 @@ from experiments.induction_heads import probe_sequences, run_experiment
 from jaxinterp.analysis import heads
 from jaxinterp.train import load_params
 from jaxinterp.train.config import build_model
+from tests.analysis.test_eap import check_induction_circuit
 
 # The flagship config with fewer steps, a higher learning rate and less data; the model and the
 # data's structure are the flagship's. The circuit forms by step 300-400 of 600.
@@ -67,6 +68,7 @@ def test_clamping_the_previous_token_head_stops_the_induction_head(tmp_path):
                      for p in patterns])
     assert np.unravel_index(ind.argmax(), ind.shape)[0] == 1 and ind.max() > 0.3, ind
     assert np.unravel_index(prev.argmax(), prev.shape)[0] == 0 and prev.max() > 0.3, prev
+    check_induction_circuit(model, {"params": params}, config)  # EAP-IG finds the key edge
     assert clamped["final_repeat_loss"] > base["final_repeat_loss"] + 0.5, summary
 
     for name in ("loss_curves.png", "head_scores.png", "summary.json"):

@@ -158,3 +158,77 @@ def _f64(tree):
     if isinstance(tree, dict):
         return {k: _f64(v) for k, v in tree.items()}
     return np.asarray(tree, np.float64)
+
+
+def edge_forward(cfg, variables, tokens, coef=None, source=None, input_value=None):
+    """A float64 forward pass built edge by edge, for edge-level analyses.
+
+    Every receiver's input is assembled from scratch as the constant attention biases b_O of
+    the layers before it plus, for each sender s upstream of it,
+        (1 - c) * (s's output in this run) + c * source[s],   c = coef.get((s, receiver), 0).
+    Senders: "input" (embeddings), "a{l}.h{h}" (z_h W_O[h]), "m{l}" (MLP output with its bias);
+    receivers: "a{l}.h{h}<q|k|v>" (k, v: KV heads), "m{l}", "logits". `coef` 1 with `source`
+    the corrupted run's outputs ablates an edge; a small coef gives a directional derivative.
+    `input_value` [b, pos, d_model] replaces the "input" sender. Softmax attention, no registers.
+
+    Returns (logits [b, pos, vocab], {sender: output [b, pos, d_model]}).
+    """
+    coef, source = coef or {}, source or {}
+    if getattr(cfg, "n_register_tokens", 0):
+        raise NotImplementedError("edge_forward: no register tokens")
+    params = _f64(nn.meta.unbox(variables)["params"])
+    tokens = np.asarray(tokens)
+    n = tokens.shape[1]
+    x = params["embed"]["W_E"][tokens]
+    if cfg.positional_embedding_type == "standard":
+        x = x + params["pos_embed"]["W_pos"][:n]
+    live = {"input": x if input_value is None else np.asarray(input_value, np.float64)}
+    const = np.zeros(cfg.d_model)
+
+    def receiver_input(r):
+        total = const.copy()
+        for s, out in live.items():
+            c = coef.get((s, r), 0.0)
+            total = total + (out if c == 0 else (1 - c) * out + c * source[s])
+        return total
+
+    h, dh = cfg.n_heads, cfg.d_head
+    kvh = cfg.n_key_value_heads or h
+    kind = cfg.normalization_type
+    for layer in range(cfg.n_layers):
+        p = params[f"blocks_{layer}"]
+        a = p["attn"]
+
+        def proj(name, head, r, a=a, p=p):
+            y = _norm(receiver_input(r), p.get("ln1"), kind, cfg.eps)
+            out = y @ a[f"W_{name}"][head]
+            return out + a[f"b_{name}"][head] if cfg.use_bias else out
+
+        q = np.stack([proj("Q", i, f"a{layer}.h{i}<q>") for i in range(h)], axis=2)
+        k = np.stack([proj("K", g, f"a{layer}.h{g}<k>") for g in range(kvh)], axis=2)
+        v = np.stack([proj("V", g, f"a{layer}.h{g}<v>") for g in range(kvh)], axis=2)
+        if cfg.positional_embedding_type == "rotary":
+            q = _rotary(q, cfg.rotary_dim or dh, cfg.rotary_base)
+            k = _rotary(k, cfg.rotary_dim or dh, cfg.rotary_base)
+        k, v = np.repeat(k, h // kvh, axis=2), np.repeat(v, h // kvh, axis=2)
+        scores = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(dh)
+        if cfg.causal:
+            scores = np.where(np.tril(np.ones((n, n), bool)), scores, -np.inf)
+        e = np.exp(scores - scores.max(-1, keepdims=True))
+        z = np.einsum("bhqk,bkhd->bqhd", e / e.sum(-1, keepdims=True), v)
+        for i in range(h):
+            live[f"a{layer}.h{i}"] = z[:, :, i] @ a["W_O"][i]
+        if cfg.use_bias:
+            const = const + a["b_O"]
+        if cfg.attn_only:
+            continue
+        m = p["mlp"]
+        y = _norm(receiver_input(f"m{layer}"), p.get("ln2"), kind, cfg.eps)
+        act = ACT[cfg.act_fn]
+        lin = y @ m["W_in"] + (m["b_in"] if cfg.use_bias else 0)
+        post = act(y @ m["W_gate"]) * lin if cfg.gated_mlp else act(lin)
+        live[f"m{layer}"] = post @ m["W_out"] + (m["b_out"] if cfg.use_bias else 0)
+    x = _norm(receiver_input("logits"), params.get("ln_final"), kind, cfg.eps)
+    w_u = params["embed"]["W_E"].T if cfg.tie_embeddings else params["W_U"]
+    logits = x @ w_u + (params["b_U"] if cfg.unembed_bias else 0)
+    return logits, live
