@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) -m experiments.benchmarks.intervention_overhead
 	$(PY) -m experiments.benchmarks.train_throughput
 	$(PY) -m experiments.benchmarks.patching_speed
+	$(PY) -m experiments.benchmarks.generation_speed
 	$(PY) -m experiments.benchmarks.kan_speed
 
 clean:

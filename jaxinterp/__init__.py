@@ -16,6 +16,7 @@ grain), `.pretrained` (safetensors; penzai for `to_penzai`), `.sae` and `.train`
 import importlib
 
 from jaxinterp import hooks, interventions, models
+from jaxinterp.generate import Generation, generate
 from jaxinterp.hooks import sites
 from jaxinterp.interventions import (
     Ablate,
@@ -35,6 +36,7 @@ __all__ = [
     "Add",
     "Apply",
     "Clamp",
+    "Generation",
     "Intervention",
     "Patch",
     "ProjectOut",
@@ -42,6 +44,7 @@ __all__ = [
     "Scale",
     "analysis",
     "data",
+    "generate",
     "hooks",
     "interventions",
     "models",

@@ -20,6 +20,13 @@ traced integer under `nn.scan`; in the scanned case an intervention on `blocks.1
 with `jnp.where(index == 1, ...)`, and captured values come back stacked over layers (Flax `sow`
 with `variable_axes={"intermediates": 0}`), which `run` splits into per-layer names. The same
 names and the same numbers come out either way.
+
+Absolute positions. When a model computes a chunk of a longer sequence against a KV cache
+(`jaxinterp.generate`, suffix-only patching), it declares where the chunk lies with
+`with hooks.positions(offset, seq_len):` (chunk position i is absolute position offset + i of a
+sequence of seq_len positions). Sites then hand interventions a `SiteView` with `pos_offset`
+and `seq_len` set, and `positions` selectors and operands with a whole-sequence position axis
+are read at the chunk's absolute positions (`jaxinterp.interventions`).
 """
 
 from __future__ import annotations
@@ -53,11 +60,18 @@ class SiteView:
         layer the intervention targets).
       axes: one name per axis of the activation, e.g. `("batch", "pos", "head", "d_head")`.
       shape: the activation's shape, one entry per axis.
+      pos_offset: absolute position of the site's first "pos" / "query_pos" entry (an int or a
+        traced int32 scalar; 0 unless a chunk of a longer sequence is computed, see
+        `positions`).
+      seq_len: length of the whole sequence those positions index, or None when the site's
+        position axis is the whole sequence.
     """
 
     name: str
     axes: Axes
     shape: tuple[int, ...]
+    pos_offset: Any = 0
+    seq_len: int | None = None
 
     def describe(self) -> str:
         """`'blocks.0.attn.hook_z' of shape (2, 5, 4, 8) [batch, pos, head, d_head]`."""
@@ -114,6 +128,7 @@ class Session:
         self._layers: list[_Layer] = []
         self._seq = 0  # visits so far
         self._first_seen: dict[str, int] = {}  # template or stack prefix -> first visit
+        self._positions: list[tuple[Any, int]] = []  # (offset, seq_len) of the current chunk
 
     # -- called from models -------------------------------------------------------------
     def visit(self, module: nn.Module, name: str, x: jax.Array, axes: Axes) -> jax.Array:
@@ -137,7 +152,8 @@ class Session:
                 continue
             self.intervention_hits.add(k)
             target = names[hits.index(True)]
-            view = SiteView(target, axes, tuple(x.shape))
+            offset, seq_len = self._positions[-1] if self._positions else (0, None)
+            view = SiteView(target, axes, tuple(x.shape), offset, seq_len)
             if hasattr(iv, "statistic"):
                 self._record_statistic(k, iv, module, name, x, view, hits, layer)
             new = iv(x, view).astype(x.dtype)
@@ -297,6 +313,22 @@ def layer(module: nn.Module, prefix: str, index: int | jax.Array, size: int) -> 
         return
     with session._layer(_Layer(tuple(module.path), prefix, index, size)):
         yield
+
+
+@contextlib.contextmanager
+def positions(offset: int | jax.Array, seq_len: int) -> Iterator[None]:
+    """Declares that the sites traced inside compute absolute positions `offset + i` (i: the
+    site's "pos" / "query_pos" index) of a sequence of `seq_len` positions (see the module
+    docstring). A no-op outside a session."""
+    session = _SESSION.get()
+    if session is None:
+        yield
+        return
+    session._positions.append((offset, int(seq_len)))
+    try:
+        yield
+    finally:
+        session._positions.pop()
 
 
 @contextlib.contextmanager

@@ -16,6 +16,13 @@ Where an intervention applies within the site is narrowed by two optional select
 Outside the selection the activation is left exactly as it was. Shapes are checked against the
 site when the model is traced, with errors that name the site and both shapes; index ranges
 are checked whenever the indices are concrete (not traced).
+
+Positions are absolute. When the model computes a chunk of a longer sequence against a KV cache
+(a decode step of `jaxinterp.generate`, suffix-only patching; the site's `SiteView` then has
+`seq_len` set, see `jaxinterp.hooks.positions`), `positions` index (or mask) the whole sequence
+of `seq_len` positions, and an operand whose position axis has `seq_len` entries (e.g. a
+`Patch` source captured from a full run) is read at the chunk's positions. So the same
+intervention means the same thing with and without the cache.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ class Intervention:
 
     def _operand(self, field: str, view: SiteView, dtype: Any = None) -> jax.Array:
         """Field `field` as an array (of `dtype`), checked to broadcast to the site's shape."""
-        value = getattr(self, field)
+        value = _at_positions(getattr(self, field), view)
         _check_broadcast(self, field, value, view)
         return jnp.asarray(value, dtype)
 
@@ -332,12 +339,36 @@ def _selection(iv: Intervention, view: SiteView) -> jax.Array | None:
                 f"{iv._name()} at site {view.describe()} selects {label}, but the site has no "
                 f"{' or '.join(repr(a) for a in axis_names)} axis."
             )
-        mask = _axis_mask(iv, value, view.shape[axis], label, view)
+        if label == "positions" and view.seq_len is not None:  # absolute positions of a chunk
+            mask = _axis_mask(iv, value, view.seq_len, label, view)
+            mask = jax.lax.dynamic_slice_in_dim(mask, view.pos_offset, view.shape[axis])
+        else:
+            mask = _axis_mask(iv, value, view.shape[axis], label, view)
         shape = [1] * len(view.shape)
         shape[axis] = view.shape[axis]
         mask = mask.reshape(shape)
         where = mask if where is None else where & mask
     return where
+
+
+def _whole(label: str, view: SiteView) -> str:
+    if label == "positions" and view.seq_len is not None:
+        return (f" (positions are absolute: the site is a chunk of a sequence of "
+                f"{view.seq_len} positions)")
+    return ""
+
+
+def _at_positions(value: ArrayLike, view: SiteView) -> ArrayLike:
+    """`value` read at the chunk's absolute positions when its position axis (aligned with the
+    site's from the right, as in broadcasting) spans the whole sequence of `view.seq_len`."""
+    if value is None or view.seq_len is None:
+        return value
+    axis = view.axis("pos", "query_pos")
+    shape = jnp.shape(value)
+    k = None if axis is None else axis - (len(view.shape) - len(shape))
+    if k is None or not 0 <= k < len(shape) or shape[k] != view.seq_len:
+        return value
+    return jax.lax.dynamic_slice_in_dim(jnp.asarray(value), view.pos_offset, view.shape[axis], k)
 
 
 def _axis_mask(iv: Intervention, value: ArrayLike, n: int, label: str, view: SiteView):
@@ -347,8 +378,7 @@ def _axis_mask(iv: Intervention, value: ArrayLike, n: int, label: str, view: Sit
         if arr.shape != (n,):
             raise ValueError(
                 f"{iv._name()} at site {view.describe()}: {label} mask has shape {arr.shape}, "
-                f"expected ({n},)."
-            )
+                f"expected ({n},)" + _whole(label, view) + ".")
         return arr
     if not jnp.issubdtype(arr.dtype, jnp.integer):
         raise ValueError(f"{iv._name()} at site {view.describe()}: {label} must be integer "
@@ -359,6 +389,6 @@ def _axis_mask(iv: Intervention, value: ArrayLike, n: int, label: str, view: Sit
         if bad.size:
             raise ValueError(
                 f"{iv._name()} at site {view.describe()}: {label[:-1]} index {int(bad[0])} is out "
-                f"of range; the site has {n} {label} (valid: {-n}..{n - 1})."
-            )
+                f"of range; the site has {n} {label} (valid: {-n}..{n - 1})"
+                + _whole(label, view) + ".")
     return jnp.zeros((n,), bool).at[arr.reshape(-1)].set(True)

@@ -58,6 +58,19 @@ b_O), summed over heads. Not defined for gated attention (its gate reads the who
              hook_pattern = scores / row sums. Computed in the masked quadratic form, so the
              exact implied pattern is available at every length.
 
+KV cache (`kv_cache=`, causal attention only): the chunk x holds absolute positions
+offset .. offset + pos - 1 of a sequence of L positions, `kv_cache = {"k": [batch, L, kv_head,
+d_k], "v": [batch, L, kv_head, d_head]}` holds the keys and values of the earlier positions
+(keys after qk-norm, rotary and, for "linear", the feature map: d_k = d_head, or 2 * d_feature),
+and the call returns `(out, new_cache)` with the chunk's keys and values written in at
+`offset`. The chunk's queries attend to cached positions <= their own, so a prefill (offset 0)
+and decode steps (pos 1) or any chunk [p, T) give the logits of the uncached pass over the
+whole sequence. Sites keep their names; their query axis is the chunk, their key_pos axis the L
+cache positions (masked beyond each query). The one variant whose output at a position depends
+on later ones is "sigmoid" (b = -log n, n the sequence length): under the cache n = L (with a
+`key_mask` [batch, L], its unpadded count), as in the uncached pass over all L positions.
+Bidirectional attention has no cache (a ValueError).
+
 `gated=True` (Bondarenko et al. 2023, gated attention, the "linear, all features" gate of their
 code): hook_gate = sigmoid(x W_G + b_G) [batch, pos, head] from the attention input x, and
 hook_z = hook_gate[..., None] * (pattern v), so a head can output (nearly) nothing.
@@ -104,10 +117,14 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array | tuple[jax.Array, jax.Array, jax.Array],
-                 key_mask: jax.Array | None = None) -> jax.Array:
+                 key_mask: jax.Array | None = None,
+                 kv_cache: dict[str, jax.Array] | None = None, offset: int | jax.Array = 0
+                 ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
         """x: [batch, pos, d_model], or split inputs (x_q, x_k, x_v) [batch, pos, head, d_model]
-        (module docstring); key_mask: [batch, pos] bool (or 0/1), True for keys that may
-        be attended to (real tokens), None for all. Returns [batch, pos, d_model]."""
+        (module docstring); key_mask: [batch, key_pos] bool (or 0/1), True for keys that may
+        be attended to (real tokens), None for all (key_pos = pos, or L with a cache).
+        Returns [batch, pos, d_model]; with `kv_cache` (see the module docstring; `offset`: the
+        absolute position of x's first entry) `(out, new_cache)`."""
         check_attention_options(self.attention_type, self.clip_zeta, self.clip_gamma,
                                 self.softplus_power, self.linear_feature_dim)
         split = dict(zip("QKV", x, strict=True)) if isinstance(x, tuple) else None
@@ -117,9 +134,13 @@ class Attention(nn.Module):
                                  "split q/k/v inputs (use_split_qkv_input) do not define it")
             x = split["Q"][:, :, 0]  # [batch, pos, d_model]: shapes only
         batch, n_pos, d_model = x.shape
-        if key_mask is not None and key_mask.shape != (batch, n_pos):
+        n_keys = n_pos if kv_cache is None else kv_cache["k"].shape[1]
+        if kv_cache is not None and not self.causal:
+            raise ValueError("a KV cache needs causal attention (causal=True): bidirectional "
+                             "attention lets earlier positions see later ones")
+        if key_mask is not None and key_mask.shape != (batch, n_keys):
             raise ValueError(f"key_mask shape {key_mask.shape} != [batch, key_pos] = "
-                             f"{(batch, n_pos)} of the attention input (shape {x.shape})")
+                             f"{(batch, n_keys)} of the attention input (shape {x.shape})")
         h, dh = self.n_heads, self.d_head
         kvh = self.n_kv_heads or h
         init = nn.initializers.normal(self.init_range)
@@ -143,7 +164,7 @@ class Attention(nn.Module):
             q = RMSNorm(self.eps, self.dtype, pd, name="q_norm")(q, HEAD_AXES)
             k = RMSNorm(self.eps, self.dtype, pd, name="k_norm")(k, HEAD_AXES)
         if self.rotary_dim is not None:
-            positions = jnp.arange(n_pos)
+            positions = jnp.arange(n_pos) if kv_cache is None else offset + jnp.arange(n_pos)
             q = hooks.site(
                 self, "hook_rot_q", apply_rotary(q, positions, self.rotary_dim, self.rotary_base),
                 HEAD_AXES)
@@ -156,16 +177,26 @@ class Attention(nn.Module):
                            HedgehogFeatureMap(df, pd, name="q_fmap")(q), FEATURE_AXES)
             k = hooks.site(self, "hook_k_features",
                            HedgehogFeatureMap(df, pd, name="k_fmap")(k), FEATURE_AXES)
+        new_cache = None
+        if kv_cache is not None:  # write the chunk at `offset`, attend over all L positions
+            new_cache = {
+                name: jax.lax.dynamic_update_slice_in_dim(
+                    kv_cache[name], val.astype(kv_cache[name].dtype), offset, axis=1)
+                for name, val in (("k", k), ("v", v))}
+            k, v = new_cache["k"].astype(k.dtype), new_cache["v"].astype(v.dtype)
         if kvh != h:  # grouped-query attention: each KV head serves h // kvh query heads
             k = jnp.repeat(k, h // kvh, axis=2)
             v = jnp.repeat(v, h // kvh, axis=2)
 
         # mask: None (all visible), [query_pos, key_pos] (causal) or [batch, 1, query_pos, key_pos]
-        mask = jnp.tril(jnp.ones((n_pos, n_pos), bool)) if self.causal else None
+        if kv_cache is None:
+            mask = jnp.tril(jnp.ones((n_pos, n_pos), bool)) if self.causal else None
+        else:  # key j is visible from absolute query position offset + i when j <= offset + i
+            mask = jnp.arange(n_keys)[None, :] <= (offset + jnp.arange(n_pos))[:, None]
         if key_mask is not None:
             keys = (key_mask != 0)[:, None, None, :]  # [batch, 1, 1, key_pos]
             mask = keys if mask is None else mask & keys
-            mask = jnp.broadcast_to(mask, (batch, 1, n_pos, n_pos))
+            mask = jnp.broadcast_to(mask, (batch, 1, n_pos, n_keys))
         if self.attention_type == "softmax":
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)  # contract d_head
             scores = scores / jnp.sqrt(jnp.float32(dh))
@@ -175,7 +206,7 @@ class Attention(nn.Module):
             pattern = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         else:
             n_real = None if key_mask is None else (key_mask != 0).sum(-1)  # [batch]
-            scores, pattern = self._variant_pattern(q, k, mask, n_pos, n_real)
+            scores, pattern = self._variant_pattern(q, k, mask, n_keys, n_real)
         pattern = hooks.site(self, "hook_pattern", pattern, PATTERN_AXES)
 
         z = jnp.einsum("bhqk,bkhd->bqhd", pattern, v)  # contract key_pos
@@ -196,15 +227,18 @@ class Attention(nn.Module):
                              ("batch", "pos", "head", "d_model")).sum(axis=2)
         if self.use_bias:
             out = out + param(self, "b_O", zeros, (d_model,), ("embed",), pd)
+        if new_cache is not None:
+            return out.astype(self.dtype), new_cache
         return out.astype(self.dtype)
 
     def _variant_pattern(self, q: jax.Array, k: jax.Array, mask: jax.Array | None,
                          n_pos: int, n_real: jax.Array | None) -> tuple[jax.Array, jax.Array]:
         """(hook_attn_scores, pattern) [batch, head, query_pos, key_pos] for the non-softmax
         attention types; q, k: [batch, pos, head, d] (features for "linear"); mask as in
-        `__call__`; n_real: [batch] number of unpadded positions (None: no key mask)."""
+        `__call__`; n_pos: the number of key positions (the sequence length); n_real: [batch]
+        number of unpadded positions (None: no key mask)."""
         neg = jnp.finfo(jnp.float32).min
-        keep = jnp.ones((n_pos, n_pos), bool) if mask is None else mask
+        keep = jnp.ones((q.shape[1], n_pos), bool) if mask is None else mask
         qf, kf = q.astype(jnp.float32), k.astype(jnp.float32)
         kind = self.attention_type
         if kind == "linear":

@@ -45,10 +45,29 @@ Read-out API (for analyses; see the section at the end): `embed`, `final_norm`,
 (`read_out` of the last `hook_resid_post` is the model's logits, bit for bit); `unembedding`
 gives `(W_U, b_U)`, `check_transformer` is the one check that a model can be read out this way,
 and `unrolled_params` gives unboxed, unrolled parameters.
+
+KV cache (causal models; see `jaxinterp.layers.attention` for the attention side):
+
+    cache = init_cache(model, batch, L)                   # zeros, L <= n_ctx positions
+    logits, cache = model.apply(variables, prompt, cache=cache, offset=0)      # prefill
+    logits, cache = model.apply(variables, next_tok, cache=cache, offset=P)    # decode step
+
+`cache = {"k": [n_layers, batch, L, kv_head, d_k], "v": [n_layers, batch, L, kv_head, d_head]}`
+holds every layer's keys and values of the L positions of the whole sequence (the layer axis
+comes first in both parameter layouts). With `cache=`, `tokens` [batch, pos] is the chunk at
+absolute positions offset .. offset + pos - 1 (any length at any offset: a prefill, one-token
+decode steps, or a suffix [p, T)), its logits are [batch, pos, vocab] and equal the uncached
+logits of the whole sequence at those positions, and the returned cache has the chunk's keys
+and values written in. Sites see absolute positions (`jaxinterp.hooks.positions`): an
+intervention with `positions=[t]` acts on position t whichever chunk holds it. Block sites have
+their usual names; attention scores and patterns have L key positions. `forward_from` runs the
+same cached blocks from any layer's residual stream (suffix-only patching). Not available:
+bidirectional models (`causal=False`) and register tokens (a ValueError).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -56,6 +75,7 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxinterp import hooks
 from jaxinterp.layers.attention import Attention, check_attention_options
@@ -66,7 +86,7 @@ from jaxinterp.layers.embed import Embed, PosEmbed, check_ids
 from jaxinterp.layers.mlp import KANMLP, MLP
 from jaxinterp.layers.moe import MoE, check_moe_options
 from jaxinterp.layers.norms import NORMS, make_norm
-from jaxinterp.layers.stack import stack, unstack_layers
+from jaxinterp.layers.stack import stack, stack_layers, unstack_layers
 
 MLP_TYPES = ("dense", "moe", "kan")
 
@@ -230,7 +250,11 @@ class Block(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, layer: int | jax.Array) -> tuple[jax.Array, None]:
+    def __call__(self, x: jax.Array, layer: int | jax.Array,
+                 kv_cache: dict[str, jax.Array] | None = None, offset: int | jax.Array = 0
+                 ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+        """With `kv_cache` (this layer's {"k", "v"}, see `init_cache`), x is the chunk at
+        absolute positions offset.. and the second output is the updated layer cache."""
         c = self.config
         dtype, pd = dtypes(c)
         resid_pre = hooks.site(self, "hook_resid_pre", x, RESID_AXES)
@@ -249,9 +273,15 @@ class Block(nn.Module):
             h = self._split_qkv_input(resid_pre, ln1)
         else:
             h = resid_pre if ln1 is None else ln1(resid_pre, RESID_AXES)
-        attn_out = hooks.site(self, "hook_attn_out", attn(h), RESID_AXES)
+        new_cache = None
+        if kv_cache is None:
+            a = attn(h)
+        else:
+            a, new_cache = attn(h, kv_cache=kv_cache, offset=offset)
+        attn_out = hooks.site(self, "hook_attn_out", a, RESID_AXES)
         if c.attn_only:
-            return hooks.site(self, "hook_resid_post", resid_pre + attn_out, RESID_AXES), None
+            return (hooks.site(self, "hook_resid_post", resid_pre + attn_out, RESID_AXES),
+                    new_cache)
         resid_mid = hooks.site(self, "hook_resid_mid", resid_pre + attn_out, RESID_AXES)
         ln2 = make_norm(c.normalization_type, c.eps, dtype, pd, "ln2")
         mlp = _make_mlp(c, dtype, pd)
@@ -259,7 +289,7 @@ class Block(nn.Module):
                   if c.use_split_qkv_input else resid_mid)
         h = mlp_in if ln2 is None else ln2(mlp_in, RESID_AXES)
         mlp_out = hooks.site(self, "hook_mlp_out", mlp(h), RESID_AXES)
-        return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), None
+        return hooks.site(self, "hook_resid_post", resid_mid + mlp_out, RESID_AXES), new_cache
 
     def _split_qkv_input(self, resid_pre: jax.Array, ln1: nn.Module | None
                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -295,25 +325,39 @@ class Transformer(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array) -> jax.Array:
+    def __call__(self, tokens: jax.Array, cache: dict[str, jax.Array] | None = None,
+                 offset: int | jax.Array = 0
+                 ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
+        """With `cache` (see the module docstring): tokens are the chunk at absolute positions
+        offset.., and the result is `(logits, new_cache)`."""
         c = self.config
         dtype, pd = dtypes(c)
         _check_tokens(tokens, c)
         init = nn.initializers.normal(c.init_range)
+        chunk = contextlib.ExitStack()  # absolute positions for the sites of a cached chunk
+        if cache is not None:
+            chunk.enter_context(hooks.positions(offset, check_cache(c, tokens, cache, offset)))
 
         embed = Embed(c.d_vocab, c.d_model, c.init_range, pd, name="embed")
         x = hooks.site(self, "hook_embed", embed(tokens).astype(dtype), RESID_AXES)
         if c.positional_embedding_type == "standard":
             pos = PosEmbed(c.n_ctx, c.d_model, c.init_range, pd, name="pos_embed")
-            x = x + hooks.site(self, "hook_pos_embed",
-                               pos(tokens.shape[-1], tokens.shape[0]).astype(dtype), RESID_AXES)
+            if cache is None:
+                pe = pos(tokens.shape[-1], tokens.shape[0])
+            else:
+                pe = jax.lax.dynamic_slice_in_dim(pos(c.n_ctx, tokens.shape[0]), offset,
+                                                  tokens.shape[-1], axis=1)
+            x = x + hooks.site(self, "hook_pos_embed", pe.astype(dtype), RESID_AXES)
         n_reg = c.n_register_tokens
         if n_reg:
             w_reg = param(self, "W_reg", init, (n_reg, c.d_model), ("register", "embed"), pd)
             x = _prepend_registers(x, w_reg, dtype)
 
-        x = stack(Block, x, n_layers=c.n_layers, scan=c.scan_layers, remat=c.remat, args=(c,),
-                  axes=RESID_AXES)
+        if cache is None:
+            x = stack(Block, x, n_layers=c.n_layers, scan=c.scan_layers, remat=c.remat,
+                      args=(c,), axes=RESID_AXES)
+        else:
+            x, cache = _cached_blocks(c, x, cache, offset)
 
         # The read-out functions below (final_norm, drop_registers, unembed) apply these same
         # modules and helpers to given parameters, so that analyses read out exactly like this.
@@ -328,11 +372,158 @@ class Transformer(nn.Module):
                                                     ("embed", "vocab"), pd)
         b_u = (param(self, "b_U", nn.initializers.zeros, (d_out,), ("vocab",), pd)
                if c.unembed_bias else None)
-        return _unembed(c, x, embed, w_u, b_u)
+        logits = _unembed(c, x, embed, w_u, b_u)
+        chunk.close()
+        return logits if cache is None else (logits, cache)
 
 
 def _check_tokens(tokens: jax.Array, c: TransformerConfig) -> None:
     check_ids(tokens, "tokens", "token id", c.d_vocab, "d_vocab", c.n_ctx)
+
+
+# -- KV cache ------------------------------------------------------------------------------------
+
+def check_cacheable(c: TransformerConfig, caller: str = "a KV cache") -> None:
+    """A ValueError unless a model with config `c` can compute chunks against a KV cache."""
+    if not c.causal:
+        raise ValueError(f"{caller} needs a causal model; this one has causal=False "
+                         "(bidirectional attention lets every position see later ones)")
+    if c.n_register_tokens:
+        raise ValueError(f"{caller} does not support register tokens (n_register_tokens="
+                         f"{c.n_register_tokens})")
+
+
+def cache_shapes(model: nn.Module, batch: int, length: int
+                 ) -> dict[str, tuple[tuple[int, ...], jnp.dtype]]:
+    """{"k": (shape, dtype), "v": (shape, dtype)} of `init_cache(model, batch, length)`."""
+    c = check_transformer(model, "init_cache")
+    check_cacheable(c)
+    kvh = c.n_key_value_heads or c.n_heads
+    d_k = 2 * (c.linear_feature_dim or c.d_head) if c.attention_type == "linear" else c.d_head
+    dtype = jnp.dtype(c.dtype)
+    return {"k": ((c.n_layers, batch, length, kvh, d_k), dtype),
+            "v": ((c.n_layers, batch, length, kvh, c.d_head), dtype)}
+
+
+def init_cache(model: nn.Module, batch: int, length: int) -> dict[str, jax.Array]:
+    """An empty KV cache for sequences of `length` positions (<= n_ctx):
+    {"k": [n_layers, batch, length, kv_head, d_k], "v": [n_layers, batch, length, kv_head,
+    d_head]} of zeros in the compute dtype (d_k = d_head; 2 * d_feature for linear attention).
+
+    Raises:
+      ValueError: not a causal `Transformer`, register tokens, or a length outside [1, n_ctx].
+    """
+    c = check_transformer(model, "init_cache")
+    for name, value in (("batch", batch), ("length", length)):
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"init_cache: {name}={value!r} must be a positive int")
+    if length > c.n_ctx:
+        raise ValueError(f"init_cache: length={length} exceeds n_ctx={c.n_ctx}")
+    return {k: jnp.zeros(shape, dtype)
+            for k, (shape, dtype) in cache_shapes(model, int(batch), int(length)).items()}
+
+
+def check_cache(c: TransformerConfig, x: jax.Array, cache: Any, offset: Any) -> int:
+    """Checks a cache and a chunk x [batch, pos, ...] at `offset` against config `c`; returns
+    the cache length L (the whole sequence's)."""
+    check_cacheable(c)
+    if not isinstance(cache, Mapping) or set(cache) != {"k", "v"}:
+        raise ValueError(f"cache must be {{'k': ..., 'v': ...}} as init_cache makes it, got "
+                         f"{sorted(cache) if isinstance(cache, Mapping) else type(cache)}")
+    k = cache["k"]
+    if k.ndim != 5 or k.shape[0] != c.n_layers or k.shape[1] != x.shape[0]:
+        raise ValueError(f"cache['k'] has shape {tuple(k.shape)}; expected [n_layers="
+                         f"{c.n_layers}, batch={x.shape[0]}, L, kv_head, d_k] (init_cache)")
+    length = k.shape[2]
+    if not isinstance(offset, jax.core.Tracer):
+        off = int(offset)
+        if off < 0 or off + x.shape[1] > length:
+            raise ValueError(f"a chunk of {x.shape[1]} positions at offset={off} does not fit "
+                             f"the cache's {length} positions (need 0 <= offset, offset + pos "
+                             f"<= {length})")
+    return length
+
+
+def _cached_blocks(c: TransformerConfig, x: jax.Array, cache: dict[str, jax.Array],
+                   offset: int | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The layer stack on a cached chunk, in the parameter layout of `stack` (called from
+    `Transformer.__call__`): unrolled `blocks_{i}` or one scanned `blocks`."""
+    if not c.scan_layers:
+        new = []
+        for i in range(c.n_layers):
+            blk = Block(c, name=f"blocks_{i}")
+            with hooks.layer(blk, "blocks", i, c.n_layers):
+                x, layer_cache = blk(x, i, jax.tree.map(lambda a, i=i: a[i], cache), offset)
+            new.append(layer_cache)
+        return x, jax.tree.map(lambda *a: jnp.stack(a), *new)
+
+    def body(mdl, h, layer, layer_cache, off):
+        with hooks.layer(mdl, "blocks", layer, c.n_layers):
+            return mdl(h, layer, layer_cache, off)
+
+    scanned = nn.scan(body, variable_axes={True: 0}, split_rngs={"params": True, "dropout": True},
+                      in_axes=(0, 0, nn.broadcast), length=c.n_layers,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+    return scanned(Block(c, name="blocks"), x, jnp.arange(c.n_layers, dtype=jnp.int32), cache,
+                   offset)
+
+
+class _LayerAt(nn.Module):
+    """One block with parameters {"block": ...}, its sites named `blocks.{layer}.…`."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x, layer, kv_cache, offset):
+        blk = Block(self.config, name="block")
+        with hooks.layer(blk, "blocks", layer, self.config.n_layers):
+            return blk(x, layer, kv_cache, offset)
+
+
+def stacked_blocks(variables: Any) -> dict:
+    """The blocks' unboxed params stacked over layers (leading axis n_layers), whatever layout
+    `variables` has: what `forward_from` takes (convert once, outside a sweep's loop)."""
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        unrolled_params(variables)  # raises the error
+    return stack_layers(nn.meta.unbox(variables["params"]))["blocks"]
+
+
+def forward_from(model: nn.Module, blocks: dict, resid: jax.Array, cache: dict[str, jax.Array],
+                 offset: int | jax.Array, start_layer: int | jax.Array,
+                 stop_layer: int | jax.Array | None = None) -> jax.Array:
+    """Runs blocks start_layer .. stop_layer - 1 on a chunk of the residual stream against a
+    KV cache: the chunked forward pass of suffix-only patching.
+
+    Args:
+      model: a causal `Transformer`.
+      blocks: `stacked_blocks(variables)`.
+      resid: [batch, pos, d_model], `blocks.{start_layer}.hook_resid_pre` at the absolute
+        positions offset .. offset + pos - 1.
+      cache: a full KV cache of the sequence (`init_cache` layout); positions < offset are
+        read from it at every layer run (the chunk's own keys and values are computed).
+      offset: the chunk's first absolute position (int or traced).
+      start_layer, stop_layer: the layers to run (ints or traced; stop None: n_layers); the
+        loop is a `lax.fori_loop`, so traced bounds compile once.
+
+    Returns:
+      [batch, pos, d_model]: `blocks.{stop_layer - 1}.hook_resid_post` at those positions.
+      Under an active `jaxinterp.run`-style session (`hooks.active`), every block that runs
+      passes through its sites (named `blocks.{layer}.…` with a traced layer; positions
+      absolute), so interventions apply there.
+    """
+    c = check_transformer(model, "forward_from")
+    length = check_cache(c, resid, cache, offset)
+    stop = c.n_layers if stop_layer is None else stop_layer
+    layer_mod = _LayerAt(c)
+
+    def body(i, x):
+        p = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), blocks)
+        kv = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), cache)
+        out, _ = layer_mod.apply({"params": {"block": p}}, x, i, kv, offset)
+        return out.astype(x.dtype)
+
+    with hooks.positions(offset, length):
+        return jax.lax.fori_loop(start_layer, stop, body, resid)
 
 
 # -- the forward pass's own steps, shared with the read-out API ---------------------------------

@@ -15,6 +15,7 @@ def test_patching_speed_runs_at_tiny_settings():
         assert math.isfinite(res[key]) and res[key] > 0, (key, res[key])
     assert res["shape"] == (2, 4)
     assert res["max_abs_diff"] < 1e-5  # act_patch computes what the naive loop does
+    assert res["suffix_max_abs_diff"] < 1e-5  # and so does suffix-only patching
     assert res["result_range"][0] < res["result_range"][1]  # the patches do something
     assert res["naive_call_mb"] > 0 and res["act_patch_call_mb"] > 0
     text = bench.report(res)
