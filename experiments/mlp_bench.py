@@ -386,7 +386,8 @@ def orderings(rows: list[dict], sweep: list[dict]) -> dict[str, Any]:
         pts = sorted((s for s in sweep if s["family"] == name), key=lambda s: -s["patch_size"])
         means = [s["mean"] for s in pts]
         out[f"patch_sweep_{name}"] = {f"patch_{s['patch_size']}": s["mean"] for s in pts}
-        out[f"patch_sweep_{name}_monotone"] = bool(all(b >= a for a, b in itertools.pairwise(means)))
+        rising = all(b >= a for a, b in itertools.pairwise(means))
+        out[f"patch_sweep_{name}_monotone"] = bool(rising)
     return out
 
 
