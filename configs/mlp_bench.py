@@ -49,7 +49,7 @@ def families() -> dict[str, dict]:
         "strip_mlp": dict(preset="strip_mlp_t_light",
                           covers=("strip_mlp_t_light", "strip_mlp_t", "strip_mlp_s",
                                   "strip_mlp_b"),
-                          model=dict(patch_size=2, d_model=4, strip_groups=2, alpha=3,
+                          model=dict(patch_size=2, d_model=4, strip_groups=2, alpha=5,
                                      n_layers=(1, 1, 1, 1))),
         "kan": dict(preset="kan_64_64_10",
                     covers=("kan_64_64_10", "kan_pykan_tiny", "fastkan_64_64_10",

@@ -277,7 +277,7 @@ def check_budget(counts: dict[str, int], budget: int, tolerance: float) -> None:
     off = {k: v for k, v in counts.items() if abs(v - budget) > tolerance * budget}
     if off:
         raise ValueError(f"families outside {budget:,} +- {tolerance:.0%} parameters: {off}; "
-                         "change their overrides in the config (all counts: {counts})")
+                         f"change their overrides in the config (all counts: {counts})")
 
 
 def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:

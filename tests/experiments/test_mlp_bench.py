@@ -50,7 +50,7 @@ def test_the_table_covers_every_image_preset_of_the_registry():
                 ref.module, ref.config), (name, p)
     # ViT and KAT share a class; the KAT family is the GR-KAN one.
     assert {registry.config(p).mlp_type for p in families["kat"].covers} == {"grkan"}
-    assert {registry.config(p).mlp_type for p in families["vit"].covers} == {"mlp"}
+    assert {registry.config(p).mlp_type for p in families["vit"].covers} == {"dense"}
 
 
 def test_every_default_family_is_within_the_budget():
