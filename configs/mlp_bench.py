@@ -29,7 +29,7 @@ deterministic: two runs gave the same numbers):
 | kat | kat_t | 28,522 | 0.975 +- 0.010 | 0.920 +- 0.029 |
 | kan | kan_64_64_10 | 28,728 | 0.974 +- 0.003 | 0.955 +- 0.007 |
 | vit | vit_ti16 | 28,370 | 0.973 +- 0.005 | 0.926 +- 0.016 |
-| activator | activator_c10 | 29,638 | 0.965 +- ... | 0.916 +- ... |
+| activator | activator_c10 | 29,638 | 0.965 +- 0.007 | 0.916 +- 0.007 |
 | deep_mlp | deep_mlp_b6_wi512 | 30,298 | 0.946 +- 0.003 | 0.889 +- 0.020 |
 | deep_mlp+aug | deep_mlp_b6_wi512 | 30,298 | 0.832 +- 0.023 | 0.856 +- 0.012 |
 
@@ -41,20 +41,20 @@ Where the papers' orderings hold here: every MLP-family model with token mixing 
 RaftMLP, Strip-MLP, MS-MLP, NiNformer) beats ViT at the same size, on both data fractions, and
 KAT edges ViT with all the data (0.975 vs 0.973, inside the seed spread). Where they do not:
 none beats MLP-Mixer with all the data (all within 0.003, inside one seed's spread of 0.008);
-with 20% of the data MAXIM, RaftMLP, MS-MLP and Strip-MLP do beat Mixer (0.938-0.956 vs
-0.932), as does the KAN (0.955). Activator is the weakest of the token models (it mixes no
-tokens; patch 4 gave 0.819 / 0.722, patch 8 0.965 / 0.916). KAT falls behind ViT with 20% of
-the data (0.920 vs 0.926). Scaling MLPs' augmentation does NOT help at this budget: crop (2
-pixels) + MixUp (alpha 0.8) costs the deep MLP 0.114 with all the data and 0.033 with 20%
-(300 steps are far too few for MixUp's harder task; the paper trains for hundreds of epochs).
-Patchification does NOT hold: the largest patch (8, four tokens) is best for both ViT and
-Mixer and patch 2 is worst for Mixer; these 16x16 images are 2x upsamplings of 8x8 digits, so
-patches below 2 pixels carry no new information, and 300 steps may be too few for 64 tokens.
+with 20% of the data MAXIM, RaftMLP, MS-MLP and Strip-MLP do beat Mixer (0.938-0.956 vs 0.932),
+as does the KAN (0.955). Activator does not beat ViT (0.965 vs 0.973; it mixes no tokens: at
+patch 4 it gave 0.819 / 0.722, at patch 8 0.965 / 0.916). KAT falls behind ViT with 20% of the
+data (0.920 vs 0.926). Scaling MLPs' augmentation does NOT help at this budget: crop (2 pixels)
++ MixUp (alpha 0.8) costs the deep MLP 0.114 with all the data and 0.033 with 20% (probably
+because 300 steps are far too few for MixUp's harder task; the paper trains far longer).
+Patchification does NOT hold: the largest patch (8, four tokens) is best for both ViT and Mixer
+and patch 2 is worst for Mixer; these 16x16 images are 2x upsamplings of 8x8 digits, so patches
+below 2 pixels carry no new information, and 300 steps may be too few for 64 tokens.
 
-Runtime: 1144 s wall for the first run on the 2 CPU cores shared with other helpers (load
-average 13-19, this process got ~25-35% of a core), 361 CPU-seconds (user + system) in all;
-on 2 dedicated cores that is at most ~6 minutes (compilation, about half of it, is largely
-single-threaded). The slowest families to compile: MS-MLP and Strip-MLP.
+Runtime: 742 s wall on the 2 CPU cores shared with other helpers (load average 12-15; an
+earlier run at load 15-19: 1144 s), 346 CPU-seconds (user + system) in all, so about 3-6
+minutes on 2 dedicated cores (compilation, roughly half, is largely single-threaded). The
+slowest families: Strip-MLP (193 s of the 742) and MS-MLP (110 s), mostly compilation.
 """
 
 from ml_collections import ConfigDict
