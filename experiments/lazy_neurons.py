@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from ml_collections import ConfigDict
 
 import jaxinterp as ji
@@ -463,12 +464,19 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     for f in (*families, *config.width_sweep.families, *config.depth_sweep.families):
         if f not in FAMILIES:
             raise ValueError(f"unknown family {f!r}; choose from {FAMILIES}")
+    if config.top_k.k and not {"clean", "noisy_labels"} <= set(config.arms):
+        raise ValueError(f"the Top-k arm (top_k.k={config.top_k.k}) is compared with the dense "
+                         f"ViT's clean and noisy_labels arms, but arms={tuple(config.arms)}; add "
+                         "them or set top_k.k=0")
     data_dir = config.data_dir or os.path.join(workdir, "data")
     digits = load_digits(data_dir)
     needs_lm = "lm" in (*families, *config.width_sweep.families, *config.depth_sweep.families)
     tokens = load_lm_tokens(config, data_dir) if needs_lm else None
 
-    fam = {f: run_family(config, f, digits, tokens, workdir) for f in families}
+    fam = {}
+    for f in families:
+        fam[f] = run_family(config, f, digits, tokens, workdir)
+        logging.info("lazy_neurons: %s done at %.0f s", f, time.time() - t0)
     sweeps: dict[str, dict[str, Any]] = {"width": {}, "depth": {}}
     for f in config.width_sweep.families:
         sweeps["width"][f] = run_sweep(config, f, "d_mlp", config.width_sweep.d_mlp, digits,
@@ -476,15 +484,18 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     for f in config.depth_sweep.families:
         sweeps["depth"][f] = run_sweep(config, f, "n_layers", config.depth_sweep.n_layers,
                                        digits, tokens)
+    logging.info("lazy_neurons: sweeps done at %.0f s", time.time() - t0)
     top_k = run_top_k(config, digits, fam) if config.top_k.k and "vit" in fam else None
 
-    summary: dict[str, Any] = {
-        "families": {f: {k: v for k, v in r.items() if k not in ("curves", "steps")}
-                     for f, r in fam.items()},
-        "sweeps": sweeps, "top_k": top_k}
-    for r in summary["families"].values():
-        for a in r.get("arms", {}).values():
-            a.pop("curve")
+    def without_curves(r):
+        out = {k: v for k, v in r.items() if k not in ("curves", "steps", "arms")}
+        if "arms" in r:  # the curves stay in `fam` for the figure
+            out["arms"] = {arm: {k: v for k, v in a.items() if k != "curve"}
+                           for arm, a in r["arms"].items()}
+        return out
+
+    summary: dict[str, Any] = {"families": {f: without_curves(r) for f, r in fam.items()},
+                               "sweeps": sweeps, "top_k": top_k}
     summary["claims"] = claims(summary)
     summary["seconds"] = round(time.time() - t0, 1)
     return runner.write_outputs(workdir, summary, {

@@ -1,7 +1,8 @@
 """The lazy-neuron experiment at tiny settings: the summary's per-(family, layer) non-zero
-fractions equal those computed directly from `ji.run` captures on the held-out set, and the
-direction of the effect (fewer non-zero ReLU activations after training than at
-initialisation) holds for every family on each of three seeds."""
+fractions equal those computed directly from `ji.run` captures on the held-out set, and, on
+each of three seeds, the transformers (LM, ViT) end with fewer non-zero ReLU activations than
+at initialisation (the paper's direction), while the Mixer does not change and the one-block
+MLP gets denser (which the test records rather than hides)."""
 
 import os
 
@@ -19,12 +20,12 @@ from experiments.lazy_neurons import (
     run_experiment,
 )
 
-# Four families, two data arms, one width sweep point pair (the cheap MLP) and the Top-k ViT;
-# fewer steps, the same models.
+# The default config's four families and models with fewer steps, two data arms, a two-point
+# width sweep of the (cheap, vmapped) MLP, no depth sweep and no Top-k arm.
 SMALL = {
     "num_train_steps": 200, "eval_every_steps": 100, "arms": ("clean", "random_labels"),
     "width_sweep.families": ("mlp",), "width_sweep.d_mlp": (32, 512),
-    "depth_sweep.families": (), "top_k.k": 4, "lm_data.num_test": 64,
+    "depth_sweep.families": (), "top_k.k": 0, "lm_data.num_test": 64,
 }
 
 
@@ -71,9 +72,23 @@ def test_summary_matches_ji_run_captures(experiment):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_activations_get_sparser_with_training(experiment, seed):
+def test_direction_of_the_effect(experiment, seed):
+    # Measured at these settings (held-out mean over layers, init -> step 200; seeds 0, 1, 2):
+    #   lm     0.495 -> 0.471, 0.501 -> 0.468, 0.500 -> 0.453   (sparser: the paper's direction)
+    #   vit    0.516 -> 0.471, 0.504 -> 0.448, 0.535 -> 0.451   (sparser)
+    #   mixer  0.509 -> 0.500, 0.500 -> 0.504, 0.482 -> 0.502   (no change)
+    #   mlp    0.535 -> 0.688, 0.507 -> 0.631, 0.459 -> 0.634   (denser: does not reproduce)
+    # So only the two transformers follow the paper here; the test asserts what holds.
     _, _, summary = experiment
-    for family, result in summary["families"].items():
-        init = np.mean([v[seed] for v in result["nonzero_init"].values()])
-        final = np.mean([v[seed] for v in result["nonzero_final"].values()])
-        print(family, seed, init, final)
+    fam = summary["families"]
+
+    def mean(family, key):
+        return np.mean([v[seed] for v in fam[family][key].values()])
+
+    for family in ("lm", "vit"):
+        assert mean(family, "nonzero_final") < mean(family, "nonzero_init") - 0.015, (
+            family, mean(family, "nonzero_init"), mean(family, "nonzero_final"))
+        # On training data too.
+        assert mean(family, "nonzero_final_train") < mean(family, "nonzero_init"), family
+    assert abs(mean("mixer", "nonzero_final") - mean("mixer", "nonzero_init")) < 0.05
+    assert mean("mlp", "nonzero_final") > mean("mlp", "nonzero_init") + 0.05
