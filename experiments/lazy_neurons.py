@@ -525,8 +525,9 @@ def plot_curves(fam: dict[str, Any], path: str) -> None:
         ax = axes[1, j]
         for arm, a in fam[f]["arms"].items():
             ax.plot(fam[f]["steps"], a["curve"].mean(0), label=arm)
+        top = max(a["curve"].mean(0).max() for a in fam[f]["arms"].values())
         ax.set(title=f"{f}: data arms (mean over layers)", xlabel="step",
-               ylabel="non-zero fraction", ylim=(0, 0.6))
+               ylabel="non-zero fraction", ylim=(0, max(0.6, top + 0.05)))
         ax.legend(fontsize=7)
     for j in range(len(image), axes.shape[1]):
         axes[1, j].axis("off")
