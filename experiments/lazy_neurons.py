@@ -546,11 +546,12 @@ def plot_sweeps(fam, sweeps, path: str) -> None:
             ys = [np.mean(sweep[v]["nonzero_final"]) for v in sweep]
             err = [np.std(sweep[v]["nonzero_final"]) for v in sweep]
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f)
-            ax.set_xticks(xs, [str(x) for x in xs])
-            ax.minorticks_off()
         ax.set(xscale="log" if kind == "width" else "linear", xlabel=field,
                ylabel="final non-zero fraction (held out)", title=f"{kind} sweep")
         if sweeps[kind]:
+            ticks = sorted({int(v) for sweep in sweeps[kind].values() for v in sweep})
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
