@@ -16,6 +16,7 @@ the host adds the summaries up. Per site (the last axis is the feature axis, e.g
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -87,6 +88,15 @@ def _summaries(acts: dict[str, jax.Array], threshold: float, top_k: int,
     return out
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _stats_step(model: nn.Module, patterns: tuple[str, ...], threshold: float, top_k: int,
+                variables: Any, edges: jax.Array, *inputs: Any) -> dict[str, dict[str, jax.Array]]:
+    """One batch's summaries. Compiled once per (model, sites, threshold, top_k, shapes), so
+    calling `activation_stats` again (e.g. at every eval of a training run) does not recompile."""
+    _, cache = run(model, variables, *inputs, capture=patterns)
+    return _summaries(cache, threshold, top_k, edges)
+
+
 def activation_stats(
     model: nn.Module,
     variables: Any,
@@ -124,10 +134,9 @@ def activation_stats(
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     edges_j = jnp.asarray(edges_np, jnp.float32)
 
-    @jax.jit
     def step(variables, *inputs):
-        _, cache = run(model, variables, *inputs, capture=patterns)
-        return _summaries(cache, threshold, top_k, edges_j)
+        return _stats_step(model, patterns, float(threshold), top_k, variables, edges_j,
+                           *inputs)
 
     totals: dict[str, dict[str, Any]] = {}
     tops: dict[str, list[MassiveActivation]] = {}

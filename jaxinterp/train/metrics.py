@@ -1,4 +1,5 @@
-"""Metrics: TensorBoard event files, a readable log, `metrics.jsonl`, and a progress line.
+"""Metrics: TensorBoard event files, a readable log, `metrics.jsonl`, a progress line, and the
+expected calibration error of a classifier (`ece`).
 
 `clu.metric_writers` imports TensorFlow when imported, and this project runs without TensorFlow,
 so event files are written with tensorboardX (the same format TensorBoard reads).
@@ -12,6 +13,7 @@ import time
 from collections.abc import Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -80,3 +82,35 @@ class Progress:
         """Prints the line on process 0 (printed, so it shows whatever the log verbosity)."""
         if jax.process_index() == 0:
             print(self.line(step, metrics), flush=True)
+
+
+def ece(logits: jax.Array, labels: jax.Array, n_bins: int = 15) -> jax.Array:
+    """Expected calibration error (Guo et al. 2017, "On Calibration of Modern Neural Networks"):
+    predictions are put into `n_bins` equal-width bins of confidence (the top softmax
+    probability; bin b holds confidences in ((b-1)/n_bins, b/n_bins], the first bin includes 0),
+    and
+
+        ECE = sum_b (n_b / N) * |accuracy_b - mean confidence_b|
+
+    0 for a perfectly calibrated classifier; an overconfident one scores its excess confidence.
+
+    Args:
+      logits: [N, num_classes] float (softmax is applied here).
+      labels: [N] int, the true classes.
+      n_bins: number of confidence bins, >= 1.
+
+    Returns:
+      A float32 scalar in [0, 1]. Works under jit and vmap.
+    """
+    if n_bins < 1:
+        raise ValueError(f"ece: n_bins must be >= 1, got {n_bins}")
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"ece: expected logits [N, num_classes] and labels [N], got logits "
+                         f"{logits.shape} and labels {labels.shape}")
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    confidence = probs.max(axis=-1)  # [N]
+    correct = (probs.argmax(axis=-1) == labels).astype(jnp.float32)
+    bins = jnp.clip(jnp.ceil(confidence * n_bins).astype(jnp.int32) - 1, 0, n_bins - 1)
+    conf_sum = jnp.zeros(n_bins).at[bins].add(confidence)
+    correct_sum = jnp.zeros(n_bins).at[bins].add(correct)
+    return jnp.abs(correct_sum - conf_sum).sum() / logits.shape[0]
