@@ -27,6 +27,9 @@ def test_readme_python_blocks_run(monkeypatch):
         "path": lambda ns: ns["res"].shape == (2, 8) and ns["by_head"].shape == (2, 4)
         and ns["approx"].shape == (2, 4) and ns["path"].shape == (),
         "fit": lambda ns: ns["logp"].shape == (3, 4, 8, 1) and ns["fit"].test_score > 0.8,
+        "steered_tokens": lambda ns: ns["steered_tokens"].shape == (4, 2, 16)
+        and ns["out"].tokens.shape == (2, 16) and ns["sampled"].tokens.shape == (2, 16)
+        and bool((ns["out"].tokens[:, :8] == ns["prompt"]).all()),
         "steered": lambda ns: ns["steered"].shape == (33, 4, 50),
         "vit_accuracy": lambda ns: ns["vit_logits"].shape == (2, 10)
         and ns["vit_cache"]["blocks.1.hook_resid_post"].shape == (2, 17, 32)
