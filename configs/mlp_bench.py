@@ -51,7 +51,8 @@ Patchification does NOT hold: the largest patch (8, four tokens) is best for bot
 and patch 2 is worst for Mixer; these 16x16 images are 2x upsamplings of 8x8 digits, so patches
 below 2 pixels carry no new information, and 300 steps may be too few for 64 tokens.
 
-Runtime: 742 s wall on the 2 CPU cores shared with other helpers (load average 12-15; an
+Runtime: 176 s on the 2 CPU cores alone (re-timed at the end of the session). First measured
+at 742 s wall on the 2 CPU cores shared with other helpers (load average 12-15; an
 earlier run at load 15-19: 1144 s), 346 CPU-seconds (user + system) in all, so about 3-6
 minutes on 2 dedicated cores (compilation, roughly half, is largely single-threaded). The
 slowest families: Strip-MLP (193 s of the 742) and MS-MLP (110 s), mostly compilation.
