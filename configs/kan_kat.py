@@ -20,8 +20,8 @@ seven of pykan's toy formulas (`experiments.kan_kat.FUNCTIONS`).
 
 Runtime: 180 s on the 2 CPU cores alone (re-timed at the end of the session: parts kat 26 s,
 fit 125 s, grid 12 s; same accuracies; step-time ratios KAN/MLP 1.94, GR-KAN/MLP 2.35, KAT/ViT
-0.65 in that run). First measured at 24:52 wall on a shared machine (2 cores, load average ~15-19; the process got 22% of
-one core: 335 s of CPU time), i.e. about 3-6 minutes on 2 free cores. Parts: kat 242 s, fit
+0.65 in that run). First measured at 24:52 wall on a shared machine (2 cores, load average
+~15-19; the process got 22% of one core: 335 s of CPU time). Parts: kat 242 s, fit
 1072 s, grid 96 s, speed 69 s (wall, shared).
 
 Measured at this config (seeds 0, 1, 2; 1 = seeds' mean unless a list):
