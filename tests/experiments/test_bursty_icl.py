@@ -36,12 +36,7 @@ TINY = {
 
 def tiny_config(**overrides):
     config = bursty_icl.get_config()
-    for key, value in {**TINY, **overrides}.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    config.update_from_flattened_dict({**TINY, **overrides})  # dotted keys, e.g. 'data.d'
     config.seeds = SEEDS
     return config
 

@@ -31,12 +31,7 @@ TINY = {
 
 def tiny_config():
     config = kan_kat.get_config()
-    for key, value in TINY.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    config.update_from_flattened_dict(TINY)  # dotted keys, e.g. 'data.d'
     return config
 
 

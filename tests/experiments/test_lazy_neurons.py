@@ -31,12 +31,7 @@ SMALL = {
 
 def small_config(**overrides):
     config = lazy_neurons.get_config()
-    for key, value in {**SMALL, **overrides}.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    config.update_from_flattened_dict({**SMALL, **overrides})  # dotted keys, e.g. 'data.d'
     return config
 
 
