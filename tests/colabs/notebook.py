@@ -1,4 +1,8 @@
-"""Executes every notebook in colabs/ top to bottom; any cell that raises fails the test."""
+"""Executes a notebook in colabs/ top to bottom; any cell that raises fails the test.
+
+One test file per notebook (`test_<name>.py`), so that pytest-xdist's `--dist loadfile` runs
+the notebooks on different workers; `test_every_notebook_is_tested.py` checks the files exist.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,7 @@ import sys
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-
-from ipykernel.kernelspec import write_kernel_spec  # noqa: E402
-from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
-from jupyter_client.manager import KernelManager  # noqa: E402
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "colabs").glob("*.ipynb"))
 KERNEL = "python3"
 
@@ -26,14 +22,15 @@ _PROBE = ("import json, os, sys\n"
           "print(json.dumps([sys.executable, sys.prefix, os.environ.get('JAX_PLATFORMS')]))")
 
 
-@pytest.fixture(scope="module")
-def kernel_spec_manager(tmp_path_factory) -> KernelSpecManager:
+def kernel_spec_manager(kernels: pathlib.Path):
     """Finds only a private "python3" kernelspec that runs this interpreter on CPU.
 
     Whatever "python3" would resolve to otherwise (a user-level kernelspec, another Python on
     PATH), the notebooks run with `sys.executable` (the project's venv) and JAX_PLATFORMS=cpu.
     """
-    kernels = tmp_path_factory.mktemp("kernels")
+    from ipykernel.kernelspec import write_kernel_spec
+    from jupyter_client.kernelspec import KernelSpecManager
+
     write_kernel_spec(kernels / KERNEL, overrides={"env": {"JAX_PLATFORMS": "cpu"}})
     ksm = KernelSpecManager(kernel_dirs=[str(kernels)])
     spec = ksm.get_kernel_spec(KERNEL)
@@ -41,20 +38,22 @@ def kernel_spec_manager(tmp_path_factory) -> KernelSpecManager:
     return ksm
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "path",
-    NOTEBOOKS or [pytest.param(None, id="no-notebooks")],
-    ids=lambda p: p.name if isinstance(p, pathlib.Path) else str(p),
-)
-def test_notebook_runs(path: pathlib.Path | None, kernel_spec_manager: KernelSpecManager):
-    assert path is not None, f"no notebooks in {REPO / 'colabs'}: nothing was tested"
+def run_notebook(name: str, kernels: pathlib.Path) -> None:
+    """Runs colabs/{name} in a fresh kernel of this venv; fails the test on any cell's error."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    from jupyter_client.manager import KernelManager
+
+    path = REPO / "colabs" / name
+    assert path.exists(), f"{path} does not exist"
     nb = nbformat.read(path, as_version=4)
     n_cells = len(nb.cells)
     nb.cells.append(nbformat.v4.new_code_cell(_PROBE))
+    ksm = kernel_spec_manager(kernels)
     client = nbclient.NotebookClient(
         nb,
-        km=KernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_spec_manager),
+        km=KernelManager(kernel_name=KERNEL, kernel_spec_manager=ksm),
         kernel_name=KERNEL,
         timeout=600,
         resources={"metadata": {"path": str(REPO)}},  # the kernel's working directory
