@@ -37,7 +37,8 @@ Measured at this config (seeds 0 / 1 / 2; test split):
     6.7 / 4.3 / 8.5 (6.5): lower for gated on every seed, mixed for clipped.
   FP masked-token accuracy: vanilla 0.409 / 0.434 / 0.431 (0.425), clipped 0.457 / 0.436 /
     0.431 (0.442), gated 0.421 / 0.358 / 0.430 (0.403).
-  W8A8 drop (FP - W8A8): vanilla 0.017 / 0.010 / -0.011 (0.006), clipped 0.005, gated -0.001:
+  W8A8 drop (FP - W8A8): vanilla 0.017 / 0.011 / -0.011 (0.006), clipped 0.012 / -0.002 /
+    0.003 (0.005), gated -0.003 / -0.002 / 0.002 (-0.001):
     NOT reproduced, no arm loses accuracy at 8 bits (outliers of ~4-6 against typical values
     of ~1-3 cost nothing on a 256-level grid). With fewer activation bits: W8A6 0.411 / 0.433
     / 0.393 (vanilla / clipped / gated), W8A4 0.275 / 0.282 / 0.279: every arm degrades alike.
