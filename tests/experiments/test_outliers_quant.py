@@ -9,9 +9,10 @@ softmax 5.56 / 5.02 / 4.26 and gated attention 4.87 / 5.29 / 5.28; W8A8 accuracy
 chance): the default config's signature, a residual outlier at BOS in one fixed feature in
 the vanilla arm only, has not formed yet, and kurtosis does not order the arms, so neither is
 asserted. Nor is the order robust to training longer at this learning rate: after 800 steps
-one seed's gated run has a larger norm than its vanilla run (11.1 vs 10.2). CPU time for the
-file ~25-35 s on the shared machine (load 15-18), almost all compilation (the training call
-takes the same time at 10 steps as at 200).
+one seed's gated run has a larger norm than its vanilla run (11.1 vs 10.2). The file takes
+37 s of CPU time pinned to one core (`taskset -c 0`; shared machine, load ~20), over the
+15 s budget: almost all compilation (the training call costs ~14 s at 10 steps as at 200; the
+evaluation ~6 s; the equivalence test ~4-8 s).
 """
 
 import json
