@@ -6,6 +6,7 @@ Parameters (logical axes in brackets):
   W_K, W_V                = [n_kv_heads, d_model, d_head]    b_K, b_V [n_kv_heads, d_head]
   W_O [heads, kv, embed]  = [n_heads, d_head, d_model]       b_O [d_model]
   gated only:  W_G [embed, heads] = [d_model, n_heads]       b_G [n_heads]
+               (the default gate_type; the other gates' parameters: see `gated=True` below)
   linear only: q_fmap.W [n_heads, d_head, d_feature], q_fmap.b; k_fmap.W [n_kv_heads, ...], k_fmap.b
 
 Masks: `causal=True` hides later keys; `key_mask` [batch, key_pos] (True / 1 for real tokens,
@@ -71,9 +72,21 @@ on later ones is "sigmoid" (b = -log n, n the sequence length): under the cache 
 `key_mask` [batch, L], its unpadded count), as in the uncached pass over all L positions.
 Bidirectional attention has no cache (a ValueError).
 
-`gated=True` (Bondarenko et al. 2023, gated attention, the "linear, all features" gate of their
-code): hook_gate = sigmoid(x W_G + b_G) [batch, pos, head] from the attention input x, and
-hook_z = hook_gate[..., None] * (pattern v), so a head can output (nearly) nothing.
+`gated=True` (Bondarenko et al. 2023, gated attention): hook_gate = sigmoid(G(x)) [batch, pos,
+head] from the attention input x, and hook_z = hook_gate[..., None] * (pattern v), so a head can
+output (nearly) nothing. `gate_type` picks G among the variants of the authors' code
+(Qualcomm-AI-research/outlier-free-transformers, `BertSelfAttentionWithExtras`); with
+x_h = x[..., h s:(h + 1) s] head h's slice of the input features (s = d_model / n_heads, which
+must be an integer, as their code's `transpose_for_scores(hidden_states)`):
+  "all_heads_linear" (default)  G(x)_h = x W_G[:, h] + b_G[h]; W_G [d_model, heads]
+                                (their `attn_gate_linear_all_features`: one linear map shared
+                                by all heads, reading all features).
+  "linear"   G(x)_h = x_h · W_G[h] + b_G[h]; W_G [heads, s] (their default
+             `conditional_per_token`: a Linear(s -> 1) per head on its own features).
+  "mlp"      G(x)_h = relu(x_h W_G1[h] + b_G1[h]) · W_G2[h] + b_G2[h]; W_G1 [heads, s, s // 4],
+             W_G2 [heads, s // 4] (their `attn_gate_mlp`, the gate of their BERT script).
+  "unconditional"  G_h = b_G[h], no input (their `unconditional_per_head`).
+Biases start at 0 (gate 0.5, their default), weights as every other weight.
 """
 
 from __future__ import annotations
@@ -90,6 +103,7 @@ from jaxinterp.layers.norms import RMSNorm
 from jaxinterp.layers.rotary import apply_rotary
 
 ATTENTION_TYPES = ("softmax", "sigmoid", "softplus", "clipped_softmax", "linear")
+GATE_TYPES = ("all_heads_linear", "linear", "mlp", "unconditional")  # see the module docstring
 _REWEIGHT_EPS = 1e-8
 
 
@@ -108,6 +122,7 @@ class Attention(nn.Module):
     eps: float = 1e-6
     attention_type: str = "softmax"  # one of ATTENTION_TYPES (see the module docstring)
     gated: bool = False  # per-head sigmoid output gate (hook_gate)
+    gate_type: str = "all_heads_linear"  # one of GATE_TYPES (see the module docstring)
     clip_zeta: float = 1.0  # clipped_softmax stretch: zeta >= 1
     clip_gamma: float = -0.03  # clipped_softmax stretch: gamma <= 0
     softplus_power: float = 15.0  # softplus re-weighting power p (0: no re-weighting)
@@ -211,9 +226,7 @@ class Attention(nn.Module):
 
         z = jnp.einsum("bhqk,bkhd->bqhd", pattern, v)  # contract key_pos
         if self.gated:
-            w_g = param(self, "W_G", init, (d_model, h), ("embed", "heads"), pd)
-            logits = jnp.einsum("bpm,mh->bph", x, w_g.astype(self.dtype))  # contract d_model
-            logits = logits + param(self, "b_G", zeros, (h,), ("heads",), pd)
+            logits = self._gate_logits(x, init)
             gate = jax.nn.sigmoid(logits.astype(jnp.float32)).astype(self.dtype)
             gate = hooks.site(self, "hook_gate", gate, GATE_AXES)
             z = (gate[..., None] * z).astype(self.dtype)
@@ -230,6 +243,36 @@ class Attention(nn.Module):
         if new_cache is not None:
             return out.astype(self.dtype), new_cache
         return out.astype(self.dtype)
+
+    def _gate_logits(self, x: jax.Array, init: nn.initializers.Initializer) -> jax.Array:
+        """G(x) [batch, pos, head] of `gate_type` (module docstring); x: [batch, pos, d_model]."""
+        h, pd, dt = self.n_heads, self.param_dtype, self.dtype
+        zeros = nn.initializers.zeros
+        if self.gate_type == "all_heads_linear":
+            w_g = param(self, "W_G", init, (x.shape[-1], h), ("embed", "heads"), pd)
+            logits = jnp.einsum("bpm,mh->bph", x, w_g.astype(dt))  # contract d_model
+            return logits + param(self, "b_G", zeros, (h,), ("heads",), pd)
+        if self.gate_type == "unconditional":
+            b_g = param(self, "b_G", zeros, (h,), ("heads",), pd)
+            return jnp.broadcast_to(b_g.astype(dt), (*x.shape[:2], h))
+        if self.gate_type not in GATE_TYPES:
+            raise ValueError(f"gate_type={self.gate_type!r}; choose from {GATE_TYPES}")
+        if x.shape[-1] % h:
+            raise ValueError(f"gate_type={self.gate_type!r} gives each head a slice of "
+                             f"d_model={x.shape[-1]} features, which n_heads={h} must divide")
+        xh = x.reshape((*x.shape[:2], h, x.shape[-1] // h))  # [batch, pos, head, s]
+        s = xh.shape[-1]
+        if self.gate_type == "linear":
+            w_g = param(self, "W_G", init, (h, s), ("heads", None), pd)
+            logits = jnp.einsum("bphs,hs->bph", xh, w_g.astype(dt))  # contract s
+            return logits + param(self, "b_G", zeros, (h,), ("heads",), pd)
+        n_hid = max(s // 4, 1)  # "mlp"
+        w1 = param(self, "W_G1", init, (h, s, n_hid), ("heads", None, None), pd)
+        hid = jnp.einsum("bphs,hsn->bphn", xh, w1.astype(dt))  # contract s
+        hid = jax.nn.relu(hid + param(self, "b_G1", zeros, (h, n_hid), ("heads", None), pd))
+        w2 = param(self, "W_G2", init, (h, n_hid), ("heads", None), pd)
+        logits = jnp.einsum("bphn,hn->bph", hid, w2.astype(dt))  # contract n_hid
+        return logits + param(self, "b_G2", zeros, (h,), ("heads",), pd)
 
     def _variant_pattern(self, q: jax.Array, k: jax.Array, mask: jax.Array | None,
                          n_pos: int, n_real: jax.Array | None) -> tuple[jax.Array, jax.Array]:

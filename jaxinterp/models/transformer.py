@@ -78,7 +78,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import hooks
-from jaxinterp.layers.attention import Attention, check_attention_options
+from jaxinterp.layers.attention import GATE_TYPES, Attention, check_attention_options
 from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.config import StackConfig, check_dtypes, check_positive, dtypes
@@ -160,6 +160,9 @@ class TransformerConfig(TransformerSizes):
         `jaxinterp.layers.attention`.
       gated_attention: per-head sigmoid gate on each head's output computed from the block
         input (Bondarenko et al. 2023); adds `blocks.{i}.attn.hook_gate` [batch, pos, head].
+      gate_type: the gate's form, one of `layers.attention.GATE_TYPES`: "all_heads_linear"
+        (one linear map d_model -> n_heads), "linear" / "mlp" (per head, on the head's own
+        d_model / n_heads input features), "unconditional" (a learned constant per head).
       clip_zeta, clip_gamma: clipped softmax `clip((zeta - gamma) softmax + gamma, 0, 1)`;
         need gamma <= 0 and zeta >= 1.
       softplus_power: re-weighting power p of softplus attention (0: plain LSSA).
@@ -192,6 +195,7 @@ class TransformerConfig(TransformerSizes):
     qk_norm: bool = False
     attention_type: str = "softmax"
     gated_attention: bool = False
+    gate_type: str = "all_heads_linear"
     clip_zeta: float = 1.0
     clip_gamma: float = -0.03
     softplus_power: float = 15.0
@@ -227,6 +231,8 @@ class TransformerConfig(TransformerSizes):
             raise ValueError(f"rotary_dim={rd} must be even and in (0, d_head={self.d_head}]")
         check_attention_options(self.attention_type, self.clip_zeta, self.clip_gamma,
                                 self.softplus_power, self.linear_feature_dim)
+        if self.gate_type not in GATE_TYPES:
+            raise ValueError(f"gate_type={self.gate_type!r}; choose from {GATE_TYPES}")
         if self.mlp_type not in MLP_TYPES:
             raise ValueError(f"mlp_type={self.mlp_type!r}; choose from {MLP_TYPES}")
         if self.mlp_type == "moe" and not self.attn_only:
@@ -265,7 +271,8 @@ class Block(nn.Module):
             rotary_dim=(c.rotary_dim or c.d_head)
             if c.positional_embedding_type == "rotary" else None,
             rotary_base=c.rotary_base, init_range=c.init_range, eps=c.eps,
-            attention_type=c.attention_type, gated=c.gated_attention, clip_zeta=c.clip_zeta,
+            attention_type=c.attention_type, gated=c.gated_attention, gate_type=c.gate_type,
+            clip_zeta=c.clip_zeta,
             clip_gamma=c.clip_gamma, softplus_power=c.softplus_power,
             linear_feature_dim=c.linear_feature_dim,
             dtype=dtype, param_dtype=pd, name="attn")
