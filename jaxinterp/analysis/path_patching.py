@@ -25,6 +25,26 @@ that matters makes the metric fall from its clean value. Under grouped-query att
 
 `path_patch(..., senders="each")` sweeps every head as the single sender: one compiled,
 vmapped call over one-hot sender masks (in chunks of `batch_size`), `[layer, head]`.
+
+Suffix-only path patching (causal `Transformer`s, the default there; `suffix=False` for the
+full runs above; results equal to float rounding, tested to 1e-5). Runs (ii) and (iii) are both
+on the CLEAN input, so the clean run is computed once with a KV cache (every layer's keys and
+values and `hook_resid_pre` at all T positions, its logits, hook_z, hook_mlp_out). Let p0 be the
+first sender position at or after the first position where clean and corrupted tokens differ
+(`first_changed_position`): before it a corrupted head output equals the clean one, so run
+(ii) equals the clean run at positions < p0, and before its earliest sender layer s at every
+position. Run (ii) therefore recomputes only positions [p0, T) of layers min(s, r_1) ..
+r_k, starting from the clean `hook_resid_pre` and attending to the clean cache
+(`jaxinterp.models.transformer.forward_from`), where r_1 < ... < r_k are the receivers' layers.
+Receivers have to be captured, and nothing leaves `forward_from`'s `lax.fori_loop`, so the loop
+is split at each receiver layer r_j and that layer is run alone with a static layer index
+(`transformer.block_at`), which captures its sites at [p0, T). Run (iii) differs from the
+clean run only from r_1 on and (its receivers being clean before p0) only at positions >= p0:
+`forward_from` from layer r_1 on [p0, T) with the receivers patched in, the clean logits
+before p0, and only the positions the metric reads unembedded (one at a time, so XLA drops the
+rest). With `senders="each"` the sender layer s is a traced argument: one compiled function,
+called once per sender layer and vmapped over its heads. Receiver sites outside the blocks
+(`hook_embed`, `ln_final.hook_normalized`) keep the full path.
 """
 
 from __future__ import annotations
