@@ -550,9 +550,10 @@ def block_at(model: nn.Module, blocks: dict, resid: jax.Array, cache: dict[str, 
       sites `session` captures (values at the chunk's positions)).
     """
     c = check_transformer(model, "block_at")
-    length = check_cache(c, resid, cache, offset)
-    if not isinstance(layer, int | np.integer) or not 0 <= layer < c.n_layers:
+    if (not isinstance(layer, int | np.integer) or isinstance(layer, bool)
+            or not 0 <= layer < c.n_layers):
         raise ValueError(f"block_at: layer={layer!r} must be a Python int in 0..{c.n_layers - 1}")
+    length = check_cache(c, resid, cache, offset)
     p = jax.tree.map(lambda a: a[layer], blocks)
     kv = jax.tree.map(lambda a: a[layer], cache)
     with hooks.active(session), hooks.positions(offset, length):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxinterp.analysis.path_patching import first_changed_position, path_patch
-from jaxinterp.models.transformer import Transformer, TransformerConfig
+from jaxinterp.models.transformer import Transformer, TransformerConfig, block_at
 
 
 def metric(logits):
@@ -97,3 +97,10 @@ def test_suffix_errors(causal, receivers, match):
     with pytest.raises(ValueError, match=match):
         path_patch(model, variables, clean, _tokens(clean, 2), metric, [(0, 0)], receivers,
                    suffix=True)
+
+
+@pytest.mark.parametrize("layer", [2, -1, jax.numpy.int32(0)])
+def test_block_at_needs_a_static_layer(layer):
+    model = Transformer(TransformerConfig(n_layers=2, d_model=16, n_heads=4, d_head=4, d_mlp=32))
+    with pytest.raises(ValueError, match=r"must be a Python int in 0\.\.1"):
+        block_at(model, {}, np.zeros((2, 6, 16)), {}, 0, layer)
