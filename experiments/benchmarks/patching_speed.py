@@ -56,6 +56,21 @@ for the cached corrupted run (done once); process peak RSS 2347 MB (all three si
 expected FLOP ratio is about 4.7: a cell (l, p) runs (T - p)/T of the positions through
 (L - l)/L of the blocks (0.525 x 0.54 on average), and only the unembedding of the positions
 the metric reads (here the last one) is kept.
+
+Path-patching row (`--sweep=path`, `measure_path`): `path_patch(senders="each")` over every
+head of the same model, receivers the queries of heads 0 and 1 of layer n_layers - 2
+(`path_receivers`), corrupted tokens equal to the clean ones before position seq // 2 (so
+p0 = seq // 2), suffix-only (the default on causal models) against `suffix=False` (the full
+three runs: one vmapped call over all the senders); both return the same [layer, head] array
+(max |diff| printed). First calls compile, then `--path_repeats` timed calls per side.
+Measured 2026-12-01, full size (12 layers, 8 x 20 tokens), one timed call per side, 2 CPU
+cores shared with three other sessions (load average 22.4 before -> 24.1 after): full
+159.8 s, suffix 39.4 s: full / suffix = 4.06; first calls 191.6 / 56.8 s; max |suffix -
+full| = 3.6e-07; process peak RSS 7425 MB (the full side vmaps all 144 senders at once). With
+2 prompts (load ~20): 41.7 vs 15.8 s, 2.64 (the per-call traces and the cached runs weigh
+more). The expected FLOP ratio is about 7.6: run (ii) covers half the positions of layers
+min(l, 10) .. 10, run (iii) half the positions of layers 10 and 11 and one position's
+unembedding, against 10 + 12 layers and 20 unembedded positions per sender in the full runs.
 """
 
 from __future__ import annotations
