@@ -2,6 +2,7 @@
 
     python -m experiments.benchmarks.patching_speed                    # gpt2_small, 12 x 20
     python -m experiments.benchmarks.patching_speed --n_layers=2 --seq=4 --batch=2 --repeats=1
+    python -m experiments.benchmarks.patching_speed --sweep=path       # the path-patching row
 
 Model: `ji.models.build("gpt2_small", n_layers=...)` (default the full 12 layers, d_model 768,
 vocab 50257) with random weights; clean and corrupted random tokens `[batch, seq]` (default
@@ -55,6 +56,21 @@ for the cached corrupted run (done once); process peak RSS 2347 MB (all three si
 expected FLOP ratio is about 4.7: a cell (l, p) runs (T - p)/T of the positions through
 (L - l)/L of the blocks (0.525 x 0.54 on average), and only the unembedding of the positions
 the metric reads (here the last one) is kept.
+
+Path-patching row (`--sweep=path`, `measure_path`): `path_patch(senders="each")` over every
+head of the same model, receivers the queries of heads 0 and 1 of layer n_layers - 2
+(`path_receivers`), corrupted tokens equal to the clean ones before position seq // 2 (so
+p0 = seq // 2), suffix-only (the default on causal models) against `suffix=False` (the full
+three runs: one vmapped call over all the senders); both return the same [layer, head] array
+(max |diff| printed). First calls compile, then `--path_repeats` timed calls per side.
+Measured 2026-12-01, full size (12 layers, 8 x 20 tokens), one timed call per side, 2 CPU
+cores shared with three other sessions (load average 22.4 before -> 24.1 after): full
+159.8 s, suffix 39.4 s: full / suffix = 4.06; first calls 191.6 / 56.8 s; max |suffix -
+full| = 3.6e-07; process peak RSS 7425 MB (the full side vmaps all 144 senders at once). With
+2 prompts (load ~20): 41.7 vs 15.8 s, 2.64 (the per-call traces and the cached runs weigh
+more). The expected FLOP ratio is about 7.6: run (ii) covers half the positions of layers
+min(l, 10) .. 10, run (iii) half the positions of layers 10 and 11 and one position's
+unembedding, against 10 + 12 layers and 20 unembedded positions per sender in the full runs.
 """
 
 from __future__ import annotations
@@ -263,6 +279,83 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def path_receivers(n_layers: int) -> list[tuple[int, int, str]]:
+    """The path-patching row's receivers: the queries of heads 0 and 1 of layer n_layers - 2
+    (late heads' queries, as for name-mover heads in IOI; layer 1 for a 2-layer model)."""
+    layer = max(n_layers - 2, min(1, n_layers - 1))
+    return [(layer, 0, "q"), (layer, 1, "q")]
+
+
+def measure_path(n_layers: int = 12, seq: int = 20, batch: int = 8, repeats: int = 1,
+                 differ_from: int | None = None, verbose: bool = False,
+                 **model_overrides: Any) -> dict[str, Any]:
+    """Times `path_patch(senders="each")` suffix-only against the full three runs."""
+    from jaxinterp.analysis.path_patching import path_patch
+
+    log = print if verbose else (lambda *a, **k: None)
+    model = ji.models.build("gpt2_small", n_layers=n_layers, **model_overrides)
+    c = model.config
+    differ_from = seq // 2 if differ_from is None else differ_from
+    clean = jax.random.randint(jax.random.key(1), (batch, seq), 0, c.d_vocab, jnp.int32)
+    other = jax.random.randint(jax.random.key(2), (batch, seq), 0, c.d_vocab, jnp.int32)
+    corrupted = jnp.where(jnp.arange(seq) >= differ_from, other, clean)
+    variables = jax.jit(model.init)(jax.random.key(0), clean)
+    receivers = path_receivers(n_layers)
+    res: dict[str, Any] = dict(n_layers=n_layers, seq=seq, batch=batch, repeats=repeats,
+                               d_model=c.d_model, d_vocab=c.d_vocab, n_heads=c.n_heads,
+                               differ_from=differ_from, receivers=receivers,
+                               device=str(jax.devices()[0]), load_before=os.getloadavg())
+    fns = {side: functools.partial(path_patch, model, variables, clean, corrupted, logit_diff,
+                                   "each", receivers, suffix=side == "path_suffix")
+           for side in ("path_full", "path_suffix")}
+    outs = {}
+    for name, fn in fns.items():
+        log(f"{name}: first call (compiles) ...", flush=True)
+        t0 = time.perf_counter()
+        outs[name] = np.asarray(jax.block_until_ready(fn()))
+        res[f"first_{name}_s"] = time.perf_counter() - t0
+        log(f"    {res[f'first_{name}_s']:.1f} s", flush=True)
+    res["shape"] = outs["path_full"].shape
+    res["max_abs_diff"] = float(np.abs(outs["path_suffix"] - outs["path_full"]).max())
+    res["result_range"] = (float(outs["path_full"].min()), float(outs["path_full"].max()))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats):
+        for name, fn in fns.items():
+            log(f"{name}: timed call {r + 1}/{repeats} ...", flush=True)
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+            log(f"    {times[name][-1]:.1f} s", flush=True)
+    for name, ts in times.items():
+        res[f"{name}_ms"] = 1e3 * statistics.median(ts)
+        res[f"{name}_range_ms"] = (1e3 * min(ts), 1e3 * max(ts))
+    res["path_ratio"] = res["path_full_ms"] / res["path_suffix_ms"]
+    res["load_after"] = os.getloadavg()
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
+
+
+def report_path(res: dict[str, Any]) -> str:
+    """A human-readable report of `measure_path`'s results."""
+    n = res["n_layers"] * res["n_heads"]
+    return "\n".join([
+        f"path patching: gpt2_small shape, {res['n_layers']} layers, d_model {res['d_model']}, "
+        f"vocab {res['d_vocab']}, {res['batch']} prompts x {res['seq']} tokens (corrupted from "
+        f"position {res['differ_from']} on), on {res['device']}; senders='each' ({n} heads), "
+        f"receivers {res['receivers']}; medians of {res['repeats']} calls",
+        f"    load average (1/5/15 min) before {_load(res['load_before'])}, after "
+        f"{_load(res['load_after'])}; process peak RSS {res['peak_rss_mb']:.0f} MB",
+        f"    full three runs (suffix=False): {res['path_full_ms']:10.1f} ms  "
+        f"{_range(res, 'path_full')}; first call (compile + run) {res['first_path_full_s']:.1f} s",
+        f"    suffix-only:                    {res['path_suffix_ms']:10.1f} ms  "
+        f"{_range(res, 'path_suffix')}; first call (compile + run) "
+        f"{res['first_path_suffix_s']:.1f} s",
+        f"    (result {res['shape']}, values in [{res['result_range'][0]:.3g}, "
+        f"{res['result_range'][1]:.3g}]; max |suffix - full| = {res['max_abs_diff']:.2g})",
+        f"path full / path suffix = {res['path_ratio']:.2f}",
+    ])
+
+
 def _range(res: dict[str, Any], name: str) -> str:
     lo, hi = res[f"{name}_range_ms"]
     return f"(min {lo:.1f}, max {hi:.1f})"
@@ -279,10 +372,16 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     jax.config.update("jax_platforms", "cpu")
     f = flags.FLAGS
-    res = measure(n_layers=f.n_layers, seq=f.seq, batch=f.batch, repeats=f.repeats,
-                  batch_size=f.batch_size, suffix_starts=f.suffix_starts, verbose=True)
-    print()
-    print(report(res))
+    if f.sweep in ("act_patch", "both"):
+        res = measure(n_layers=f.n_layers, seq=f.seq, batch=f.batch, repeats=f.repeats,
+                      batch_size=f.batch_size, suffix_starts=f.suffix_starts, verbose=True)
+        print()
+        print(report(res))
+    if f.sweep in ("path", "both"):
+        res = measure_path(n_layers=f.n_layers, seq=f.seq, batch=f.batch,
+                           repeats=f.path_repeats, verbose=True)
+        print()
+        print(report_path(res))
 
 
 if __name__ == "__main__":
@@ -295,4 +394,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batch_size", None, "act_patch positions per compiled call.")
     flags.DEFINE_integer("suffix_starts", None, "Suffix starts of suffix-only act_patch "
                          "(compiled functions); None: one per position.")
+    flags.DEFINE_enum("sweep", "both", ["act_patch", "path", "both"], "Which rows to run: "
+                      "the act_patch sweep, the path-patching row, or both.")
+    flags.DEFINE_integer("path_repeats", 1, "Timed calls per side of the path-patching row.")
     app.run(main)

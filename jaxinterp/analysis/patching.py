@@ -301,7 +301,7 @@ def act_patch(model: nn.Module, variables: Any, clean_inputs: jax.Array,
     if suffix_starts is not None and (not isinstance(suffix_starts, int | np.integer)
                                       or isinstance(suffix_starts, bool) or suffix_starts < 1):
         raise ValueError(f"suffix_starts must be a positive int or None, got {suffix_starts!r}")
-    if _use_suffix(model, suffix):
+    if use_suffix(model, suffix):
         return _suffix_act_patch(model, variables, clean_inputs, corrupted_inputs, metric, sweep,
                                  batch_size, suffix_starts)
     _, clean_cache = _capture(variables, clean_inputs, model=model, names=sweep.names)
@@ -316,12 +316,15 @@ def act_patch(model: nn.Module, variables: Any, clean_inputs: jax.Array,
 
 # -- suffix-only patching (causal transformers) ----------------------------------------------
 
-def _use_suffix(model: nn.Module, suffix: bool | None) -> bool:
+def use_suffix(model: nn.Module, suffix: bool | None, caller: str = "act_patch") -> bool:
+    """Whether to patch suffix-only: `suffix` (True raises a ValueError naming `caller` where
+    the model does not allow it), or for None whether it does (a causal `Transformer` without
+    register tokens)."""
     ok = (isinstance(model, tfm.Transformer) and model.config.causal
           and not model.config.n_register_tokens)
     if suffix and not ok:
-        tfm.check_transformer(model, "act_patch(suffix=True)")
-        tfm.check_cacheable(model.config, "act_patch(suffix=True)")
+        tfm.check_transformer(model, f"{caller}(suffix=True)")
+        tfm.check_cacheable(model.config, f"{caller}(suffix=True)")
     return ok if suffix is None else bool(suffix)
 
 

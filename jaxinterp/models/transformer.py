@@ -61,7 +61,8 @@ logits of the whole sequence at those positions, and the returned cache has the 
 and values written in. Sites see absolute positions (`jaxinterp.hooks.positions`): an
 intervention with `positions=[t]` acts on position t whichever chunk holds it. Block sites have
 their usual names; attention scores and patterns have L key positions. `forward_from` runs the
-same cached blocks from any layer's residual stream (suffix-only patching). Not available:
+same cached blocks from any layer's residual stream (suffix-only patching), and `block_at` one
+of them with a static layer index, so that its sites can be captured. Not available:
 bidirectional models (`causal=False`) and register tokens (a ValueError).
 """
 
@@ -531,6 +532,41 @@ def forward_from(model: nn.Module, blocks: dict, resid: jax.Array, cache: dict[s
 
     with hooks.positions(offset, length):
         return jax.lax.fori_loop(start_layer, stop, body, resid)
+
+
+
+def block_at(model: nn.Module, blocks: dict, resid: jax.Array, cache: dict[str, jax.Array],
+             offset: int | jax.Array, layer: int, session: hooks.Session | None = None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One block of `forward_from` with a static layer index, so that its sites can be
+    captured (path patching's run (ii) reads receivers out of the suffix this way).
+
+    Nothing a site sows inside `forward_from`'s `lax.fori_loop` leaves the loop; here the
+    block is applied once, outside any loop, its sites named `blocks.{layer}.…` with a
+    Python int, under `session` (interventions apply, its `capture` patterns are captured).
+
+    Args:
+      model, blocks, cache, offset: as `forward_from`.
+      resid: [batch, pos, d_model], `blocks.{layer}.hook_resid_pre` at the absolute positions
+        offset .. offset + pos - 1.
+      layer: a Python int in [0, n_layers).
+      session: a `jaxinterp.hooks.Session` (None: no sites, a plain cached block).
+
+    Returns:
+      (`blocks.{layer}.hook_resid_post` [batch, pos, d_model], `{site name: value}` of the
+      sites `session` captures (values at the chunk's positions)).
+    """
+    c = check_transformer(model, "block_at")
+    if (not isinstance(layer, int | np.integer) or isinstance(layer, bool)
+            or not 0 <= layer < c.n_layers):
+        raise ValueError(f"block_at: layer={layer!r} must be a Python int in 0..{c.n_layers - 1}")
+    length = check_cache(c, resid, cache, offset)
+    p = jax.tree.map(lambda a: a[layer], blocks)
+    kv = jax.tree.map(lambda a: a[layer], cache)
+    with hooks.active(session), hooks.positions(offset, length):
+        (out, _), state = _LayerAt(c).apply({"params": {"block": p}}, resid, int(layer), kv,
+                                            offset, mutable=[hooks.COLLECTION])
+    return out.astype(resid.dtype), ({} if session is None else session.collect(state))
 
 
 # -- the forward pass's own steps, shared with the read-out API ---------------------------------

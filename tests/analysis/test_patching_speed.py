@@ -21,3 +21,15 @@ def test_patching_speed_runs_at_tiny_settings():
     text = bench.report(res)
     assert "naive / act_patch = " in text and "(target >= 5)" in text
     assert "8 patched forward passes" in text and "memory_analysis" in text
+
+
+@pytest.mark.slow
+def test_path_patching_row_runs_at_tiny_settings():
+    res = bench.measure_path(n_layers=2, seq=4, batch=2, d_model=32, n_heads=2, d_head=16,
+                             d_mlp=64, d_vocab=64)
+    for key in ("path_full_ms", "path_suffix_ms", "path_ratio", "first_path_suffix_s"):
+        assert math.isfinite(res[key]) and res[key] > 0, (key, res[key])
+    assert res["shape"] == (2, 2) and res["receivers"] == [(1, 0, "q"), (1, 1, "q")]
+    assert res["max_abs_diff"] < 1e-5  # suffix-only computes what the full runs do
+    assert res["result_range"][0] < res["result_range"][1]  # the senders do something
+    assert "path full / path suffix = " in bench.report_path(res)
