@@ -26,10 +26,12 @@ Model and task (training is part of the experiment): the induction-heads data of
 random positions, skip-bigram filler) and a 2-layer attention-only transformer with 4 heads per
 layer, seeds trained together in one `train_vmapped` call. Its layer-1 heads are sinks: on
 queries with nothing to copy they put most of their attention on BOS ("dormant"), and move it
-to the induction target on the repeat. Held-out metric: next-token accuracy (and loss) on the
-repeated half of `[BOS, x_1..x_n, x_1..x_n]` probes of uniform random tokens (targets x_2..x_n
-of the second copy, which only copying predicts). Calibration probes choose (gamma, layer,
-head); separate test probes report it.
+to the induction target on the repeat. Held-out metric: next-token loss (the selection
+criterion) and accuracy on the repeated half of `[BOS, x_1..x_n, x_1..x_n]` probes of uniform
+random tokens (targets x_2..x_n of the second copy, which only copying predicts). Calibration
+probes choose the (gamma, layer, head) that lowers the loss most; separate test probes report
+its loss and accuracy change. (Loss, because the model is at ~95% accuracy: a change of a few
+predictions is all accuracy can show at this size.)
 
 Interventions (`blocks.{l}.attn.hook_pattern`, one layer and one head at a time):
   plain: `ji.Scale` of the pattern by a multiplier that is gamma at (head, key) and 1
@@ -39,15 +41,16 @@ Interventions (`blocks.{l}.attn.hook_pattern`, one layer and one head at a time)
   Targets: "sink" (key 0, BOS) and, as the control, "random" (one uniformly drawn non-BOS key
   per probe sequence, the same draw for every head and gamma).
 
-Every sweep is one compiled call: `head_scale_sweep` vmaps the flattened (gamma, layer, head)
-grid (`lax.map` in chunks), and the experiment vmaps that over seeds and over the two targets.
+Every sweep is one compiled call: `head_scale_sweep` vmaps each layer's (gamma, head) points
+(`lax.map` in chunks) inside one jitted function, and the experiment vmaps that over seeds and
+over the two targets.
 The sweep's speed against a Python loop of one jitted single run per grid point (same
 function, the multiplier an argument) is measured and printed in the same run, and their
 results compared (`summary["timing"]`).
 
-Writes `heatmaps.png` (test accuracy change per layer x head at the best gamma, sink vs
-random key, both forms), `gamma_curves.png` (accuracy change against gamma for the top heads)
-and `summary.json`.
+Writes `heatmaps.png` (test loss and accuracy change per layer x head at the best gamma,
+sink vs random key, both forms), `gamma_curves.png` (loss and accuracy change against gamma for
+the top heads) and `summary.json`. Measured numbers: `configs/head_scaling.py`.
 """
 
 from __future__ import annotations
@@ -213,14 +216,15 @@ def time_sweep_vs_loop(model, variables, inputs, gammas, metric, redistribute: b
 # --- the experiment -------------------------------------------------------------------------
 
 
-def best_point(delta_calibration: np.ndarray, delta_test: np.ndarray, gammas) -> dict:
-    """The (gamma, layer, head) with the largest calibration accuracy gain, and its test
-    gain (deltas [G, L, H])."""
-    g, layer, head = np.unravel_index(int(np.argmax(delta_calibration)),
-                                      delta_calibration.shape)
+def best_point(d_calibration: np.ndarray, d_test: np.ndarray, gammas) -> dict:
+    """The (gamma, layer, head) that lowers the calibration loss most, and its test changes.
+    `d_*`: [G, L, H, 2 metrics] changes against the clean run (accuracy, loss)."""
+    g, layer, head = np.unravel_index(int(np.argmin(d_calibration[..., 1])),
+                                      d_calibration.shape[:3])
     return {"gamma": float(gammas[g]), "layer": int(layer), "head": int(head),
-            "calibration_delta_acc": float(delta_calibration[g, layer, head]),
-            "test_delta_acc": float(delta_test[g, layer, head])}
+            "calibration_delta_loss": float(d_calibration[g, layer, head, 1]),
+            "test_delta_loss": float(d_test[g, layer, head, 1]),
+            "test_delta_acc": float(d_test[g, layer, head, 0])}
 
 
 def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
@@ -233,6 +237,9 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     if np.any(gammas == 1.0) or np.any(gammas < 0):
         raise ValueError(f"gammas={tuple(config.gammas)}: each must be >= 0 and != 1 (gamma 1 "
                          "is the clean run, the baseline every change is measured against)")
+    unknown = sorted(set(config.forms) - set(FORMS))
+    if unknown or not config.forms:
+        raise ValueError(f"forms={tuple(config.forms)}: choose one or more of {tuple(FORMS)}")
     model = make_model(config)
     n = config.probe_len
     if 2 * n > config.model.n_ctx:
@@ -266,20 +273,22 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     t = time.time()
     results = {form: np.asarray(sweep_all(model, params, inputs, masks, gammas, metric, redis,
                                           config.sweep_chunk))
-               for form, redis in FORMS.items()}
+               for form, redis in FORMS.items() if form in config.forms}
     timings["sweeps_s"] = round(time.time() - t, 1)
 
     # Δ against the clean run: [S, T, G, L, H, set, metric]
     deltas = {f: r - base[:, None, None, None, None] for f, r in results.items()}
-    first = jax.tree.map(lambda a: a[0], params)
-    timing = time_sweep_vs_loop(model, {"params": first}, inputs, gammas, metric, True,
-                                config.timing_repeats)
-    print(f"head-scaling sweep ({timing['grid_points']} grid points, ACT form, seed "
-          f"{seeds[0]}): one vmapped call {timing['sweep_s']} s vs a loop of jitted single "
-          f"runs {timing['loop_s']} s (loop / sweep = {timing['loop_over_sweep']}; first "
-          f"calls incl. compile {timing['sweep_first_call_s']} s vs "
-          f"{timing['loop_first_calls_s']} s); max |sweep - loop| = "
-          f"{timing['max_abs_diff_sweep_vs_loop']:.2e}")
+    timing = None
+    if config.timing_repeats > 0:
+        first = {"params": jax.tree.map(lambda a: a[0], params)}
+        timing = time_sweep_vs_loop(model, first, inputs, gammas, metric, True,
+                                    config.timing_repeats)
+        print(f"head-scaling sweep ({timing['grid_points']} grid points, ACT form, seed "
+              f"{seeds[0]}): one vmapped call {timing['sweep_s']} s vs a loop of jitted single "
+              f"runs {timing['loop_s']} s (loop / sweep = {timing['loop_over_sweep']}; first "
+              f"calls incl. compile {timing['sweep_first_call_s']} s vs "
+              f"{timing['loop_first_calls_s']} s); max |sweep - loop| = "
+              f"{timing['max_abs_diff_sweep_vs_loop']:.2e}")
 
     per_seed = []
     for r, s in enumerate(seeds):
@@ -292,33 +301,34 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
         for form, d in deltas.items():
             row[form] = {}
             for ti, target in enumerate(TARGETS):
-                acc_cal, acc_test = d[r, ti, ..., 0, 0], d[r, ti, ..., 1, 0]
+                cal, test = d[r, ti, ..., 0, :], d[r, ti, ..., 1, :]  # [G, L, H, metric]
                 row[form][target] = {
-                    "best_on_calibration": best_point(acc_cal, acc_test, gammas),
-                    "max_test_delta_acc": float(acc_test.max()),
-                    "min_test_delta_acc": float(acc_test.min()),
-                    "min_test_delta_loss": float(d[r, ti, ..., 1, 1].min()),
-                    "test_delta_acc": np.round(acc_test, 5).tolist(),  # [G, L, H]
-                    "test_delta_loss": np.round(d[r, ti, ..., 1, 1], 5).tolist()}
+                    "best_on_calibration": best_point(cal, test, gammas),
+                    "min_test_delta_loss": float(test[..., 1].min()),
+                    "max_test_delta_loss": float(test[..., 1].max()),
+                    "max_test_delta_acc": float(test[..., 0].max()),
+                    "min_test_delta_acc": float(test[..., 0].min()),
+                    "test_delta_loss": np.round(test[..., 1], 5).tolist(),  # [G, L, H]
+                    "test_delta_acc": np.round(test[..., 0], 5).tolist()}
             row[form]["sink_beats_random"] = bool(
-                row[form]["sink"]["best_on_calibration"]["test_delta_acc"]
-                > row[form]["random"]["best_on_calibration"]["test_delta_acc"])
+                row[form]["sink"]["best_on_calibration"]["test_delta_loss"]
+                < row[form]["random"]["best_on_calibration"]["test_delta_loss"])
         per_seed.append(row)
 
     summary: dict[str, Any] = {"seeds": seeds, "gammas": gammas.tolist(), "per_seed": per_seed}
     mean = {}
     for form, d in deltas.items():
-        m = d[:, :, ..., 1, 0].mean(0)  # [T, G, L, H], test accuracy, mean over seeds
+        m = d[:, :, ..., 1, :].mean(0)  # [T, G, L, H, metric], test probes, mean over seeds
         mean[form] = m
-        g_best = int(np.argmax(m[0].reshape(len(gammas), -1).max(1)))
+        g_best = int(np.argmin(m[0, ..., 1].reshape(len(gammas), -1).min(1)))
         summary[form] = {
             "best_gamma_mean_over_seeds": float(gammas[g_best]),
             "sink_beats_random_seeds": sum(p[form]["sink_beats_random"] for p in per_seed),
-            "best_on_calibration_test_delta_acc": {
-                t: [p[form][t]["best_on_calibration"]["test_delta_acc"] for p in per_seed]
-                for t in TARGETS},
-            "best_on_calibration": [p[form]["sink"]["best_on_calibration"] for p in per_seed],
-            "mean_test_delta_acc": {t: np.round(m[i], 5).tolist()
+            "best_on_calibration": {
+                t: [p[form][t]["best_on_calibration"] for p in per_seed] for t in TARGETS},
+            "mean_test_delta_loss": {t: np.round(m[i, ..., 1], 5).tolist()
+                                     for i, t in enumerate(TARGETS)},
+            "mean_test_delta_acc": {t: np.round(m[i, ..., 0], 5).tolist()
                                     for i, t in enumerate(TARGETS)}}
     summary["timing"] = timing
     summary["timings"] = timings
@@ -333,51 +343,53 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def plot_heatmaps(mean, gammas, summary, path: str) -> None:
-    """Test accuracy change (mean over seeds) per layer x head at each form's best sink
-    gamma: sink vs random key (rows: forms)."""
+    """Test loss change (mean over seeds) per layer x head at each form's best sink gamma,
+    sink vs random key (rows: forms), with the accuracy change in points below each value."""
     plt = pyplot()
     fig, axes = plt.subplots(len(mean), 2, figsize=(9, 3.2 * len(mean)), squeeze=False)
-    vmax = max(1e-3, max(float(np.abs(m).max()) for m in mean.values()))
+    vmax = max(1e-3, max(float(np.abs(m[..., 1]).max()) for m in mean.values()))
     for i, (form, m) in enumerate(mean.items()):
         g = int(np.flatnonzero(gammas == summary[form]["best_gamma_mean_over_seeds"])[0])
         for j, target in enumerate(TARGETS):
-            ax, grid = axes[i, j], m[j, g]
-            im = ax.imshow(grid, cmap="RdBu", vmin=-vmax, vmax=vmax)
-            for (layer, h), v in np.ndenumerate(grid):
-                ax.text(h, layer, f"{100 * v:+.1f}", ha="center", va="center", fontsize=8)
+            ax, loss, acc = axes[i, j], m[j, g, ..., 1], m[j, g, ..., 0]
+            im = ax.imshow(loss, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            for (layer, h), v in np.ndenumerate(loss):
+                ax.text(h, layer, f"{v:+.3f}\n({100 * acc[layer, h]:+.1f})", ha="center",
+                        va="center", fontsize=7)
             key = "key 0 (BOS sink)" if target == "sink" else "a random non-BOS key"
-            ax.set(xticks=range(grid.shape[1]), yticks=range(grid.shape[0]), xlabel="head",
+            ax.set(xticks=range(loss.shape[1]), yticks=range(loss.shape[0]), xlabel="head",
                    ylabel="layer", title=f"{form}: {key}, gamma {gammas[g]:g}")
             ax.title.set_fontsize(9)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="test accuracy change (repeat half)")
-    fig.suptitle("one head's attention scaled by gamma; accuracy change, percentage points, "
+    fig.colorbar(im, ax=axes, shrink=0.8, label="test loss change (repeat half; blue: better)")
+    fig.suptitle("one head's attention scaled by gamma: loss change (accuracy change, points), "
                  f"mean of {len(summary['seeds'])} seeds", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_gamma_curves(mean, gammas, top: int, path: str) -> None:
-    """Test accuracy change against gamma (gamma 1: 0 by definition) for the heads whose best
-    sink scaling helps most, sink (solid) and random key (dashed), per form."""
+    """Test loss and accuracy change against gamma (gamma 1: 0 by definition) for the heads
+    whose sink scaling lowers the loss most, sink (solid) and random key (dashed), per form."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(mean), figsize=(5.5 * len(mean), 4), squeeze=False)
+    fig, axes = plt.subplots(2, len(mean), figsize=(5.5 * len(mean), 7), squeeze=False)
     order = np.argsort(np.append(gammas, 1.0))
     xs = np.append(gammas, 1.0)[order]
-    for ax, (form, m) in zip(axes[0], mean.items(), strict=True):
-        best = m[0].max(0).reshape(-1)  # [L * H]
-        heads = np.argsort(best)[::-1][:top]
+    for col, (form, m) in enumerate(mean.items()):
+        heads = np.argsort(m[0, ..., 1].min(0).reshape(-1))[:top]  # [L * H] flat indices
         for k, flat in enumerate(heads):
-            layer, h = np.unravel_index(flat, m.shape[2:])
-            color = f"C{k}"
+            layer, h = np.unravel_index(flat, m.shape[2:4])
             for j, ls in ((0, "-"), (1, "--")):
-                ys = np.append(m[j, :, layer, h], 0.0)[order]
-                ax.plot(xs, 100 * ys, ls=ls, marker="o", color=color,
-                        label=f"L{layer}H{h} {TARGETS[j]}")
-        ax.axhline(0, color="gray", lw=0.8)
-        ax.set(xlabel="gamma", ylabel="test accuracy change (points)",
-               title=f"{form}: top {top} heads (solid: BOS sink, dashed: random key)")
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=7)
+                for row, scale in ((0, 1.0), (1, 100.0)):
+                    ys = np.append(m[j, :, layer, h, 1 - row], 0.0)[order]
+                    axes[row, col].plot(xs, scale * ys, ls=ls, marker="o", color=f"C{k}",
+                                        label=f"L{layer}H{h} {TARGETS[j]}")
+        for row, what in ((0, "test loss change"), (1, "test accuracy change (points)")):
+            ax = axes[row, col]
+            ax.axhline(0, color="gray", lw=0.8)
+            ax.set(xlabel="gamma", ylabel=what)
+            ax.legend(fontsize=7)
+        axes[0, col].set_title(f"{form}: top {top} heads (solid: BOS sink, dashed: random "
+                               "key)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

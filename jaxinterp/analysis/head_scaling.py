@@ -21,6 +21,10 @@ sink, key position 0, the BOS token), for every query. Two forms:
     caller, not detected per input by ACT's `attention > alpha / N` rule), applied through
     `ji.Apply`.
 
+`ji.Scale` expresses the plain form as it is (its `scale` broadcasts against the site), so it
+is not extended; the redistribution depends on each row's own attention, which no constant
+multiplier expresses, so it is a function applied through `ji.Apply`.
+
 `head_scale_sweep` evaluates the whole (gamma x layer x head) grid as one compiled call, each
 grid point a single run with one intervention at one head: per layer, `jax.vmap` over the
 (gamma, head) points (or `lax.map` in chunks of `batch_size`, to bound memory), as

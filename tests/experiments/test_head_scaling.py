@@ -1,9 +1,17 @@
-"""Head scaling at tiny settings, seeds 0, 1, 2 trained together (one vmapped call): the
-(gamma x layer x head) sweep equals a loop of single jitted runs, and scaling a head's
-attention to the BOS sink changes the held-out repeat accuracy more than scaling a random key,
-its best (chosen on calibration probes) beating the random-key control's on the test probes.
+"""Head scaling at tiny settings, seeds 0, 1, 2 trained together (one vmapped call): scaling a
+head's attention to the BOS sink by gamma (ACT's form: the removed attention redistributed to
+the other keys), the (gamma, layer, head) chosen on calibration probes, lowers the held-out
+repeat loss on the test probes, and by more than the same choice made for scaling one random
+non-BOS key per sequence (the control).
 
-Measured (seeds 0 / 1 / 2): see TINY_RESULT below.
+Tiny settings: the default task and model shape with vocab 32, d_model 32 (4 heads of 8), 1024
+training sequences, 250 steps at lr 5e-3 (repeat accuracy only 0.19-0.28: the induction
+circuit is partly formed), 32 + 32 probes, gammas (0, 0.5, 2), the ACT form only and no timing
+(the sweep-equals-loop check at tiny settings is tests/analysis/test_head_scaling.py; the
+default run reports it too). Measured (seeds 0 / 1 / 2): the sink's choice (gamma 0 at layer-0
+head 3 for every seed) changes the test loss by -0.036 / -0.015 / -0.009, the random key's by
++0.005 / -0.0002 / -0.0001. About 13 s of CPU time for the fixture (17.6 s for the process,
+imports included) on the shared machine (load average ~20).
 """
 
 import json
@@ -15,7 +23,12 @@ from configs import head_scaling
 from experiments.head_scaling import run_experiment
 
 SEEDS = (0, 1, 2)
-TINY = {}
+TINY = {
+    "num_train_steps": 250, "batch_size": 32, "optimizer.learning_rate": 5e-3,
+    "data.vocab_size": 32, "model.d_vocab": 32, "model.d_model": 32, "model.d_head": 8,
+    "data.num_train": 1024, "num_calibration": 32, "num_test": 32, "gammas": (0.0, 0.5, 2.0),
+    "forms": ("act",), "timing_repeats": 0,
+}
 
 
 def tiny_config(**overrides):
@@ -36,16 +49,13 @@ def summary(tmp_path_factory):
     return out
 
 
-def test_sweep_equals_the_loop_of_single_runs(summary):
-    t = summary["timing"]
-    assert t["grid_points"] == len(summary["gammas"]) * 2 * 4
-    assert t["max_abs_diff_sweep_vs_loop"] < 1e-5, t
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sink_scaling_beats_the_random_key(summary, seed):
     s = summary["per_seed"][SEEDS.index(seed)]
-    for form in ("act", "plain"):
-        sink, rand = s[form]["sink"], s[form]["random"]
-        assert (sink["best_on_calibration"]["test_delta_acc"]
-                > rand["best_on_calibration"]["test_delta_acc"]), (form, s["seed"], sink, rand)
+    assert set(s) >= {"act"} and "plain" not in s
+    sink = s["act"]["sink"]["best_on_calibration"]
+    rand = s["act"]["random"]["best_on_calibration"]
+    assert len(s["act"]["sink"]["test_delta_loss"]) == 3  # [gamma, layer, head]
+    assert sink["test_delta_loss"] < 0, (seed, sink)  # the calibration helps on held-out probes
+    assert sink["test_delta_loss"] < rand["test_delta_loss"], (seed, sink, rand)
+    assert s["act"]["sink_beats_random"]
