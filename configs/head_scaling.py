@@ -81,7 +81,7 @@ def get_config():
     c.num_test = 256  # probes that measure the choice
     c.gammas = (0.0, 0.25, 0.5, 0.75, 1.5, 2.0)
     c.forms = ("act", "plain")  # act: ACT's redistribution; plain: ji.Scale only
-    c.sweep_chunk = 8  # grid points per lax.map chunk (memory)
+    c.sweep_chunk = 8  # (gamma, head) points per lax.map chunk (memory); 0: one vmap
     c.top_heads = 3  # heads drawn in the metric-vs-gamma figure
     c.timing_repeats = 3  # sweep vs loop: timed calls of each (medians); 0: no timing
     return c

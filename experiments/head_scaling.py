@@ -272,7 +272,7 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
 
     t = time.time()
     results = {form: np.asarray(sweep_all(model, params, inputs, masks, gammas, metric, redis,
-                                          config.sweep_chunk))
+                                          config.sweep_chunk or None))
                for form, redis in FORMS.items() if form in config.forms}
     timings["sweeps_s"] = round(time.time() - t, 1)
 

@@ -10,8 +10,8 @@ circuit is partly formed), 32 + 32 probes, gammas (0, 0.5, 2), the ACT form only
 (the sweep-equals-loop check at tiny settings is tests/analysis/test_head_scaling.py; the
 default run reports it too). Measured (seeds 0 / 1 / 2): the sink's choice (gamma 0 at layer-0
 head 3 for every seed) changes the test loss by -0.036 / -0.015 / -0.009, the random key's by
-+0.005 / -0.0002 / -0.0001. About 13 s of CPU time for the fixture (17.6 s for the process,
-imports included) on the shared machine (load average ~20).
++0.005 / -0.0002 / -0.0001. The fixture takes 16.5 s of CPU time (process_time; training
+12.8 s of it) on the shared machine at load average ~23, 85-115 s of wall time there.
 """
 
 import json
@@ -27,7 +27,7 @@ TINY = {
     "num_train_steps": 250, "batch_size": 32, "optimizer.learning_rate": 5e-3,
     "data.vocab_size": 32, "model.d_vocab": 32, "model.d_model": 32, "model.d_head": 8,
     "data.num_train": 1024, "num_calibration": 32, "num_test": 32, "gammas": (0.0, 0.5, 2.0),
-    "forms": ("act",), "timing_repeats": 0,
+    "forms": ("act",), "timing_repeats": 0, "sweep_chunk": 0,
 }
 
 
