@@ -22,9 +22,9 @@ probes measure it. Sweep: gamma in (0, 0.25, 0.5, 0.75, 1.5, 2) x 2 layers x 4 h
 ACT's redistribution (`redistribute_attention` through `ji.Apply`) and plain `ji.Scale` of
 the pattern; each form's sweep is one compiled call (vmapped over seeds and sink/control).
 
-Runtime on 2 CPU cores: 570 s wall measured (user 68 s + sys 11 s of CPU; the machine shared
-with other jobs at load average ~20, so mostly waiting): training 256 s, sweeps 107 s, the
-timing of sweep vs loop the rest.
+Runtime on 2 CPU cores: 285 s wall measured (user 68 s + sys 11 s of CPU; the machine shared
+with other jobs at load average 13-17, so mostly waiting; 570 s at load ~20): training 154 s,
+sweeps 61 s, the timing of sweep vs loop most of the rest.
 
 Measured at this config (seeds 0 / 1 / 2; test probes; Δ against the clean run):
   The model: repeat accuracy 0.962 / 0.960 / 0.950, repeat loss 0.267 / 0.267 / 0.343. Its
@@ -45,12 +45,13 @@ Measured at this config (seeds 0 / 1 / 2; test probes; Δ against the clean run)
     accuracy the effect stays within +-0.6 points (at most 24 of 3840 test predictions),
     the model being at 95-96% already: ACT's accuracy gains are not reproduced here, only
     the direction of the calibration on the held-out loss.
-  Sweep vs loop (ACT form, 48 grid points, seed 0): one vmapped call 16.6 s vs a Python loop
-    of jitted single runs 17.4 s (loop / sweep 1.05, medians of 3 on the loaded machine;
-    first calls incl. compile 38.1 s vs 18.8 s); max |sweep - loop| = 3.0e-7. On CPU the
-    vmapped sweep is about as fast as the loop (each grid point is a full forward from its
-    layer on; vmap only shares the layers before it); at the test's tiny settings the loop
-    was faster (loop / sweep 0.3-0.9).
+  Sweep vs loop (ACT form, 48 grid points, seed 0): one vmapped call 5.3 s vs a Python loop
+    of jitted single runs 7.5 s (loop / sweep 1.4, medians of 3; first calls incl. compile
+    10.9 s vs 4.8 s); in a run at higher load 16.6 s vs 17.4 s (1.05). max |sweep - loop| =
+    3.0e-7. On CPU the vmapped sweep is at best modestly faster than the loop (each grid
+    point is a full forward from its layer on; vmap only shares the layers before it), and
+    its compile costs more; at tiny settings (d_model 32) the loop was faster (loop / sweep
+    0.3-0.9). Two runs of this config gave identical numbers (timings aside).
 """
 
 from ml_collections import ConfigDict
