@@ -20,6 +20,9 @@ One module per concept, with its main function(s) (in `__all__`, importable from
   dla             direct_logit_attribution               each component's direct share of a logit
   heads           detection_score, classify_heads        which mechanism an attention head
                                                          implements
+  head_scaling    head_scale_sweep                       what scaling one head's attention to
+                                                         chosen keys (a sink) does, for every
+                                                         (gamma, layer, head) in one call
   stats           activation_stats                       sparsity and massive activations, streamed
   steering        steering_vectors, steer                contrastive steering vectors, added to runs
   probes          fit_linear_probe, fit_logistic_probe   whether a property is linearly decodable
@@ -40,6 +43,7 @@ from jaxinterp.analysis import (
     eap,
     figures,
     fourier,
+    head_scaling,
     heads,
     icl_predictors,
     lenses,
@@ -61,6 +65,7 @@ from jaxinterp.analysis.eap import (
     faithfulness,
 )
 from jaxinterp.analysis.fourier import fourier_power, ipr
+from jaxinterp.analysis.head_scaling import head_scale_sweep, redistribute_attention
 from jaxinterp.analysis.heads import (
     attention_sink_score,
     classify_heads,
@@ -126,6 +131,8 @@ __all__ = [
     "fourier",
     "fourier_power",
     "gd_query",
+    "head_scale_sweep",
+    "head_scaling",
     "heads",
     "icl_predictors",
     "ipr",
