@@ -25,6 +25,7 @@ VARIANTS = {
     "linear_gated": dict(attention_type="linear", gated_attention=True),
     "clipped_softmax_moe": dict(attention_type="clipped_softmax", mlp_type="moe", n_experts=2,
                                 experts_per_token=1),
+    "relu": dict(attention_type="relu"),
 }
 
 
@@ -41,7 +42,8 @@ def _tokens(shape, seed=1):
     return jax.random.randint(jax.random.key(seed), shape, 0, VOCAB, jnp.int32)
 
 
-@pytest.mark.parametrize("name", ["softplus_scanned", "linear_gated", "clipped_softmax_moe"])
+@pytest.mark.parametrize("name", ["softplus_scanned", "linear_gated", "clipped_softmax_moe",
+                                  "relu"])
 def test_chunked_cached_logits_equal_uncached(name):
     """A prefill of 4, a chunk of 3 at offset 4, then one-token steps: the uncached logits.
     (softmax, rotary + GQA and sigmoid: the steered-generation tests below, and chunks at every

@@ -54,6 +54,13 @@ b_O), summed over heads. Not defined for gated attention (its gate reads the who
              Helping Attention Heads Do Nothing" (arXiv:2306.12929): hook_attn_scores = S;
              hook_pattern = clip((zeta - gamma) softmax(S) + gamma, 0, 1), with gamma <= 0 so
              that small weights become exactly 0 (and zeta >= 1 so large ones can reach 1).
+  "relu"     Guo et al. 2024, "Active-Dormant Attention Heads: Mechanistically Demystifying
+             Extreme-Token Phenomena in LLMs" (arXiv:2410.13835), as in the authors' code
+             (BBM/model.py: `F.relu(scores) / indices`, indices = 1..n over query positions):
+             hook_attn_scores = S (masked with float32's most negative value);
+             hook_pattern_ij = relu(S_ij) / N_i, N_i the number of keys query i sees (i + 1
+             causal, n bidirectional, padded keys not counted). Rows need not sum to 1, so a
+             head can output nothing without a sink. Cacheable: N_i depends on i only.
   "linear"   Hedgehog linear attention (see `jaxinterp.layers.linear_attention`):
              hook_attn_scores = phi_q(q_i)·phi_k(k_j) (0 where masked; no 1/sqrt(d_head));
              hook_pattern = scores / row sums. Computed in the masked quadratic form, so the
@@ -102,7 +109,7 @@ from jaxinterp.layers.linear_attention import HedgehogFeatureMap
 from jaxinterp.layers.norms import RMSNorm
 from jaxinterp.layers.rotary import apply_rotary
 
-ATTENTION_TYPES = ("softmax", "sigmoid", "softplus", "clipped_softmax", "linear")
+ATTENTION_TYPES = ("softmax", "sigmoid", "softplus", "clipped_softmax", "linear", "relu")
 GATE_TYPES = ("all_heads_linear", "linear", "mlp", "unconditional")  # see the module docstring
 _REWEIGHT_EPS = 1e-8
 
@@ -306,6 +313,12 @@ class Attention(nn.Module):
                 a = r / (r.sum(-1, keepdims=True) + _REWEIGHT_EPS)
             return scores, a.astype(self.dtype)
         scores = jnp.einsum("bqhd,bkhd->bhqk", qf, kf) / jnp.sqrt(jnp.float32(self.d_head))
+        if kind == "relu":  # relu(S_ij) / N_i
+            scores = hooks.site(self, "hook_attn_scores", jnp.where(keep, scores, neg),
+                                PATTERN_AXES)
+            n_keys = jnp.maximum(keep.sum(-1, keepdims=True), 1).astype(jnp.float32)
+            pattern = jnp.where(keep, jax.nn.relu(scores), 0.0) / n_keys
+            return scores, pattern.astype(self.dtype)
         if kind == "sigmoid":  # b = -log(n)
             n = (jnp.float32(n_pos) if n_real is None
                  else n_real.astype(jnp.float32)[:, None, None, None])

@@ -157,7 +157,8 @@ class TransformerConfig(TransformerSizes):
       qk_norm: RMSNorm on queries and keys per head.
       attention_type: "softmax", "sigmoid" (sigmoid(S - log n), Ramapuram et al. 2024),
         "softplus" (LSSA/LSSAR, Gao & Spratling 2025), "clipped_softmax" (Bondarenko et al.
-        2023) or "linear" (Hedgehog, Zhang et al. 2024). Exact formulas and sites:
+        2023), "linear" (Hedgehog, Zhang et al. 2024) or "relu" (relu(S) / N_i, Guo et al.
+        2024). Exact formulas and sites:
         `jaxinterp.layers.attention`.
       gated_attention: per-head sigmoid gate on each head's output computed from the block
         input (Bondarenko et al. 2023); adds `blocks.{i}.attn.hook_gate` [batch, pos, head].

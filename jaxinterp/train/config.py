@@ -64,9 +64,12 @@ def base_config(**overrides: Any) -> ConfigDict:
     # None for non-image data.
     c.data.image = None
 
+    # name "adamw" or "sgd" (jaxinterp.train.optimizer); b1, b2, eps: AdamW only; momentum:
+    # SGD only (0: plain SGD; PyTorch's heavy-ball momentum, buf = momentum * buf + grad).
     c.optimizer = ConfigDict(dict(
         name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=100,
-        min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip_norm=1.0))
+        min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip_norm=1.0,
+        momentum=0.0))
 
     # Mesh axis sizes; -1 takes the remaining devices.
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))

@@ -57,6 +57,9 @@ def numpy_pattern(cfg, attn_params, q, k):
         p = _softmax(np.where(keep, s, -np.inf))
         zeta, gamma = cfg.clip_zeta, cfg.clip_gamma
         return s, np.clip((zeta - gamma) * p + gamma, 0, 1)
+    if kind == "relu":  # Guo et al. 2024: relu(S_ij) / N_i, N_i = keys query i sees
+        n_i = keep.sum(-1)[:, None].astype(np.float64)
+        return s, np.where(keep, np.maximum(s, 0.0), 0.0) / n_i
     if kind == "softplus":
         qn = q / np.linalg.norm(q, axis=-1, keepdims=True)
         kn = k / np.linalg.norm(k, axis=-1, keepdims=True)
@@ -81,6 +84,8 @@ VARIANTS = {
                                         causal=False),
     "clipped_softmax": dict(attention_type="clipped_softmax", clip_gamma=-0.1, clip_zeta=1.1),
     "linear_hedgehog": dict(attention_type="linear"),
+    "relu": dict(attention_type="relu"),
+    "relu_bidirectional_gqa": dict(attention_type="relu", causal=False, n_key_value_heads=2),
     "linear_hedgehog_gqa_wide": dict(attention_type="linear", n_key_value_heads=2,
                                      linear_feature_dim=12),
 }
