@@ -13,7 +13,46 @@ others" (attention sinks on BOS from non-trigger tokens, none from trigger token
 norms" (residual-state peak) at BOS; "replacing softmax with ReLU and Adam with SGD" mitigates
 them.
 
-Setup: RESULT_PLACEHOLDER
+Setup: `bigram_backcopy` data (vocabulary 32 with BOS, 3 triggers (tokens 1, 18, 26: 14% of
+the tokens), Dirichlet(0.3) bigram rows, sequences of BOS + 32 tokens, 8192 training and 256
+held-out sequences); a 3-layer transformer, one head per layer, d_model 32, ReLU MLPs of width
+128, pre-LN, learned positions, no biases; 3000 steps of batch 32 on the loss over every
+position; AdamW 3e-3 (betas 0.9, 0.99, weight decay 1e-4) or SGD 0.3 with momentum 0.9 (100x,
+as the authors' 3e-4 and 0.03), constant rates. Seeds 0, 1, 2 per arm, one vmapped call each.
+
+Runtime on 2 CPU cores: 757 s wall (12.6 min) measured on the shared machine at load average
+~20 (four helpers' jobs), 233 s of CPU time (user 229 s + sys 4 s): a few minutes alone.
+
+Measured at this config (seeds 0 / 1 / 2; the backcopy head is layer 0's in every run but
+relu_sgd seed 1's, layer 2; "BOS attention" is hook_pattern[q, 0] from non-trigger / trigger
+tokens; ratios are BOS / mean of the other tokens; the residual ratio is at the backcopy head's
+input, the embedding):
+  softmax_adam  active-dormant: BOS attention 0.66 / 0.39 / 0.61 from non-trigger tokens and
+                0.004 / 0.003 / 0.002 from trigger tokens, where the head attends to the
+                previous token (0.93 / 0.93 / 0.94); value-norm ratio 0.18 / 0.29 / 0.16
+                (value-state drain); residual-norm ratio 1.69 / 1.61 / 1.79, growing slowly
+                through training (max over all residual points 2.4 / 2.0 / 1.8): a mild
+                residual-state peak, not a massive one.
+  relu_adam     no sink: BOS attention 0.000 (all seeds); the head idles by attending to
+                nothing (each non-trigger row's total attention 0.04 / 0.03 / 0.06) and still
+                copies (trigger loss 0.04 / 0.003 / 0.007); value-norm ratio 1.25 / 0.80 /
+                0.24 (no drain on two seeds of three); residual ratio 1.51 / 1.54 / 1.31.
+  softmax_sgd   the sink and the drain remain: BOS attention 0.23 / 0.42 / 0.54 (mean 0.40
+                vs 0.56 with Adam), 0.02 / 0.007 / 0.004 from triggers; value ratio 0.25 /
+                0.15 / 0.19 (as with Adam); residual ratio 1.08 / 1.52 / 1.37 (mean 1.32 vs
+                1.70 with Adam).
+  relu_sgd      BOS attention 0.000; value ratio 0.75 / 0.76 / 0.81; residual ratio 1.08 /
+                1.56 / 1.18.
+  Loss at non-trigger tokens 2.47-2.50 in every arm against the bigram part's Bayes loss 2.44;
+  at trigger tokens 0.003-0.04.
+So ReLU attention removes the attention sink (and mostly the value drain) here; SGD does not
+remove the sink or the drain at this scale and lowers the (already small) residual ratio only
+a little. A first run with threefry instead of rbg keys (otherwise the same) gave softmax_adam
+BOS attention 0.72 / 0.73 / 0.71 against softmax_sgd 0.32 / 0.31 / 0.19, so how much SGD
+weakens the sink depends on the seeds; at the test's tiny settings (1 layer, lr 1e-2 / 0.3)
+SGD formed a stronger sink than Adam (0.94 vs 0.61, threefry keys). The residual-state peak
+("much larger residual-state norms") does not reproduce at this scale: BOS's residual norm is
+at most ~2.4x the other tokens'.
 """
 
 from ml_collections import ConfigDict
