@@ -15,8 +15,9 @@ above softmax's on seed 2 (0.74, no sink there); no residual-state peak (BOS's r
 Measured (seeds 0 / 1 / 2): softmax + Adam, BOS attention 0.96 / 0.89 / 0.20 from non-trigger
 tokens and <= 0.004 from trigger tokens, previous-token attention on triggers 0.89-0.91, value
 ratio 0.13 / 0.11 / 0.74; ReLU + Adam, BOS attention 0.000 (each non-trigger row's total
-attention 0.008-0.023), trigger loss 0.13-0.33 (it copies). About 20 s of CPU time for the
-file (user + sys; most of it compiling the two arms' calls), on the shared machine.
+attention 0.008-0.023), trigger loss 0.13-0.33 (it copies). The file: 16.5 s of CPU time
+(user + sys, imports included; most of it compiling the two arms' calls), 33 s wall on the
+shared machine at load average ~7.
 """
 
 import json
