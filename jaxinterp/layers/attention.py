@@ -270,8 +270,9 @@ class Attention(nn.Module):
                 x = jnp.where(keep, jax.nn.relu(n_keys * a - offset), 0.0)
                 # R / (sum R + eps), R = x ** p, as t / (sum t + eps / m ** p) with t = (x / m)
                 # ** p, m = max_j x: the same weights, but x ** p overflows float32 (x > 368 at
-                # p = 15) where attention concentrates on one of >~ 370 keys.
-                m = x.max(-1, keepdims=True)
+                # p = 15) where attention concentrates on one of >~ 370 keys. m cancels for
+                # any constant m, so it is a constant to autodiff: the original gradients.
+                m = jax.lax.stop_gradient(x.max(-1, keepdims=True))
                 m = jnp.where(m > 0, m, 1.0)
                 t = (x / m) ** p
                 a = t / (t.sum(-1, keepdims=True) + _REWEIGHT_EPS / m ** p)

@@ -82,3 +82,37 @@ def test_reweighting_stays_finite_when_attention_concentrates_on_many_keys():
     want = paper_lssar(q[:, :, None], k[:, :, None], 15.0)
     np.testing.assert_allclose(pattern, want, rtol=3e-4, atol=1e-6)
     assert pattern[0, 0, -1, 0] > 0.999
+
+
+def test_reweighting_gradients_are_the_direct_formulas():
+    """The rescaled evaluation of R / (sum R + eps) has the gradients of the direct one
+    (written here in jnp from q, k, v; short rows, where the direct one stays finite)."""
+    length, d = 12, 8
+    keys = jax.random.split(jax.random.key(5), 5)
+    w = {f"W_{n}": 0.5 * jax.random.normal(k, (1, d, d))
+         for n, k in zip("QKVO", keys[:4], strict=True)}
+    x = jax.random.normal(keys[4], (2, length, d))
+    attn = Attention(n_heads=1, d_head=d, use_bias=False, attention_type="softplus")
+    probe = jax.random.normal(jax.random.key(6), (2, length, d))
+
+    def direct(x):
+        q = jnp.einsum("bpm,nmd->bpnd", x, w["W_Q"])
+        k = jnp.einsum("bpm,nmd->bpnd", x, w["W_K"])
+        v = jnp.einsum("bpm,nmd->bpnd", x, w["W_V"])
+        q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+        k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+        keep = jnp.tril(jnp.ones((length, length), bool))
+        n = jnp.arange(1, length + 1, dtype=jnp.float32)[:, None]
+        a = jnp.where(keep, jax.nn.softplus(
+            math.log(d) * jnp.log(n) * jnp.einsum("bqhd,bkhd->bhqk", q, k)), 0.0)
+        a = a / a.sum(-1, keepdims=True)
+        r = jnp.where(keep, jax.nn.relu(n * a - jnp.where(n <= 3, 0.0, 1.0)) ** 15, 0.0)
+        a = r / (r.sum(-1, keepdims=True) + 1e-8)
+        z = jnp.einsum("bhqk,bkhd->bqhd", a, v)
+        return (jnp.einsum("bqhd,hdm->bqm", z, w["W_O"]) * probe).sum()
+
+    def module(x):
+        return (attn.apply({"params": w}, x) * probe).sum()
+
+    np.testing.assert_allclose(module(x), direct(x), rtol=1e-4)
+    np.testing.assert_allclose(jax.grad(module)(x), jax.grad(direct)(x), rtol=2e-3, atol=1e-5)
