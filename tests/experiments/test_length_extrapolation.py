@@ -1,8 +1,15 @@
 """Length extrapolation at tiny settings, seeds 0, 1, 2 of each arm trained together (one
-vmapped call per arm): the copy streams, then softmax against LSSAR trained at 16 tokens and
-evaluated at 16 and 256.
+vmapped call per arm): the copy streams, then softmax against LSSAR trained on 8-token streams
+and evaluated at 8 and 128 tokens (16x).
 
-Measured (seeds 0 / 1 / 2): PLACEHOLDER.
+Measured (seeds 0 / 1 / 2; copy loss, nats; chance is log 127 = 4.84):
+  softmax  1x 1.17 / 1.12 / 2.02   16x 7.50 / 8.44 / 7.35   (growth 6.3 / 7.3 / 5.3)
+  lssar    1x 2.78 / 4.24 / 4.48   16x 6.66 / 5.27 / 5.14   (growth 3.9 / 1.0 / 0.7)
+Softmax's loss grows more with length and ends higher at 16x on every seed, but at these
+settings LSSAR also learns the copy less at the training length (its 1x loss is higher on
+every seed), so its smaller growth is partly having less to lose; that is asserted too. Neither
+arm extrapolates here (both end above chance at 16x). About 60 s of CPU time for the file
+on the shared machine (load ~20): over the 15 s budget (at fewer steps nothing is learned).
 """
 
 import json
@@ -18,10 +25,10 @@ from experiments.length_extrapolation import copy_streams, run_experiment
 
 SEEDS = (0, 1, 2)
 TINY = {
-    "num_train_steps": 400, "batch_size": 16,
-    "data.length": 16, "data.seg_min": 3, "data.seg_max": 6, "data.vocab": 256,
+    "num_train_steps": 500, "batch_size": 32, "optimizer.learning_rate": 1e-2,
+    "data.length": 8, "data.seg_min": 2, "data.seg_max": 4, "data.vocab": 128,
     "eval_multiples": (1, 16), "eval_examples": 16, "eval_chunk": 16,
-    "model.d_model": 32, "model.n_heads": 2, "model.d_vocab": 256,
+    "model.d_model": 32, "model.n_heads": 2, "model.d_vocab": 128,
     "reweight_lssa_at_eval": False,
 }
 
@@ -65,7 +72,14 @@ def summary(tmp_path_factory):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_direction(summary, seed):
+def test_softmax_loss_grows_with_length_more_than_lssar(summary, seed):
     i = SEEDS.index(seed)
-    soft, lssar = summary["arms"]["softmax"], summary["arms"]["lssar"]
-    raise AssertionError((soft["loss_per_seed"][i], lssar["loss_per_seed"][i]))
+    soft = summary["arms"]["softmax"]["loss_per_seed"][i]  # [1x, 16x]
+    lssar = summary["arms"]["lssar"]["loss_per_seed"][i]
+    chance = np.log(127)
+    assert soft[0] < chance - 2, (soft, lssar)  # softmax learned the copy at 1x
+    assert soft[1] > soft[0] + 3, (soft, lssar)  # ... and loses it at 16x
+    assert soft[1] > lssar[1] + 0.3, (soft, lssar)  # LSSAR is better at 16x
+    assert soft[1] - soft[0] > lssar[1] - lssar[0] + 1, (soft, lssar)
+    # The confound, asserted as measured: LSSAR learns less at the training length.
+    assert lssar[0] > soft[0], (soft, lssar)
