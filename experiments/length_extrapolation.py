@@ -220,7 +220,7 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
             summary["lssa_reweight_eval"] = arm_summary(multiples, ev, seeds)
         timings[arm] = round(time.time() - t, 1)
         print(f"{arm}: {timings[arm]} s, loss at {multiples}: "
-              f"{np.round(ev['loss'].mean(0), 3).tolist()}", flush=True)
+              f"{np.round(summary['arms'][arm]['loss_mean'], 3).tolist()}", flush=True)
     summary["timings_s"] = timings
     summary["seconds"] = round(time.time() - t0, 1)
     return runner.write_outputs(workdir, summary, {
