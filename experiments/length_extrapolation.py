@@ -253,7 +253,7 @@ def plot_loss_vs_length(summary: dict[str, Any], path: str) -> None:
         ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.axvline(summary["train_length"], color="gray", ls="--", lw=1)
         ax.set(xlabel="evaluation length (tokens; dashed: training length)", ylabel=label)
-    axes[0].set_yscale("symlog", linthresh=0.1)
+    axes[0].set_yscale("log")
     axes[1].set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"trained at {summary['train_length']} tokens, rotary positions; mean of "
