@@ -50,6 +50,13 @@ b_O), summed over heads. Not defined for gated attention (its gate reads the who
                hook_pattern = R_ij / (sum_j' R_ij' + 1e-8)                        (LSSAR)
              (p = 0: hook_pattern = A, plain LSSA). N_i A_ij > 1 exactly where a weight beats
              the uniform 1/N_i, so re-weighting keeps and sharpens the above-uniform weights.
+             Checked (issue 13) against the paper's matrix form A = Softplus((log d log N) ⊙
+             Q̂K̂^T) ⊙ M', l1 rows, then ReLU^p(A ⊙ N - O), l1 rows (N_ij = i, the row's
+             visible keys; O all ones but its first 3 rows; q, k normalised per head after
+             rotary, which preserves norms) and the paper's p = 15: the formula is unchanged.
+             Only its evaluation changed: R is computed as (x / max_j x)^p with the eps
+             rescaled by (max_j x)^-p (the same weights), since x^15 overflows float32 once
+             x = N_i A_ij - 1 > 368, i.e. when one of >~ 370 keys takes most of the weight.
   "clipped_softmax"  Bondarenko et al. 2023, "Quantizable Transformers: Removing Outliers by
              Helping Attention Heads Do Nothing" (arXiv:2306.12929): hook_attn_scores = S;
              hook_pattern = clip((zeta - gamma) softmax(S) + gamma, 0, 1), with gamma <= 0 so
@@ -308,9 +315,17 @@ class Attention(nn.Module):
             a = jnp.where(keep, jax.nn.softplus(scores), 0.0)
             a = a / a.sum(-1, keepdims=True)
             if self.softplus_power:
+                p = self.softplus_power
                 offset = jnp.where(n_keys <= 3, 0.0, 1.0)
-                r = jnp.where(keep, jax.nn.relu(n_keys * a - offset) ** self.softplus_power, 0.0)
-                a = r / (r.sum(-1, keepdims=True) + _REWEIGHT_EPS)
+                x = jnp.where(keep, jax.nn.relu(n_keys * a - offset), 0.0)
+                # R / (sum R + eps), R = x ** p, as t / (sum t + eps / m ** p) with t = (x / m)
+                # ** p, m = max_j x: the same weights, but x ** p overflows float32 (x > 368 at
+                # p = 15) where attention concentrates on one of >~ 370 keys. m cancels for
+                # any constant m, so it is a constant to autodiff: the original gradients.
+                m = jax.lax.stop_gradient(x.max(-1, keepdims=True))
+                m = jnp.where(m > 0, m, 1.0)
+                t = (x / m) ** p
+                a = t / (t.sum(-1, keepdims=True) + _REWEIGHT_EPS / m ** p)
             return scores, a.astype(self.dtype)
         scores = jnp.einsum("bqhd,bkhd->bhqk", qf, kf) / jnp.sqrt(jnp.float32(self.d_head))
         if kind == "relu":  # relu(S_ij) / N_i
