@@ -2,7 +2,8 @@
 
 Builders (each deterministic given its config; see their modules for features and shapes):
 `Induction` ("induction"), `ModularArithmetic` ("modular_arithmetic"), `IclRegression`
-("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`).
+("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`),
+`Ordinal` ("ordinal").
 Image classification: `data.image.make_transforms` / `from_config` give grain transforms
 (normalisation, random crop, random flip) for `make_iterator(..., transform=...)`.
 
@@ -22,6 +23,7 @@ from jaxinterp.data.digits import Digits, DigitsConfig
 from jaxinterp.data.icl_regression import IclRegression, IclRegressionConfig
 from jaxinterp.data.induction import Induction, InductionConfig
 from jaxinterp.data.modular_arithmetic import ModularArithmetic, ModularArithmeticConfig
+from jaxinterp.data.ordinal import Ordinal, OrdinalConfig
 from jaxinterp.data.pipeline import language_model_batch, make_iterator, to_global
 from jaxinterp.data.sources import BUILDERS, get_builder, load_source
 
@@ -37,6 +39,8 @@ __all__ = [
     "InductionConfig",
     "ModularArithmetic",
     "ModularArithmeticConfig",
+    "Ordinal",
+    "OrdinalConfig",
     "get_builder",
     "image",
     "language_model_batch",
