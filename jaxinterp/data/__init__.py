@@ -3,7 +3,7 @@
 Builders (each deterministic given its config; see their modules for features and shapes):
 `Induction` ("induction"), `ModularArithmetic` ("modular_arithmetic"), `IclRegression`
 ("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`),
-`Ordinal` ("ordinal").
+`Ordinal` ("ordinal"), `KeyValue` ("key_value").
 Image classification: `data.image.make_transforms` / `from_config` give grain transforms
 (normalisation, random crop, random flip) for `make_iterator(..., transform=...)`.
 
@@ -22,6 +22,7 @@ from jaxinterp.data.bursty_icl import BurstyIcl, BurstyIclConfig
 from jaxinterp.data.digits import Digits, DigitsConfig
 from jaxinterp.data.icl_regression import IclRegression, IclRegressionConfig
 from jaxinterp.data.induction import Induction, InductionConfig
+from jaxinterp.data.key_value import KeyValue, KeyValueConfig
 from jaxinterp.data.modular_arithmetic import ModularArithmetic, ModularArithmeticConfig
 from jaxinterp.data.ordinal import Ordinal, OrdinalConfig
 from jaxinterp.data.pipeline import language_model_batch, make_iterator, to_global
@@ -37,6 +38,8 @@ __all__ = [
     "IclRegressionConfig",
     "Induction",
     "InductionConfig",
+    "KeyValue",
+    "KeyValueConfig",
     "ModularArithmetic",
     "ModularArithmeticConfig",
     "Ordinal",
