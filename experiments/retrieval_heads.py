@@ -47,8 +47,8 @@ from experiments import runner
 from experiments.plotting import pyplot
 from experiments.successor_heads import ablation_interventions, head_masks
 from jaxinterp.analysis.heads import retrieval_score
-from jaxinterp.data.key_value import KeyValueConfig
-from jaxinterp.data.sources import load_source
+from jaxinterp.data.key_value import KeyValue, KeyValueConfig
+from jaxinterp.data.synthetic import ARRAY_RECORD
 from jaxinterp.models.transformer import TransformerConfig
 from jaxinterp.train.vmapped import train_vmapped
 
@@ -57,7 +57,9 @@ FEATURES = ("tokens", "needle", "answer")
 
 def load_split(data: ConfigDict | dict, split: str, data_dir: str) -> dict[str, np.ndarray]:
     """Every example of a `key_value` split as arrays (`FEATURES`, batch axis first)."""
-    src = load_source("key_value", split, data_dir, **dict(data))
+    builder = KeyValue(data_dir=data_dir, **dict(data))
+    builder.download_and_prepare(file_format=ARRAY_RECORD)
+    src = builder.as_data_source(split)
     rows = [src[i] for i in range(len(src))]
     return {k: np.stack([r[k] for r in rows]) for k in FEATURES}
 

@@ -53,8 +53,8 @@ import jaxinterp as ji
 from experiments import runner
 from experiments.plotting import pyplot
 from jaxinterp.analysis.heads import ov_logits, successor_score
-from jaxinterp.data.ordinal import OrdinalConfig
-from jaxinterp.data.sources import load_source
+from jaxinterp.data.ordinal import Ordinal, OrdinalConfig
+from jaxinterp.data.synthetic import ARRAY_RECORD
 from jaxinterp.models.transformer import TransformerConfig
 from jaxinterp.train.vmapped import train_vmapped
 
@@ -67,7 +67,9 @@ PERIODS = tuple(range(2, 21))
 
 def load_split(data: ConfigDict | dict, split: str, data_dir: str) -> dict[str, np.ndarray]:
     """Every example of an `ordinal` split as arrays (`FEATURES`, batch axis first)."""
-    src = load_source("ordinal", split, data_dir, **_builder_kwargs(data))
+    builder = Ordinal(data_dir=data_dir, **_builder_kwargs(data))
+    builder.download_and_prepare(file_format=ARRAY_RECORD)
+    src = builder.as_data_source(split)
     rows = [src[i] for i in range(len(src))]
     return {k: np.stack([r[k] for r in rows]) for k in FEATURES}
 

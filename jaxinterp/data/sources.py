@@ -19,9 +19,7 @@ from jaxinterp.data.bursty_icl import BurstyIcl
 from jaxinterp.data.digits import Digits
 from jaxinterp.data.icl_regression import IclRegression
 from jaxinterp.data.induction import Induction
-from jaxinterp.data.key_value import KeyValue
 from jaxinterp.data.modular_arithmetic import ModularArithmetic
-from jaxinterp.data.ordinal import Ordinal
 from jaxinterp.data.synthetic import ARRAY_RECORD
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
@@ -30,8 +28,6 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "icl_regression": IclRegression,
     "bursty_icl": BurstyIcl,
     "digits": Digits,
-    "ordinal": Ordinal,
-    "key_value": KeyValue,
 }
 
 
