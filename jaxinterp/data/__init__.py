@@ -3,7 +3,8 @@
 Builders (each deterministic given its config; see their modules for features and shapes):
 `Induction` ("induction"), `ModularArithmetic` ("modular_arithmetic"), `IclRegression`
 ("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`),
-`Ordinal` ("ordinal"), `KeyValue` ("key_value").
+`Ordinal` and `KeyValue` (built directly, e.g.
+`Ordinal(data_dir=..., n_numbers=50)`; not in `BUILDERS`).
 Image classification: `data.image.make_transforms` / `from_config` give grain transforms
 (normalisation, random crop, random flip) for `make_iterator(..., transform=...)`.
 
