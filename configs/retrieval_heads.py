@@ -26,12 +26,14 @@ Measured at this config (seeds 0 / 1 / 2):
     random context value): only seed 1 learned recall within 2000 steps; seeds 0 and 2 sit on
     a plateau (they can rule out the values already queried, which lifts them above chance).
   Retrieval scores (argmax copy-paste share, the paper's definition): every layer-0 head
-    scores 0.13-0.16 in every seed (seed 1 included), every layer-1 head <= 0.05. With 8 values
-    in context, a head that attends to a random value token copies the right one about 1/8 of
-    the time, so the paper's 0.1 threshold (meant for needles in long haystacks, where chance
-    is ~0) is below chance here: 3 / 4 / 3 of 8 heads (38-50%) pass it, none of them a real
-    retrieval head. The head that does the recall in seed 1 (layer 1) does not put its
-    argmax attention on the needle often enough to score (0.05), so the score cannot find it.
+    scores 0.13-0.16 in every seed (seed 1 included), every layer-1 head <= 0.05. That is the
+    level of chance (not measured separately): with 8 values in context, a head whose argmax
+    falls on a random value token copies the right one about 1/8 of the time, so the paper's
+    0.1 threshold (meant for needles in long haystacks, where chance is ~0) sits below chance
+    here: 3 / 4 / 3 of 8 heads (38-50%) pass it, in the learned and the unlearned seeds alike.
+    The recall of seed 1 needs two layers (a previous-token head, then a head matching the
+    query key), but no layer-1 head puts its argmax on the needle often (<= 0.05), so the
+    score does not find the mechanism.
   Pruning the top-scored head: recall 0.43 / 0.30 / 0.36 against 0.36 / 0.58 / 0.37 for random
     heads (mean of 32; lowest 0.21 / 0.01 / 0.26: in seed 1 some random heads break recall,
     34% of them halve it). The paper's claims (sparse retrieval heads; pruning them breaks
