@@ -178,6 +178,7 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
             "pruned_retrieval_recall": float(an["eval"]["recall"][r, 0]),
             "pruned_random_recall_mean": float(rand.mean()),
             "pruned_random_recall_min": float(rand.min()),
+            "pruned_random_recall_max": float(rand.max()),
             "pruned_random_broken_share": float((rand < 0.5 * an["clean"]["recall"][r]).mean()),
             "top_heads": [head(h) for h in an["top"][r]],
             "top_heads_score": [float(sc.ravel()[h]) for h in an["top"][r]],
@@ -255,11 +256,12 @@ def plot_pruning(summary, path: str) -> None:
     x = np.arange(len(rows))
     ax.bar(x - 0.25, [s["clean_recall"] for s in rows], 0.25, color="gray", label="clean")
     ax.bar(x, [s["pruned_retrieval_recall"] for s in rows], 0.25, color="tab:red",
-           label=f"top-{summary['k']} retrieval heads pruned")
+           label=f"top-{summary['k']} retrieval head(s) pruned")
     ax.bar(x + 0.25, [s["pruned_random_recall_mean"] for s in rows], 0.25, color="tab:blue",
-           label=f"{summary['k']} random heads pruned (mean)")
+           label=f"{summary['k']} random head(s) pruned (mean; line: range)")
     for i, s in enumerate(rows):
-        ax.plot([i + 0.25, i + 0.25], [s["pruned_random_recall_min"], 1.0], color="black", lw=0.8)
+        ax.plot([i + 0.25, i + 0.25], [s["pruned_random_recall_min"],
+                                       s["pruned_random_recall_max"]], color="black", lw=0.8)
     ax.axhline(summary["chance_context"], color="black", ls=":", lw=1,
                label="chance (a random context value)")
     ax.set(xticks=x, xticklabels=[f"seed {s['seed']}" for s in rows], ylim=(0, 1.02),
