@@ -15,8 +15,8 @@ the mechanism has no target lower the score: a perfect previous-token head score
 mechanism is defined: `previous_token_score` and `induction_score` (for sequences with a known
 repeat, as in the flagship experiment), `attention_mass` (from one query onto chosen keys),
 `attention_sink_score`, `retrieval_score` (Wu et al. 2024), `successor_score` (Gould et al.
-2023, from weights) and `classify_heads` (active or dormant, Guo et al. 2024). A perfect head
-scores 1.
+2023, from weights; `ov_logits`: the logits it reads) and `classify_heads` (active or dormant,
+Guo et al. 2024). A perfect head scores 1.
 
 Patterns are `[batch, head, query_pos, key_pos]` (one layer, as `ji.run` captures
 `blocks.{i}.attn.hook_pattern`) and scores are `[head]`; stack layers for `[layer, head]`.
@@ -302,24 +302,23 @@ def classify_heads(
     return {"active": ~dormant, "sink_mass": sink, "z_norm": norms}
 
 
-def successor_score(model, variables, sequences: Sequence[Sequence[int]]) -> jax.Array:
-    """Successor-head score of every head (Gould et al. 2023, "Successor Heads"), from weights.
+def ov_logits(model, variables, tokens) -> jax.Array:
+    """Each head's direct OV-circuit logits on each token's effective embedding, from weights.
 
-    For each token t_i of each ordinal sequence (e.g. the ids of "Monday", "Tuesday", ...), the
-    head's OV circuit is applied to t_i's *effective embedding* (the token embedding plus the
-    layer-0 MLP's output on it, the paper's MLP0 embedding; just the embedding for
-    attention-only models): `logits = U(OV_h(norm1(x)))`, where U applies the final norm and
-    the unembedding. The head *increments* t_i when, among the tokens of its sequence, the
-    successor t_{i+1} gets the highest logit. The score is the fraction of (token, successor)
-    pairs that the head increments.
+    The token's *effective embedding* is its embedding plus the layer-0 MLP's output on it
+    (Gould et al. 2023's MLP0 embedding; just the embedding for attention-only models). For
+    head h of layer l the logits are `U(OV_h(norm1_l(x)))`: the head's value and output
+    projections (biases included) applied to the normalised effective embedding, then the
+    final norm and the unembedding (`U`), as if the head attended only to that token.
+    `successor_score` is the argmax statistic of these logits.
 
     Args:
-      model: a `jaxinterp.models.Transformer` (unrolled or scanned).
+      model: a `jaxinterp.models.Transformer` (unrolled or scanned) with a dense MLP or none.
       variables: its variables.
-      sequences: ordinal sequences of token ids, each of length >= 2.
+      tokens: int [token] ids in `[0, d_vocab)`.
 
     Returns:
-      [layer, head] scores in [0, 1].
+      [layer, token, head, d_vocab_out] logits.
     """
     from jaxinterp.layers.mlp import MLP
     from jaxinterp.layers.norms import make_norm
@@ -330,6 +329,59 @@ def successor_score(model, variables, sequences: Sequence[Sequence[int]]) -> jax
         unrolled_params,
     )
 
+    c = check_transformer(model, "ov_logits")
+    if c.mlp_type != "dense" and not c.attn_only:
+        raise ValueError(f"ov_logits builds the MLP0 embedding from a dense MLP; this model "
+                         f"has mlp_type={c.mlp_type!r}")
+    tokens = jnp.asarray(tokens)
+    if tokens.ndim != 1 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be a 1-d array of token ids, got shape {tokens.shape} "
+                         f"and dtype {tokens.dtype}")
+    p = unrolled_params(variables)
+
+    def norm(block: dict, name: str, x: jax.Array) -> jax.Array:
+        layer = make_norm(c.normalization_type, c.eps, jnp.float32, jnp.float32, name)
+        return x if layer is None else layer.apply({"params": block[name]}, x, ("t", "d_model"))
+
+    x = p["embed"]["W_E"][tokens]  # [token, d_model]
+    if not c.attn_only:  # the MLP0 effective embedding
+        mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, gated=c.gated_mlp, use_bias=c.use_bias)
+        x = x + mlp.apply({"params": p["blocks_0"]["mlp"]}, norm(p["blocks_0"], "ln2", x)[None])[0]
+    out = []
+    for layer in range(c.n_layers):
+        block = p[f"blocks_{layer}"]
+        attn = block["attn"]
+        group = c.n_heads // attn["W_V"].shape[0]  # grouped-query: one KV head per group
+        w_v = jnp.repeat(attn["W_V"], group, axis=0)
+        v = jnp.einsum("tm,nmd->tnd", norm(block, "ln1", x), w_v)  # contract d_model
+        if c.use_bias:
+            v = v + jnp.repeat(attn["b_V"], group, axis=0)
+        z = jnp.einsum("tnd,ndm->tnm", v, attn["W_O"])  # contract d_head
+        out.append(unembed(model, variables, final_norm(model, variables, z)))  # [t, head, v]
+    return jnp.stack(out)
+
+
+def successor_score(model, variables, sequences: Sequence[Sequence[int]]) -> jax.Array:
+    """Successor-head score of every head (Gould et al. 2023, "Successor Heads"), from weights.
+
+    For each token t_i of each ordinal sequence (e.g. the ids of "Monday", "Tuesday", ...), the
+    head's OV circuit is applied to t_i's *effective embedding* (the token embedding plus the
+    layer-0 MLP's output on it, the paper's MLP0 embedding; just the embedding for
+    attention-only models): `logits = U(OV_h(norm1(x)))`, where U applies the final norm and
+    the unembedding (`ov_logits`). The head *increments* t_i when, among the tokens of its
+    sequence, the successor t_{i+1} gets the highest logit. The score is the fraction of
+    (token, successor) pairs that the head increments.
+
+    Args:
+      model: a `jaxinterp.models.Transformer` (unrolled or scanned).
+      variables: its variables.
+      sequences: ordinal sequences of token ids, each of length >= 2.
+
+    Returns:
+      [layer, head] scores in [0, 1].
+    """
+    from jaxinterp.models.transformer import check_transformer
+
     c = check_transformer(model, "successor_score")
     if c.mlp_type != "dense" and not c.attn_only:
         raise ValueError(f"successor_score builds the MLP0 embedding from a dense MLP; this model "
@@ -339,28 +391,10 @@ def successor_score(model, variables, sequences: Sequence[Sequence[int]]) -> jax
         raise ValueError("sequences must be a non-empty list of token-id lists of length >= 2")
     if any(t < 0 or t >= c.d_vocab for s in seqs for t in s):
         raise ValueError(f"sequence token ids must be in [0, d_vocab={c.d_vocab})")
-    p = unrolled_params(variables)
-
-    def norm(block: dict, name: str, x: jax.Array) -> jax.Array:
-        layer = make_norm(c.normalization_type, c.eps, jnp.float32, jnp.float32, name)
-        return x if layer is None else layer.apply({"params": block[name]}, x, ("t", "d_model"))
-
     tokens = jnp.asarray(sorted({t for s in seqs for t in s}))
-    x = p["embed"]["W_E"][tokens]  # [token, d_model]
-    if not c.attn_only:  # the MLP0 effective embedding
-        mlp = MLP(d_mlp=c.d_mlp, act_fn=c.act_fn, gated=c.gated_mlp, use_bias=c.use_bias)
-        x = x + mlp.apply({"params": p["blocks_0"]["mlp"]}, norm(p["blocks_0"], "ln2", x)[None])[0]
+    all_logits = ov_logits(model, variables, tokens)  # [layer, t, head, v]
     scores = []
-    for layer in range(c.n_layers):
-        block = p[f"blocks_{layer}"]
-        attn = block["attn"]
-        group = c.n_heads // attn["W_V"].shape[0]  # grouped-query: one KV head per group
-        w_v = jnp.repeat(attn["W_V"], group, axis=0)
-        v = jnp.einsum("tm,nmd->tnd", norm(block, "ln1", x), w_v)  # contract d_model
-        if c.use_bias:
-            v = v + jnp.repeat(attn["b_V"], group, axis=0)
-        out = jnp.einsum("tnd,ndm->tnm", v, attn["W_O"])  # contract d_head
-        logits = unembed(model, variables, final_norm(model, variables, out))  # [t, head, v]
+    for logits in all_logits:
         hits = []
         for s in seqs:
             idx = jnp.searchsorted(tokens, jnp.asarray(s))

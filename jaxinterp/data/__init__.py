@@ -2,7 +2,9 @@
 
 Builders (each deterministic given its config; see their modules for features and shapes):
 `Induction` ("induction"), `ModularArithmetic` ("modular_arithmetic"), `IclRegression`
-("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`).
+("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`),
+`Ordinal` and `KeyValue` (built directly, e.g.
+`Ordinal(data_dir=..., n_numbers=50)`; not in `BUILDERS`).
 Image classification: `data.image.make_transforms` / `from_config` give grain transforms
 (normalisation, random crop, random flip) for `make_iterator(..., transform=...)`.
 
@@ -21,7 +23,9 @@ from jaxinterp.data.bursty_icl import BurstyIcl, BurstyIclConfig
 from jaxinterp.data.digits import Digits, DigitsConfig
 from jaxinterp.data.icl_regression import IclRegression, IclRegressionConfig
 from jaxinterp.data.induction import Induction, InductionConfig
+from jaxinterp.data.key_value import KeyValue, KeyValueConfig
 from jaxinterp.data.modular_arithmetic import ModularArithmetic, ModularArithmeticConfig
+from jaxinterp.data.ordinal import Ordinal, OrdinalConfig
 from jaxinterp.data.pipeline import language_model_batch, make_iterator, to_global
 from jaxinterp.data.sources import BUILDERS, get_builder, load_source
 
@@ -35,8 +39,12 @@ __all__ = [
     "IclRegressionConfig",
     "Induction",
     "InductionConfig",
+    "KeyValue",
+    "KeyValueConfig",
     "ModularArithmetic",
     "ModularArithmeticConfig",
+    "Ordinal",
+    "OrdinalConfig",
     "get_builder",
     "image",
     "language_model_batch",
