@@ -3,8 +3,7 @@
 Builders (each deterministic given its config; see their modules for features and shapes):
 `Induction` ("induction"), `ModularArithmetic` ("modular_arithmetic"), `IclRegression`
 ("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`),
-`Ordinal` and `KeyValue` (built directly, e.g.
-`Ordinal(data_dir=..., n_numbers=50)`; not in `BUILDERS`).
+`BigramBackcopy` ("bigram_backcopy"), `Ordinal` ("ordinal"), `KeyValue` ("key_value").
 Image classification: `data.image.make_transforms` / `from_config` give grain transforms
 (normalisation, random crop, random flip) for `make_iterator(..., transform=...)`.
 
@@ -19,6 +18,7 @@ Image classification: `data.image.make_transforms` / `from_config` give grain tr
 """
 
 from jaxinterp.data import image
+from jaxinterp.data.bigram_backcopy import BigramBackcopy, BigramBackcopyConfig
 from jaxinterp.data.bursty_icl import BurstyIcl, BurstyIclConfig
 from jaxinterp.data.digits import Digits, DigitsConfig
 from jaxinterp.data.icl_regression import IclRegression, IclRegressionConfig
@@ -31,6 +31,8 @@ from jaxinterp.data.sources import BUILDERS, get_builder, load_source
 
 __all__ = [
     "BUILDERS",
+    "BigramBackcopy",
+    "BigramBackcopyConfig",
     "BurstyIcl",
     "BurstyIclConfig",
     "Digits",

@@ -15,11 +15,14 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from jaxinterp.data.bigram_backcopy import BigramBackcopy
 from jaxinterp.data.bursty_icl import BurstyIcl
 from jaxinterp.data.digits import Digits
 from jaxinterp.data.icl_regression import IclRegression
 from jaxinterp.data.induction import Induction
+from jaxinterp.data.key_value import KeyValue
 from jaxinterp.data.modular_arithmetic import ModularArithmetic
+from jaxinterp.data.ordinal import Ordinal
 from jaxinterp.data.synthetic import ARRAY_RECORD
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
@@ -28,6 +31,9 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "icl_regression": IclRegression,
     "bursty_icl": BurstyIcl,
     "digits": Digits,
+    "bigram_backcopy": BigramBackcopy,
+    "ordinal": Ordinal,
+    "key_value": KeyValue,
 }
 
 
@@ -51,7 +57,8 @@ def load_source(name: str, split: str, data_dir: str | None = None, **builder_kw
 
     Args:
       name: a jaxinterp builder (`"induction"`, `"modular_arithmetic"`, `"icl_regression"`,
-        `"bursty_icl"`, `"digits"`, optionally `"name/config"`) or any registered TFDS name.
+        `"bursty_icl"`, `"digits"`, `"bigram_backcopy"`, `"ordinal"`, `"key_value"`, optionally
+        `"name/config"`) or any registered TFDS name.
       split: a TFDS split, slicing included (`"train"`, `"test[:50%]"`).
       data_dir: where datasets are (or get) prepared; None means TFDS's default
         (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`).

@@ -22,6 +22,9 @@ def test_our_builders_by_name(data_dir):
         "icl_regression",
         "bursty_icl",
         "digits",
+        "bigram_backcopy",
+        "ordinal",
+        "key_value",
     }
 
 
