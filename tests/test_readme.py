@@ -4,6 +4,7 @@ where the README's relative paths point)."""
 import pathlib
 import re
 
+import jax.numpy as jnp
 import pytest
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -31,6 +32,12 @@ def test_readme_python_blocks_run(monkeypatch):
         and ns["out"].tokens.shape == (2, 16) and ns["sampled"].tokens.shape == (2, 16)
         and bool((ns["out"].tokens[:, :8] == ns["prompt"]).all()),
         "steered": lambda ns: ns["steered"].shape == (33, 4, 50),
+        # the sweep has its [gamma, layer, head] shape; W8A8 logits stay near the float ones
+        "w8a8_logits": lambda ns: ns["scaled"].shape == (
+            3, ns["model"].config.n_layers, ns["model"].config.n_heads)
+        and bool(jnp.isfinite(ns["scaled"]).all())
+        and float(jnp.abs(ns["w8a8_logits"] - ns["model"].apply(
+            ns["variables"], ns["tokens"])).max()) < 0.5,
         "vit_accuracy": lambda ns: ns["vit_logits"].shape == (2, 10)
         and ns["vit_cache"]["blocks.1.hook_resid_post"].shape == (2, 17, 32)
         and ns["vit_accuracy"] >= 0.9,
