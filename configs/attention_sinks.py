@@ -36,9 +36,9 @@ def get_config():
     c.seeds = (0, 1, 2)
     c.arms = tuple(ARM_MODEL)
     c.arm_model = ConfigDict(ARM_MODEL)
-    c.num_train_steps = 2000
+    c.num_train_steps = 1500
     c.batch_size = 64
-    c.eval_every_steps = 100
+    c.eval_every_steps = 150
     c.sink_threshold = 0.3  # Gu et al.'s epsilon
     c.massive_top_k = 10
     c.analysis_batch = 256
@@ -47,13 +47,14 @@ def get_config():
     # induction builder fields (jaxinterp/data/induction.py): BOS 0 first, 32 random tokens
     # with skip-bigram structure and one repeated segment of 4..16 tokens.
     c.data = ConfigDict(dict(vocab_size=64, half_len=16, min_half_len=4, bos=True,
-                             placement="random", skip_prob=0.2, num_train=20_000,
+                             placement="random", skip_prob=0.5, num_train=20_000,
                              num_test=256, seed=0))
 
-    c.model = dataclass_config(TransformerConfig, n_layers=4, d_model=64, n_heads=4, d_head=16,
-                               d_mlp=256, d_vocab=64, n_ctx=32)
+    c.model = dataclass_config(TransformerConfig, n_layers=2, d_model=64, n_heads=4, d_head=16,
+                               d_mlp=128, d_vocab=64, n_ctx=32)
 
     c.optimizer = base_config().optimizer
     c.optimizer.learning_rate = 3e-3
     c.optimizer.warmup_steps = 100
+    c.optimizer.schedule = "constant"
     return c

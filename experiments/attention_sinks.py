@@ -58,8 +58,9 @@ At the end, per arm and seed:
     (b) by hidden state: the fraction of non-first positions whose residual stream has
         |cos| > 0.9 with BOS's, per layer.
 
-Writes `sink_share.png` (sink share vs step per arm), `massive_activations.png` (the largest
-magnitudes per layer, and the per-dimension maximum of the top layer, per arm),
+Writes `sink_share.png` (sink share vs step per arm, and the largest |resid_post| vs step),
+`massive_activations.png` (per arm and layer, the largest |resid_post| at the end and its ratio
+to the layer's mean magnitude),
 `sink_head_pattern.png` (the attention pattern of the strongest sink head of the first arm
 on one held-out sequence, and its mean over the held-out set), `summary.json`, and per arm
 `params_<arm>.msgpack` (final parameters, a leading seed axis), from which the test
@@ -242,7 +243,7 @@ def secondary_sinks(model, patterns: list[jax.Array], cache: dict, tokens: np.nd
     n_layers = len(patterns)
     pos = tokens.shape[1]
     per_head, where, token_ids, at_repeat = [], [], [], 0
-    for layer, p in enumerate(patterns):
+    for p in patterns:
         alpha = np.array(key_attention(drop_registers(model, p, axis=(-2, -1))))  # [b, h, k]
         alpha[..., 0] = 0.0  # the first token is the primary sink
         alpha[..., pos - MIN_LATER_QUERIES:] = 0.0  # too few later queries
@@ -255,12 +256,15 @@ def secondary_sinks(model, patterns: list[jax.Array], cache: dict, tokens: np.nd
             del h
     n_cand = tokens.shape[0] * (pos - MIN_LATER_QUERIES - 1)  # keys 1..pos-9, per head
     r = n_registers(model)
-    cos_frac = []
+    cos_frac, cos_positions = [], []
     for i in range(n_layers):
         x = np.asarray(cache[f"blocks.{i}.hook_resid_post"])[:, r:]  # [batch, pos, d]
         x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
         cos = np.einsum("bpd,bd->bp", x[:, 1:], x[:, 0])  # contract d: each token vs BOS
-        cos_frac.append(float((np.abs(cos) > COS_THRESHOLD).mean()))
+        similar = np.abs(cos) > COS_THRESHOLD  # [batch, pos - 1]
+        cos_frac.append(float(similar.mean()))
+        cos_positions.append([[int(k) + 1, float(f)] for k, f in enumerate(similar.mean(0))
+                              if f > 0.1])
     counts = np.bincount(np.asarray(token_ids, int), minlength=1)
     top_tokens = [[int(t), int(counts[t])] for t in np.argsort(-counts)[:5] if counts[t]]
     pos_counts = np.bincount(np.asarray(where, int), minlength=pos)
@@ -271,7 +275,9 @@ def secondary_sinks(model, patterns: list[jax.Array], cache: dict, tokens: np.nd
             "top_positions": [[int(k), int(pos_counts[k])] for k in np.argsort(-pos_counts)[:5]
                               if pos_counts[k]],
             "top_tokens": top_tokens,
-            "hidden_cos_to_bos_fraction_per_layer": cos_frac}
+            "hidden_cos_to_bos_fraction_per_layer": cos_frac,
+            # per layer: [position, fraction of sequences] where > 10% are BOS-like
+            "hidden_cos_to_bos_positions_per_layer": cos_positions}
 
 
 def repeat_starts(tokens: np.ndarray, min_len: int) -> np.ndarray:
@@ -289,12 +295,15 @@ def repeat_starts(tokens: np.ndarray, min_len: int) -> np.ndarray:
     return out
 
 
-def final_analysis(config: ConfigDict, model, params, test: np.ndarray) -> dict[str, Any]:
-    """Massive activations and secondary sinks of one run (one seed) on the held-out set."""
+def final_analysis(config: ConfigDict, model, params, test: np.ndarray, capture=None
+                   ) -> dict[str, Any]:
+    """Massive activations and secondary sinks of one run (one seed) on the held-out set.
+    `capture`: a jitted `capture_patterns` of `model` (compiled once per arm)."""
     tokens = test[:, :-1]
     out = {"massive": massive_activations(model, params, tokens, config.massive_top_k,
                                           config.analysis_batch)}
-    _, patterns, cache = jax.jit(lambda p, t: capture_patterns(model, p, t))(params, tokens)
+    capture = capture or jax.jit(lambda p, t: capture_patterns(model, p, t))
+    _, patterns, cache = capture(params, tokens)
     starts = repeat_starts(tokens, int(config.data.min_half_len))
     out["secondary"] = secondary_sinks(model, patterns, cache, tokens, starts,
                                        config.sink_threshold)
@@ -315,12 +324,13 @@ def arm_summary(config: ConfigDict, hist: dict[str, np.ndarray], analyses: list[
         out[f"{name}_final"] = float(share[:, -1].mean())
         out[f"{name}_final_per_seed"] = share[:, -1].tolist()
         out[f"{name}_curve_mean"] = share.mean(axis=0).tolist()
-    both = np.maximum(hist["eval/score_first"], hist["eval/score_bos"])
     out["register_or_bos_sink_share_final_per_seed"] = (
         (hist["eval/score_first"] + hist["eval/score_bos"] > th).mean(axis=(2, 3))[:, -1]
         .tolist())
-    del both
     out["sink_scores_final_per_seed"] = hist["eval/score_first"][:, -1].tolist()  # [s][L][H]
+    out["sink_scores_init_per_seed"] = hist["eval/score_first"][:, 0].tolist()
+    out["max_head_score_final_per_seed"] = hist["eval/score_first"][:, -1].max((1, 2)).tolist()
+    out["max_head_score_init_per_seed"] = hist["eval/score_first"][:, 0].max((1, 2)).tolist()
     out["bos_scores_final_per_seed"] = hist["eval/score_bos"][:, -1].tolist()
     out["loss_final_per_seed"] = hist["eval/loss"][:, -1].tolist()
     out["loss_final"] = float(hist["eval/loss"][:, -1].mean())
@@ -363,7 +373,8 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
         timings[f"{arm}_train_s"] = round(time.time() - t, 1)
         save_params(os.path.join(workdir, f"params_{arm}.msgpack"), params)
         t = time.time()
-        analyses = [final_analysis(config, model, seed_params(params, i), test)
+        capture = jax.jit(lambda p, t, model=model: capture_patterns(model, p, t))
+        analyses = [final_analysis(config, model, seed_params(params, i), test, capture)
                     for i in range(len(config.seeds))]
         timings[f"{arm}_analysis_s"] = round(time.time() - t, 1)
         summary[arm] = arm_summary(config, hist, analyses)
@@ -374,7 +385,7 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
                                      ).mean(axis=(2, 3)),
                        "resid_max": hist["eval/resid_max_abs"]}
         if not example:
-            example = sink_head_example(model, seed_params(params, 0), test[:, :-1],
+            example = sink_head_example(capture, model, seed_params(params, 0), test[:, :-1],
                                         hist["eval/score_first"][0, -1], arm)
     summary["sink_share_final"] = {a: summary[a]["sink_share_final"] for a in config.arms}
     summary["timings"] = timings
@@ -385,11 +396,12 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
         "sink_head_pattern.png": lambda path: plot_sink_head(example, path)})
 
 
-def sink_head_example(model, params, tokens: np.ndarray, scores: np.ndarray, arm: str
-                      ) -> dict[str, Any]:
-    """The pattern of the head with the largest sink score (seed 0 of `arm`)."""
+def sink_head_example(capture, model, params, tokens: np.ndarray, scores: np.ndarray,
+                      arm: str) -> dict[str, Any]:
+    """The pattern of the head with the largest sink score (seed 0 of `arm`); `capture`: a
+    jitted `capture_patterns` of `model`."""
     layer, head = np.unravel_index(np.argmax(scores), scores.shape)
-    _, patterns, _ = jax.jit(lambda p, t: capture_patterns(model, p, t))(params, tokens)
+    _, patterns, _ = capture(params, tokens)
     p = np.asarray(patterns[layer][:, head])
     return {"arm": arm, "layer": int(layer), "head": int(head), "score": float(scores.max()),
             "one": p[0], "mean": p.mean(0), "tokens": tokens[0], "n_reg": n_registers(model)}
