@@ -313,8 +313,8 @@ def final_analysis(config: ConfigDict, model, params, test: np.ndarray, capture=
 # --- the experiment -------------------------------------------------------------------------
 
 
-def arm_summary(config: ConfigDict, hist: dict[str, np.ndarray], analyses: list[dict]
-                ) -> dict[str, Any]:
+def arm_summary(config: ConfigDict, hist: dict[str, np.ndarray], analyses: list[dict],
+                n_reg: int = 0) -> dict[str, Any]:
     th = config.sink_threshold
     out: dict[str, Any] = {}
     for key, name in (("first", "sink_share"), ("bos", "bos_sink_share"),
@@ -324,9 +324,10 @@ def arm_summary(config: ConfigDict, hist: dict[str, np.ndarray], analyses: list[
         out[f"{name}_final"] = float(share[:, -1].mean())
         out[f"{name}_final_per_seed"] = share[:, -1].tolist()
         out[f"{name}_curve_mean"] = share.mean(axis=0).tolist()
+    # The register and BOS together (register arm; the other arms' first token is BOS).
+    both = hist["eval/score_first"] + (hist["eval/score_bos"] if n_reg else 0.0)
     out["register_or_bos_sink_share_final_per_seed"] = (
-        (hist["eval/score_first"] + hist["eval/score_bos"] > th).mean(axis=(2, 3))[:, -1]
-        .tolist())
+        (both > th).mean(axis=(2, 3))[:, -1].tolist())
     out["sink_scores_final_per_seed"] = hist["eval/score_first"][:, -1].tolist()  # [s][L][H]
     out["sink_scores_init_per_seed"] = hist["eval/score_first"][:, 0].tolist()
     out["max_head_score_final_per_seed"] = hist["eval/score_first"][:, -1].max((1, 2)).tolist()
@@ -377,7 +378,7 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
         analyses = [final_analysis(config, model, seed_params(params, i), test, capture)
                     for i in range(len(config.seeds))]
         timings[f"{arm}_analysis_s"] = round(time.time() - t, 1)
-        summary[arm] = arm_summary(config, hist, analyses)
+        summary[arm] = arm_summary(config, hist, analyses, n_registers(model))
         curves[arm] = {"steps": hist["eval_step"],
                        "share": (hist["eval/score_first"] > config.sink_threshold
                                  ).mean(axis=(2, 3)),
