@@ -23,15 +23,19 @@ machine (load average 17-23, four jobs on 2 cores).
 
 Measured at this config (seeds 0 / 1 / 2, end of training, held-out loss ~2.5-2.8 nats in
 every arm):
-  sink share: softmax 0.125 / 0.125 / 0.125 (one layer-0 head at ~0.43; the layer-1 heads at
+  sink share: softmax 0.125 / 0.125 / 0.125 (seed 0: one layer-0 head at 0.43, the layer-1 heads at
     0.22-0.24, below the threshold); softplus (LSSA) 0.125 / 0.25 / 0.125; sigmoid 0 / 0 / 0
     (every head 0.01-0.03, its initial value sigmoid(-log 32) ~0.03: "attention sinks do not
     emerge" reproduces); gated 0 / 0 / 0 (every head <= 0.13: the gate, not a sink, lets a
     head do nothing); register 0 / 0 / 0 on the register and 0 / 0 / 0 on BOS: the mass is
     split (layer-1 heads ~0.15 on the register and ~0.17 on BOS), and register + BOS together
     pass 0.3 in 0.625 / 0.375 / 0.5 of the heads. The softmax and softplus sinks appear between
-    steps 300 and 600 (share half its final value at 600 / 450 / 450) and then stay.
-  massive activations (largest |resid_post| over the held-out set): 7.7-17 in every arm, 8-28
+    steps 300 and 600 (share half its final value at 600 / 450 / 450) and then stay (register:
+    one head of one seed passed 0.3 at steps 750-900 only). The softmax sink head
+    (`sink_head_pattern.png`, seed 0, layer 0 head 0) is active-dormant by position: queries
+    before position ~15 put almost all their mass on BOS (no earlier copy can be 15-16 back
+    yet), later queries attend ~15-16 tokens back (a positional guess at the repeat).
+  massive activations (largest |resid_post| over the held-out set): 7.7-17 in every arm, 7.5-28
     times the layer's mean magnitude, in the last layer but for the register arm (layer 0 in 2
     seeds): nothing like Sun et al.'s > 100 and ~1000x at this scale. Where they sit: softmax on
     BOS in 2 seeds (dims 55, 1) and on the first token after BOS in one (dim 50); softplus and
