@@ -14,9 +14,9 @@ the mechanism has no target lower the score: a perfect previous-token head score
 *Mechanism scores* average the attention mass only over the query positions where the
 mechanism is defined: `previous_token_score` and `induction_score` (for sequences with a known
 repeat, as in the flagship experiment), `attention_mass` (from one query onto chosen keys),
-`attention_sink_score`, `key_attention` (the attention each key receives: secondary sinks),
-`retrieval_score` (Wu et al. 2024), `successor_score` (Gould et al. 2023, from weights) and
-`classify_heads` (active or dormant, Guo et al. 2024). A perfect head scores 1.
+`attention_sink_score`, `retrieval_score` (Wu et al. 2024), `successor_score` (Gould et al.
+2023, from weights) and `classify_heads` (active or dormant, Guo et al. 2024). A perfect head
+scores 1.
 
 Patterns are `[batch, head, query_pos, key_pos]` (one layer, as `ji.run` captures
 `blocks.{i}.attn.hook_pattern`) and scores are `[head]`; stack layers for `[layer, head]`.
