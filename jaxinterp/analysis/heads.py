@@ -224,6 +224,28 @@ def attention_sink_score(
     return mass[..., 1:].astype(jnp.float32).mean(axis=(0, 2))
 
 
+def key_attention(pattern: jax.Array) -> jax.Array:
+    """The mean attention each key receives from the queries after it: [batch, head, key_pos].
+
+    alpha[b, h, k] = mean over q > k of pattern[b, h, q, k] (0 for the last key, which no later
+    query sees). Gu et al. 2024 ("When Attention Sink Emerges in Language Models") score key k
+    by this mean (over q >= k, counting the key's own row); a sink is a key whose alpha exceeds
+    a threshold (0.3 in their metric). For key 0 its batch mean is `attention_sink_score`;
+    a large alpha at k > 0 is a secondary sink.
+
+    Args:
+      pattern: [batch, head, query_pos, key_pos].
+
+    Returns:
+      [batch, head, key_pos] float32.
+    """
+    _check_pattern(pattern)
+    n = pattern.shape[-1]
+    later = jnp.tril(jnp.ones((n, n), jnp.float32), k=-1)  # [q, k]: q > k
+    total = jnp.einsum("bhqk,qk->bhk", pattern.astype(jnp.float32), later)  # contract query_pos
+    return total / jnp.maximum(later.sum(axis=0), 1.0)
+
+
 def retrieval_score(pattern: jax.Array, tokens: jax.Array, needle: jax.Array,
                     answer: jax.Array) -> jax.Array:
     """Retrieval-head score (Wu et al. 2024, "Retrieval Head Mechanistically Explains
