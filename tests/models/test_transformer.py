@@ -60,10 +60,13 @@ def test_scanned_equals_unrolled(variant):
     assert jax.tree.map(jnp.shape, svars) == init_shapes
     out, cache = ji.run(model, variables, tokens, capture="*")
     sout, scache = ji.run(scanned, svars, tokens, capture="*")
-    np.testing.assert_allclose(sout, out, rtol=1e-5, atol=1e-5)
+    # float32 rounding scales with the activations (up to ~7 here): the project's scale-aware
+    # tolerance (compiled at LLVM O0 in the tests, one hook_mlp_out entry of 0.365 differed by
+    # 1.7e-5 under the absolute 1e-5 this test used before)
+    assert_close(sout, out)
     assert list(scache) == list(cache)
     for name in cache:
-        np.testing.assert_allclose(scache[name], cache[name], rtol=1e-5, atol=1e-5, err_msg=name)
+        assert_close(scache[name], cache[name], err_msg=name)
     back = ji.models.unstack_layers(svars)
     assert jax.tree.all(jax.tree.map(np.array_equal, back, nn.meta.unbox(variables)))
 
