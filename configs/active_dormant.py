@@ -20,8 +20,8 @@ held-out sequences); a 3-layer transformer, one head per layer, d_model 32, ReLU
 position; AdamW 3e-3 (betas 0.9, 0.99, weight decay 1e-4) or SGD 0.3 with momentum 0.9 (100x,
 as the authors' 3e-4 and 0.03), constant rates. Seeds 0, 1, 2 per arm, one vmapped call each.
 
-Runtime on 2 CPU cores: 757 s wall (12.6 min) measured on the shared machine at load average
-~20 (four helpers' jobs), 233 s of CPU time (user 229 s + sys 4 s): a few minutes alone.
+Runtime on 2 CPU cores, alone: 131 s wall (223 s user + 8 s sys); re-run with the final code,
+the numbers below unchanged. (On the shared machine, load ~20: 757 s.)
 
 Measured at this config (seeds 0 / 1 / 2; the backcopy head is layer 0's in every run but
 relu_sgd seed 1's, layer 2; "BOS attention" is hook_pattern[q, 0] from non-trigger / trigger

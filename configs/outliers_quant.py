@@ -21,8 +21,8 @@ own input features). Seeds 0, 1, 2 for every arm, all 9 runs one vmapped call. W
 symmetric per-tensor min-max, activations asymmetric per-tensor min-max on 8 training batches
 at 26 sites (every matmul input, the softmax output, residual sums, LayerNorm outputs).
 
-Runtime on 2 CPU cores: 731 s wall (12.2 min; the machine shared with three other jobs, load
-average 18-23), 189 s user+sys: training 634 s, evaluation 65 s, activation_stats 30 s.
+Runtime on 2 CPU cores, alone: 104 s wall (174 s user + 7 s sys); re-run with the final code,
+the numbers below unchanged. (On the shared machine, load 18-23: 731 s.)
 
 Measured at this config (seeds 0 / 1 / 2; test split):
   max infinity norm (max over layers of the FFN output and the residual stream, per-sequence

@@ -17,8 +17,8 @@ position; AdamW at 3e-3 (cosine, 100 warmup steps), batch 64, 1500 steps. Seeds 
 together. Ablation: mean-ablate (`hook_z`) the top k = 2 heads by successor score vs 32 random
 sets of 2 other heads.
 
-Runtime on 2 CPU cores: 3 min 39 s of CPU time (user 3:24 + sys 0:15); 23 min wall on the
-shared machine (load average ~20 from other jobs): training 1222 s, data 41 s, analysis 104 s.
+Runtime on 2 CPU cores, alone: 158 s wall (181 s user + 83 s sys); re-run with the final code,
+the numbers below unchanged. (On the shared machine, load ~20: 23 min.)
 
 Measured at this config (seeds 0 / 1 / 2):
   Successor heads form, all in layer 0: the top head L0H3 in every seed, succession score
