@@ -22,9 +22,8 @@ probes measure it. Sweep: gamma in (0, 0.25, 0.5, 0.75, 1.5, 2) x 2 layers x 4 h
 ACT's redistribution (`redistribute_attention` through `ji.Apply`) and plain `ji.Scale` of
 the pattern; each form's sweep is one compiled call (vmapped over seeds and sink/control).
 
-Runtime on 2 CPU cores: 285 s wall measured (user 68 s + sys 11 s of CPU; the machine shared
-with other jobs at load average 13-17, so mostly waiting; 570 s at load ~20): training 154 s,
-sweeps 61 s, the timing of sweep vs loop most of the rest.
+Runtime on 2 CPU cores, alone: 40 s wall (57 s user + 11 s sys); re-run with the final code,
+the numbers below unchanged. (On the shared machine, load 13-17: 285 s.)
 
 Measured at this config (seeds 0 / 1 / 2; test probes; Δ against the clean run):
   The model: repeat accuracy 0.962 / 0.960 / 0.950, repeat loss 0.267 / 0.267 / 0.343. Its
