@@ -155,7 +155,7 @@ class Attention(nn.Module):
         Returns [batch, pos, d_model]; with `kv_cache` (see the module docstring; `offset`: the
         absolute position of x's first entry) `(out, new_cache)`."""
         check_attention_options(self.attention_type, self.clip_zeta, self.clip_gamma,
-                                self.softplus_power, self.linear_feature_dim)
+                                self.softplus_power, self.linear_feature_dim, self.gate_type)
         split = dict(zip("QKV", x, strict=True)) if isinstance(x, tuple) else None
         if split is not None:
             if self.gated:
@@ -269,8 +269,6 @@ class Attention(nn.Module):
         if self.gate_type == "unconditional":
             b_g = param(self, "b_G", zeros, (h,), ("heads",), pd)
             return jnp.broadcast_to(b_g.astype(dt), (*x.shape[:2], h))
-        if self.gate_type not in GATE_TYPES:
-            raise ValueError(f"gate_type={self.gate_type!r}; choose from {GATE_TYPES}")
         if x.shape[-1] % h:
             raise ValueError(f"gate_type={self.gate_type!r} gives each head a slice of "
                              f"d_model={x.shape[-1]} features, which n_heads={h} must divide")
@@ -349,10 +347,14 @@ class Attention(nn.Module):
 
 
 def check_attention_options(attention_type: str, clip_zeta: float, clip_gamma: float,
-                            softplus_power: float, linear_feature_dim: int | None) -> None:
-    """Raises ValueError for an unknown attention type or out-of-range variant settings."""
+                            softplus_power: float, linear_feature_dim: int | None,
+                            gate_type: str) -> None:
+    """Raises ValueError for an unknown attention or gate type or out-of-range variant
+    settings."""
     if attention_type not in ATTENTION_TYPES:
         raise ValueError(f"attention_type={attention_type!r}; choose from {ATTENTION_TYPES}")
+    if gate_type not in GATE_TYPES:
+        raise ValueError(f"gate_type={gate_type!r}; choose from {GATE_TYPES}")
     if not (clip_gamma <= 0.0 and clip_zeta >= 1.0):
         raise ValueError(f"clipped softmax needs clip_gamma <= 0 <= 1 <= clip_zeta (it stretches "
                          f"softmax to [gamma, zeta] and clips to [0, 1]); got "

@@ -79,7 +79,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import hooks
-from jaxinterp.layers.attention import GATE_TYPES, Attention, check_attention_options
+from jaxinterp.layers.attention import Attention, check_attention_options
 from jaxinterp.layers.axes import RESID_AXES
 from jaxinterp.layers.common import ACTIVATIONS, param
 from jaxinterp.layers.config import StackConfig, check_dtypes, check_positive, dtypes
@@ -232,9 +232,7 @@ class TransformerConfig(TransformerSizes):
         if rd is not None and (rd <= 0 or rd % 2 or rd > self.d_head):
             raise ValueError(f"rotary_dim={rd} must be even and in (0, d_head={self.d_head}]")
         check_attention_options(self.attention_type, self.clip_zeta, self.clip_gamma,
-                                self.softplus_power, self.linear_feature_dim)
-        if self.gate_type not in GATE_TYPES:
-            raise ValueError(f"gate_type={self.gate_type!r}; choose from {GATE_TYPES}")
+                                self.softplus_power, self.linear_feature_dim, self.gate_type)
         if self.mlp_type not in MLP_TYPES:
             raise ValueError(f"mlp_type={self.mlp_type!r}; choose from {MLP_TYPES}")
         if self.mlp_type == "moe" and not self.attn_only:
