@@ -119,6 +119,27 @@ def load(workdir: str | os.PathLike, step: int | None = None) -> tuple[Any, dict
     return build_model(ConfigDict(config)), variables
 
 
+def saved_config(workdir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
+    """The config saved with the newest (or `step`'s) checkpoint in `workdir`, as a dict,
+    without reading any arrays."""
+    directory = epath.Path(os.path.abspath(workdir)) / "checkpoints"
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) \
+        if directory.exists() else []
+    if not steps:
+        raise FileNotFoundError(f"no checkpoints under {directory}")
+    step = steps[-1] if step is None else step
+    if not (directory / str(step) / "config").exists():
+        raise FileNotFoundError(f"the checkpoint for step {step} under {directory} has no "
+                                "saved config")
+    manager = ocp.CheckpointManager(directory, item_handlers={
+        "config": ocp.JsonCheckpointHandler()})
+    try:
+        return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+                               )["config"]
+    finally:
+        manager.close()
+
+
 def _restore_variables(workdir, step):
     """`(variables, saved config dict or None)` from the newest (or `step`'s) checkpoint."""
     directory = epath.Path(os.path.abspath(workdir)) / "checkpoints"

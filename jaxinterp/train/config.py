@@ -78,6 +78,11 @@ def base_config(**overrides: Any) -> ConfigDict:
     # Training-time interventions: list of `jaxinterp.interventions.from_spec` dicts.
     c.interventions = []
 
+    # Trained interventions (jaxinterp.tuning): the base model, frozen, from a jaxinterp
+    # workdir (`base`) or a Hugging Face checkpoint folder (`hf`), and the method trained on it
+    # ({"name": "lofit", ...}, jaxinterp.tuning.METHODS); `config.model` is then unused.
+    c.tuning = ConfigDict(dict(base="", hf="", method=ConfigDict({"name": ""})))
+
     # Multi-host: set coordinator_address (host:port), num_processes and process_id, or leave
     # coordinator_address empty to rely on the environment (e.g. a TPU pod or SLURM).
     c.distributed = ConfigDict(dict(initialize=False, coordinator_address="",
@@ -170,6 +175,26 @@ def validate(config: ConfigDict, n_devices: int | None = None) -> None:
 
 
 def build_model(config: ConfigDict) -> nn.Module:
-    """The model that `config.model` describes: a registry preset plus field overrides."""
+    """The model that `config.model` describes: a registry preset plus field overrides; with
+    `config.tuning` set, `jaxinterp.tuning.Tuned` around the frozen base model."""
+    if tuning_base(config):
+        from jaxinterp import tuning
+
+        return tuning.Tuned(tuning.base_model(config.tuning), tuning.make_method(
+            config.tuning.method))
     fields = dict(config.model)
     return registry.build(fields.pop("preset"), **fields)
+
+
+def tuning_base(config: ConfigDict) -> str:
+    """`config.tuning.base` or `.hf` (where the frozen base model comes from), or "" when the
+    run trains a model; both set is a ValueError."""
+    t = config.get("tuning")
+    if t is None:
+        return ""
+    if t.base and t.hf:
+        raise ValueError(f"config.tuning: set base ({t.base!r}) or hf ({t.hf!r}), not both")
+    if (t.base or t.hf) and not t.method.get("name"):
+        raise ValueError("config.tuning.method.name is empty: name the method to train "
+                         "(jaxinterp.tuning.METHODS)")
+    return t.base or t.hf

@@ -32,10 +32,11 @@ from jaxinterp.train import sharding as sharding_lib
 from jaxinterp.train import state as state_lib
 from jaxinterp.train import step as step_lib
 from jaxinterp.train.checkpoint import Checkpointer
-from jaxinterp.train.config import build_model, validate
+from jaxinterp.train.config import build_model, tuning_base, validate
 from jaxinterp.train.metrics import MetricsWriter, Progress
 from jaxinterp.train.optimizer import make_optimizer, schedule
 from jaxinterp.train.tasks import MaskedLM, NextToken, make_task
+from jaxinterp.tuning.frozen import FROZEN
 
 EvalHook = Callable[[int, Any, nn.Module], Mapping[str, float]]
 """`hook(step, params, model) -> {name: scalar}`, run at every eval (and at step 0)."""
@@ -125,6 +126,8 @@ def train(config: ConfigDict, workdir: str, *, eval_hooks: Sequence[EvalHook] = 
         state, start = restored
         if jax.process_index() == 0:
             print(f"resumed from step {start} in {workdir}", flush=True)
+    elif tuning_base(config):
+        state = _with_base_weights(state, shardings, config)
 
     train_fn = functools.partial(step_lib.train_step, model=model, optimizer=optimizer,
                                  lr_schedule=lr_schedule, task=task, interventions=interventions,
@@ -221,7 +224,7 @@ def _check_collections(config: ConfigDict, model: nn.Module, example) -> list[st
     the model disagree on."""
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *example.inputs,
                                                **example.kwargs))
-    collections = sorted(set(shapes) - {"params", COLLECTION})
+    collections = sorted(set(shapes) - {"params", COLLECTION, FROZEN})
     frozen = [c for c in collections if c not in config.mutable and c != GRID_COLLECTION]
     if frozen:
         raise ValueError(
@@ -234,6 +237,17 @@ def _check_collections(config: ConfigDict, model: nn.Module, example) -> list[st
                 f"config.kan_grid.update_every={config.kan_grid.update_every}, but model "
                 f"{config.model.preset!r} has no B-spline KAN grid to update (set it to 0)")
     return [c for c in config.mutable if c in collections]
+
+
+def _with_base_weights(state, shardings, config: ConfigDict):
+    """A fresh tuning run's state with the base model's real weights in the `frozen`
+    collection (placed like the randomly initialised ones they replace)."""
+    from jaxinterp import tuning
+
+    _, base_variables = tuning.load_base(config.tuning)
+    variables = tuning.with_frozen(state.variables, base_variables)
+    frozen = jax.device_put(variables[FROZEN], shardings.model_state[FROZEN])
+    return state.replace(model_state={**state.model_state, FROZEN: frozen})
 
 
 def _check_output(task, model, state, example, abstract_batch, source) -> None:
