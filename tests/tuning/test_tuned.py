@@ -126,11 +126,11 @@ def test_bad_tuning_configs_are_clear_errors(base):
     with pytest.raises(ValueError, match=r"no field\(s\) \['sight'\]; its fields"):
         validate(config)
     config.tuning.method = ConfigDict({"name": ""})
-    with pytest.raises(ValueError, match="method.name is empty"):
+    with pytest.raises(ValueError, match=r"method\.name is empty"):
         validate(config)
     config.tuning.method = ConfigDict({"name": "steering_vector", "site": SITE})
     config.tuning.hf = "/some/folder"
-    with pytest.raises(ValueError, match="set base .* or hf .*, not both"):
+    with pytest.raises(ValueError, match=r"set base .* or hf .*, not both"):
         validate(config)
     config.tuning.hf = ""
     config.tuning.base = os.path.join(base_dir, "nowhere")
