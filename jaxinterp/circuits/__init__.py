@@ -8,9 +8,9 @@
     circuits.write_json(graph, kept, "graph.json", token_strings)   # circuit-tracer's frontend
     circuits.plot_graph(graph, kept, "graph.png")
 
-Modules: `replacement` (the frozen local replacement model of a prompt), `attribution` (edges
-as batched VJPs, chunked and shardable, in influence order), `prune` (influence, pruning),
-`export` (circuit-tracer JSON, PNG).
+Modules: `replacement` (the frozen local replacement model of a prompt, with per-layer or
+cross-layer transcoders), `attribution` (edges as batched VJPs, chunked and shardable, in
+influence order), `prune` (influence, pruning), `export` (circuit-tracer JSON, PNG).
 """
 
 from jaxinterp.circuits.attribution import Graph, attribute, rows_memory, salient_logits

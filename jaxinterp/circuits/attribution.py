@@ -113,9 +113,9 @@ class _Sources:
     """Write vectors of the source nodes: active features (layer, pos, scaled decoder row),
     errors and token embeddings, as device arrays."""
 
-    layers: jax.Array   # [n_active]
     positions: jax.Array  # [n_active]
-    decoder: jax.Array  # [n_active, d_model]: a_s W_dec[s]
+    dst_layers: jax.Array  # [n_active, k]: the layers each feature writes into (PLT k = 1)
+    decoder: jax.Array  # [n_active, k, d_model]: a_s W_dec[s] into each of those layers
     errors: jax.Array   # [layer, pos, d_model]
     embeds: jax.Array   # [pos, d_model]
 
@@ -132,8 +132,8 @@ def _rows(model, variables, tokens, frozen, sources: _Sources, read_index, pos_i
     def row(r, p, v):
         cotangent = jnp.zeros((n_layers + 1, n_pos, d), jnp.float32).at[r, p].set(v)
         (g,) = vjp(cotangent)
-        feats = jnp.einsum("nd,nd->n", g["mlp"][sources.layers, sources.positions],
-                           sources.decoder)  # contract d_model per active feature
+        at = g["mlp"][sources.dst_layers, sources.positions[:, None]]  # [n_active, k, d]
+        feats = jnp.einsum("nkd,nkd->n", at, sources.decoder)  # contract writes and d_model
         errs = jnp.einsum("lpd,lpd->lp", g["mlp"], sources.errors).reshape(-1)
         toks = jnp.einsum("pd,pd->p", g["embed"], sources.embeds)
         return jnp.concatenate([feats, errs, toks])
@@ -159,8 +159,8 @@ def attribute(
 
     Args:
       model, variables: a jaxinterp transformer with MLP blocks and its variables.
-      transcoders: one per layer (`Transcoders.stack`), reading `ln2.hook_normalized` and
-        writing `hook_mlp_out`.
+      transcoders: one per layer (`Transcoders.stack`) or a cross-layer transcoder
+        (`Transcoders.cross_layer`), reading `ln2.hook_normalized` and writing `hook_mlp_out`.
       tokens: the prompt [pos] (int).
       max_n_logits, desired_logit_prob: the logit nodes (`salient_logits`).
       max_feature_nodes: at most this many feature nodes, chosen by influence on the logits
@@ -194,12 +194,12 @@ def attribute(
     n_layers, n_pos = prompt.errors.shape[:2]
     active = np.argwhere(prompt.acts != 0)  # [n_active, 3], sorted (layer, pos, feature)
     act_values = prompt.acts[tuple(active.T)]
-    w_dec = np.asarray(transcoders.params["W_dec"])
     w_enc = np.asarray(transcoders.params["W_enc"])
     b_enc = np.asarray(transcoders.params["b_enc"])
+    rows_dec, dst = transcoders.decoder_rows(active[:, 0], active[:, 2])
     sources = _Sources(
-        layers=jnp.asarray(active[:, 0]), positions=jnp.asarray(active[:, 1]),
-        decoder=jnp.asarray(w_dec[active[:, 0], active[:, 2]] * act_values[:, None]),
+        positions=jnp.asarray(active[:, 1]), dst_layers=jnp.asarray(dst),
+        decoder=jnp.asarray(rows_dec * act_values[:, None, None]),
         errors=jnp.asarray(prompt.errors), embeds=jnp.asarray(prompt.embeds))
 
     logit_ids, logit_probs = salient_logits(prompt.logits[-1], max_n_logits, desired_logit_prob)
@@ -265,7 +265,9 @@ def attribute(
 
     # The bias terms: what each target reads with every source's write removed (each MLP
     # output reduced to its transcoder's b_dec, no token embeddings).
-    writes = np.einsum("lps,lsd->lpd", prompt.acts, w_dec) + prompt.errors
+    b_dec = np.asarray(transcoders.params["b_dec"])
+    writes = np.asarray(transcoders.decode(jnp.asarray(prompt.acts))) - b_dec[:, None] \
+        + prompt.errors
     removed = np.asarray(jax.device_get(jax.jit(functools.partial(reads, model))(
         variables, tokens_dev, frozen, {"mlp": jnp.asarray(-writes),
                                 "embed": jnp.asarray(-prompt.embeds)})))
@@ -302,8 +304,9 @@ def rows_memory(model: nn.Module, variables: Any, transcoders: Transcoders, toke
     tokens = jnp.asarray(tokens)
     n_layers, d = transcoders.n_layers, transcoders.config.d_in
     n_pos = tokens.shape[0]
-    sources = _Sources(jnp.zeros(n_active, jnp.int32), jnp.zeros(n_active, jnp.int32),
-                       jnp.zeros((n_active, d)), jnp.zeros((n_layers, n_pos, d)),
+    k = n_layers if transcoders.is_cross_layer else 1
+    sources = _Sources(jnp.zeros(n_active, jnp.int32), jnp.zeros((n_active, k), jnp.int32),
+                       jnp.zeros((n_active, k, d)), jnp.zeros((n_layers, n_pos, d)),
                        jnp.zeros((n_pos, d)))
     frozen = jax.tree.map(jnp.asarray, prompt_values(model, variables, transcoders,
                                                      np.asarray(tokens)).frozen)

@@ -7,6 +7,9 @@ the prompt. Each layer's MLP output is then
 
     mlp_out[l] = sum_s a_s W_dec[l, s] + b_dec[l] + error[l]      error = true mlp_out - recon
 
+(with a cross-layer transcoder, CLT, features of every layer l <= m write into layer m's
+output: mlp_out[m] = sum_{l <= m} sum_s a_{l,s} W_dec[l, m, s] + b_dec[m] + error[m])
+
 and, with patterns and scales frozen, every path from a write into the residual stream (a
 token embedding, a feature's decoder row, an error) to a later read (a transcoder's input
 `blocks.{l}.ln2.hook_normalized`, or `ln_final.hook_normalized` for the logits) is linear. The
@@ -43,12 +46,35 @@ FINAL_READ = "ln_final.hook_normalized"
 
 @dataclasses.dataclass(frozen=True)
 class Transcoders:
-    """One transcoder per layer, stacked: `params[name]` is [layer, ...] (W_enc [layer, d_model,
-    d_sae], b_enc [layer, d_sae], W_dec [layer, d_sae, d_model], b_dec [layer, d_model], and
-    log_threshold [layer, d_sae] for JumpReLU); `config` is the shared `SAEConfig`."""
+    """Per-layer transcoders (PLT) or a cross-layer transcoder (CLT), stacked by layer.
+
+    `params[name]`: W_enc [layer, d_model, d_sae], b_enc [layer, d_sae], b_dec [layer, d_model],
+    log_threshold [layer, d_sae] for JumpReLU, and W_dec [layer, d_sae, d_model] (PLT: layer l's
+    features write into layer l's MLP output) or [layer, layer, d_sae, d_model] (CLT: W_dec[l, m]
+    from layer l's features into layer m's output, zero for m < l). `config` is the shared
+    `SAEConfig` of one layer's encoder. Build with `stack` (PLT) or `cross_layer` (CLT).
+    """
 
     params: dict[str, Any]
     config: SAEConfig
+
+    @classmethod
+    def cross_layer(cls, params: dict[str, Any], config: SAEConfig) -> Transcoders:
+        """A CLT from stacked params (W_dec [layer, layer, d_sae, d_model]; its entries for
+        m < l are zeroed: a feature writes only into its own and later layers)."""
+        w_dec = jnp.asarray(params["W_dec"], jnp.float32)
+        n = w_dec.shape[0]
+        if w_dec.ndim != 4 or w_dec.shape[1] != n:
+            raise ValueError(f"a CLT's W_dec is [layer, layer, d_sae, d_model]; got "
+                             f"{w_dec.shape}")
+        causal = jnp.triu(jnp.ones((n, n), jnp.float32))[:, :, None, None]  # [src, dst]
+        stacked = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+        return cls({**stacked, "W_dec": w_dec * causal},
+                   dataclasses.replace(config, site="", out_site=""))
+
+    @property
+    def is_cross_layer(self) -> bool:
+        return self.params["W_dec"].ndim == 4
 
     @classmethod
     def stack(cls, params: Sequence[dict[str, Any]], configs: Sequence[SAEConfig]
@@ -91,9 +117,22 @@ class Transcoders:
         return pre, jax.vmap(lambda z, t: activate(z, self.config, t))(pre, thresholds)
 
     def decode(self, acts: jax.Array) -> jax.Array:
-        """acts [layer, pos, d_sae] -> recon [layer, pos, d_model]."""
+        """acts [layer, pos, d_sae] -> recon [layer, pos, d_model] (CLT: layer m's output sums
+        the writes of layers l <= m)."""
         p = self.params
+        if self.is_cross_layer:  # contract source layer and d_sae
+            return jnp.einsum("lps,lmsd->mpd", acts, p["W_dec"]) + p["b_dec"][:, None]
         return jnp.einsum("lps,lsd->lpd", acts, p["W_dec"]) + p["b_dec"][:, None]  # contract d_sae
+
+    def decoder_rows(self, layers: np.ndarray, features: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The writes of features (layer, feature) [n]: `(rows [n, k, d_model], dst [n, k])`,
+        row j going into layer dst[:, j]'s output (PLT: k = 1, its own layer; CLT: k = layers)."""
+        w = np.asarray(self.params["W_dec"])
+        if self.is_cross_layer:
+            dst = np.broadcast_to(np.arange(w.shape[0]), (len(layers), w.shape[0]))
+            return w[layers, :, features], np.ascontiguousarray(dst)
+        return w[layers, features][:, None], np.asarray(layers)[:, None]
 
 
 @dataclasses.dataclass(frozen=True)

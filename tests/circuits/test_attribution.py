@@ -1,4 +1,5 @@
-"""Attribution graphs on a tiny GPT-2-style model with random per-layer ReLU transcoders:
+"""Attribution graphs on a tiny GPT-2-style model with random per-layer ReLU transcoders (and a
+random cross-layer transcoder):
 
 - every edge equals the direct effect computed independently: a float64 NumPy model of the
   frozen replacement model (attention patterns and norm scales taken from the run, everything
@@ -117,9 +118,8 @@ def test_the_numpy_reference_reproduces_the_real_forward_pass(setup):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_every_edge_equals_the_float64_direct_effect(setup):
-    model, variables, tc, tokens, graph = setup
-    assert graph.complete and graph.n_features > 20, graph.n_features
+def _check_edges(model, variables, tc, tokens, graph, cross_layer=False):
+    """Every edge of `graph` against the float64 NumPy frozen model."""
     forward = _frozen_numpy(model, variables, tokens)
     prompt = circuits.prompt_values(model, variables, tc, tokens)
     zeros_mlp, zeros_emb = np.zeros((N_LAYERS, POS, D)), np.zeros((POS, D))
@@ -128,7 +128,11 @@ def test_every_edge_equals_the_float64_direct_effect(setup):
     for i in graph.selected_features:
         l_, p_, f = graph.active_features[i]
         m = zeros_mlp.copy()
-        m[l_, p_] = graph.activation_values[i] * w_dec[l_, f]
+        if cross_layer:  # into its own layer's output and every later one
+            for dst in range(l_, N_LAYERS):
+                m[dst, p_] = graph.activation_values[i] * w_dec[l_, dst, f]
+        else:
+            m[l_, p_] = graph.activation_values[i] * w_dec[l_, f]
         writes.append((m, zeros_emb))
     for l_ in range(N_LAYERS):
         for p_ in range(POS):
@@ -149,6 +153,12 @@ def test_every_edge_equals_the_float64_direct_effect(setup):
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(rows[:, :n_src], want, rtol=1e-3, atol=2e-4)
     assert not rows[:, n_src:].any()  # logits are never sources
+
+
+def test_every_edge_equals_the_float64_direct_effect(setup):
+    model, variables, tc, tokens, graph = setup
+    assert graph.complete and graph.n_features > 20, graph.n_features
+    _check_edges(model, variables, tc, tokens, graph)
     # Causality: a feature is fed only by earlier layers' features and errors.
     feats = graph.active_features[graph.selected_features]
     later = feats[None, :, 0] >= feats[:, None, 0]
@@ -178,6 +188,21 @@ def test_incoming_edges_plus_bias_sum_to_each_value(setup):
     want = np.asarray(want) + np.r_[b_enc[feats[:, 0], feats[:, 2]],
                                     b_u[graph.logit_tokens] - b_u.mean()]
     np.testing.assert_allclose(graph.biases[rows], want, rtol=1e-4, atol=1e-4)
+
+
+def test_cross_layer_transcoder_edges_and_completeness(setup):
+    model, variables, tc, tokens, _ = setup
+    p = tc.params
+    w_dec = 0.3 * jax.random.normal(jax.random.key(5), (N_LAYERS, N_LAYERS, D_SAE, D))
+    clt = circuits.Transcoders.cross_layer({**p, "W_dec": w_dec}, tc.config)
+    np.testing.assert_array_equal(np.asarray(clt.params["W_dec"][1, 0]), 0)  # no writes back
+    graph = circuits.attribute(model, variables, clt, tokens, chunk_size=16)
+    assert graph.complete and graph.n_features > 20
+    _check_edges(model, variables, clt, tokens, graph, cross_layer=True)
+    n_logits = len(graph.logit_tokens)
+    rows = np.r_[0:graph.n_features, len(graph.values) - n_logits:len(graph.values)]
+    np.testing.assert_allclose(graph.adjacency[rows].sum(1) + graph.biases[rows],
+                               graph.values[rows], rtol=1e-4, atol=1e-4)
 
 
 def test_chunks_and_an_8_device_mesh_give_the_same_rows(setup):
