@@ -8,8 +8,7 @@ training step reads and writes only those k rows of `W_dec` (and columns of `W_e
 
 `decode` gathers the k active decoder rows of each input and sums them weighted (Gao et al.
 2024, "Scaling and evaluating sparse autoencoders", whose TopK kernels do the same); its
-backward reuses the gathered rows (kept from the forward pass: [rows, k, d_out] floats of
-memory) for the activations' gradient and scatter-adds
+backward gathers them again for the activations' gradient and scatter-adds
 `acts[r, j] * g[r]` into row `idx[r, j]` of `W_dec`'s gradient. `encode_at` returns the
 pre-activations at the k indices (taken from the dense `pre`, so the values are the dense
 ones, bit for bit); its backward sends the gradient only to the k active latents: columns of
@@ -18,6 +17,11 @@ k active encoder columns). The dense step instead scatters the k gradients into 
 [rows, d_sae] array and pays two more [rows, d_sae] x [d_sae, d] matmuls for the encoder's
 backward and three for the decoder's forward and backward; the sparse step pays one matmul
 (the encoder's forward, needed to find the top k) and O(rows k d) gathers and scatters.
+
+Every gather/scatter is a `lax.scan` over the k latent slots, each step moving one row per
+input ([rows, d]): on XLA:CPU that is ~8x (gather) and ~3x (scatter) cheaper in CPU time than
+one gather of all [rows, k, d] (which also materialises rows * k * d floats), measured at
+rows 2048, d 512, d_sae 8192, k 32.
 
 Used by `jaxinterp.sae.model.loss` when `SAEConfig(architecture="topk", sparse_decode=True)`;
 `tests/sae/test_sparse_topk.py` checks the step against the dense one.
@@ -35,13 +39,9 @@ def _int_zero(idx: jax.Array) -> np.ndarray:
     return np.zeros(idx.shape, dtype=jax.dtypes.float0)
 
 
-def _scatter_rows(n: int, idx: jax.Array, weights: jax.Array, rows: jax.Array) -> jax.Array:
-    """out [n, d] with out[s] = Σ_{r, j: idx[r, j] = s} weights[r, j] rows[r].
-
-    idx, weights [batch, k]; rows [batch, d]. A scatter-add of batch * k weighted rows."""
-    d = rows.shape[-1]
-    updates = (weights[..., None] * rows[:, None, :]).reshape(-1, d)  # [batch * k, d]
-    return jnp.zeros((n, d), rows.dtype).at[idx.reshape(-1)].add(updates)
+def _rows(w: jax.Array, idx: jax.Array) -> jax.Array:
+    """w[idx] for in-bounds idx [rows] (from top_k): [rows, d]."""
+    return w.at[idx].get(mode="promise_in_bounds")
 
 
 @jax.custom_vjp
@@ -60,12 +60,20 @@ def _encode_at_fwd(x_in, w_enc, b_enc, idx, pre):
 
 def _encode_at_bwd(res, g):
     x_in, w_enc, idx, pre_shape = res  # g [rows, k]
-    d_sae = w_enc.shape[1]
-    cols = jnp.take(w_enc.T, idx, axis=0)  # [rows, k, d_in]: the active encoder columns
-    d_x = jnp.einsum("rk,rkd->rd", g, cols)  # contract the k active latents
-    d_w_enc = _scatter_rows(d_sae, idx, g, x_in).T  # [d_in, d_sae]
-    d_b_enc = jnp.zeros((d_sae,), g.dtype).at[idx.reshape(-1)].add(g.reshape(-1))
-    return d_x, d_w_enc, d_b_enc, _int_zero(idx), jnp.zeros(pre_shape, g.dtype)
+    w_t = w_enc.T  # [d_sae, d_in]: encoder columns as rows
+
+    def one(carry, j_slice):  # latent slot j of every row
+        d_x, d_w_t = carry
+        i, gj = j_slice  # [rows], [rows]
+        d_x = d_x + gj[:, None] * _rows(w_t, i)
+        d_w_t = d_w_t.at[i].add(gj[:, None] * x_in, mode="promise_in_bounds")
+        return (d_x, d_w_t), None
+
+    (d_x, d_w_t), _ = jax.lax.scan(one, (jnp.zeros_like(x_in), jnp.zeros_like(w_t)),
+                                   (idx.T, g.T))
+    d_b_enc = jnp.zeros((w_enc.shape[1],), g.dtype).at[idx.reshape(-1)].add(
+        g.reshape(-1), mode="promise_in_bounds")
+    return d_x, d_w_t.T, d_b_enc, _int_zero(idx), jnp.zeros(pre_shape, g.dtype)
 
 
 encode_at.defvjp(_encode_at_fwd, _encode_at_bwd)
@@ -76,20 +84,30 @@ def decode(acts: jax.Array, idx: jax.Array, w_dec: jax.Array) -> jax.Array:
     """Σ_j acts[r, j] W_dec[idx[r, j]]: acts, idx [rows, k]; W_dec [d_sae, d_out] ->
     [rows, d_out] (no bias). Equals `dense_acts @ W_dec` for the dense activations that are
     `acts` at `idx` and 0 elsewhere."""
-    rows = jnp.take(w_dec, idx, axis=0)  # [rows, k, d_out]: the active decoder rows
-    return jnp.einsum("rk,rko->ro", acts, rows)  # contract the k active latents
+
+    def one(out, j_slice):
+        i, aj = j_slice  # [rows], [rows]
+        return out + aj[:, None] * _rows(w_dec, i), None
+
+    out, _ = jax.lax.scan(one, jnp.zeros((acts.shape[0], w_dec.shape[1]), w_dec.dtype),
+                          (idx.T, acts.T))
+    return out
 
 
 def _decode_fwd(acts, idx, w_dec):
-    rows = jnp.take(w_dec, idx, axis=0)  # [rows, k, d_out], kept for the backward pass
-    return jnp.einsum("rk,rko->ro", acts, rows), (acts, idx, rows, w_dec.shape[0])
+    return decode(acts, idx, w_dec), (acts, idx, w_dec)
 
 
 def _decode_bwd(res, g):
-    acts, idx, rows, d_sae = res  # g [rows, d_out]
-    d_acts = jnp.einsum("ro,rko->rk", g, rows)  # contract d_out
-    d_w_dec = _scatter_rows(d_sae, idx, acts, g)  # [d_sae, d_out]
-    return d_acts, _int_zero(idx), d_w_dec
+    acts, idx, w_dec = res  # g [rows, d_out]
+
+    def one(d_w, j_slice):
+        i, aj = j_slice  # [rows], [rows]
+        d_aj = jnp.sum(g * _rows(w_dec, i), axis=-1)  # [rows]: contract d_out
+        return d_w.at[i].add(aj[:, None] * g, mode="promise_in_bounds"), d_aj
+
+    d_w_dec, d_acts_t = jax.lax.scan(one, jnp.zeros_like(w_dec), (idx.T, acts.T))
+    return d_acts_t.T, _int_zero(idx), d_w_dec
 
 
 decode.defvjp(_decode_fwd, _decode_bwd)
