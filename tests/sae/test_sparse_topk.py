@@ -15,7 +15,6 @@ from jaxinterp.train import sharding
 from tests.helpers.tiny_models import randomize
 
 CONFIGS = {
-    "plain": SAEConfig(architecture="topk", d_in=16, d_sae=64, k=4),
     "auxk": SAEConfig(architecture="topk", d_in=16, d_sae=64, k=4, aux_k=8),
     "transcoder": SAEConfig(architecture="topk", d_in=16, d_sae=64, k=4, d_out=8,
                             transcoder=True, aux_k=6),
