@@ -144,3 +144,13 @@ def test_transcoder_save_is_an_error(tmp_path):
     config = SAEConfig(architecture="relu", d_in=8, d_sae=32, d_out=4, transcoder=True)
     with pytest.raises(ValueError, match="transcoder=True is not supported"):
         save_saelens(tmp_path, {}, config)
+
+
+def test_pre_6_0_config_layout():
+    # SAELens < 6.0: no architecture, hook_point, activation_fn_str + activation_fn_kwargs
+    cfg = {"d_in": 8, "d_sae": 32, "hook_point": SITE, "activation_fn_str": "topk",
+           "activation_fn_kwargs": {"k": 4}, "apply_b_dec_to_input": True,
+           "normalize_activations": False, "dtype": "float32"}
+    params, config = from_saelens(cfg, load_file(DATA / "topk" / "sae_weights.safetensors"))
+    assert (config.architecture, config.k, config.site) == ("topk", 4, SITE)
+    assert_same_encodings(params, config, DATA / "topk")
