@@ -95,3 +95,11 @@ def test_train_throughput_command_line_runs_one_case():
         cwd=pathlib.Path(__file__).parents[1]).stdout
     rows = [line.split()[0] for line in out.splitlines()[2:] if "agree" in line]
     assert rows == ["image"], out
+
+
+@pytest.mark.slow
+def test_sae_topk_speed_runs_at_tiny_settings():
+    from experiments.benchmarks import sae_topk_speed as b
+
+    r = b.measure_jax(d_in=8, d_sae=32, k=2, rows=16, steps=1, repeats=1)
+    assert r["dense_ms"] > 0 and r["sparse_ms"] > 0 and "dense/sparse" in b.report(r)

@@ -32,6 +32,13 @@ all three architectures: Towards Monosemanticity, Gao et al. and Gemma Scope all
 training step removes the gradient component parallel to each row and renormalises after
 each update (`jaxinterp.sae.train`).
 
+Sparse TopK step: with `SAEConfig(architecture="topk", sparse_decode=True)` (off by default),
+`loss` (and so the training step) computes the top k from the dense encoder matmul but decodes,
+and backpropagates through the encoder and decoder, as gathers/scatters of the k active latents
+per row (`jaxinterp.sae.sparse`); the values, gradients and updates equal the dense ones up to
+float summation order. The `SAE` module itself always decodes densely (its `hook_sae_acts` site
+may be edited by an intervention, which a decode from the top-k indices would ignore).
+
 Parameters (logical axes: an SAE is an MLP of width d_sae, so `d_sae` shards like `mlp`):
   W_enc [d_in, d_sae] (embed, mlp), b_enc [d_sae], W_dec [d_sae, d_out] (mlp, embed),
   b_dec [d_out], and for jumprelu log_threshold [d_sae].
@@ -50,6 +57,7 @@ from flax import struct
 
 from jaxinterp.hooks import site
 from jaxinterp.layers.common import param
+from jaxinterp.sae import sparse
 
 ARCHITECTURES = ("relu", "topk", "jumprelu")
 LATENT_AXIS = {"W_enc": 1, "b_enc": 0, "W_dec": 0, "log_threshold": 0}
@@ -73,6 +81,8 @@ class SAEConfig:
       bandwidth: width ε of the rectangle kernel of the threshold pseudo-gradient (jumprelu).
       threshold_init: initial threshold θ (jumprelu).
       normalize_decoder: keep decoder rows at unit norm during training.
+      sparse_decode: (topk) train with the sparse TopK loss: decode and the backward pass as
+        gathers/scatters of the k active latents (`jaxinterp.sae.sparse`); same numbers.
       transcoder: read `site` and predict `out_site` (no `b_dec` centring of the input).
       site: the model site the SAE reads (e.g. `blocks.1.hook_resid_post`); "" if unknown.
       out_site: the site a transcoder predicts (e.g. `blocks.1.hook_mlp_out`).
@@ -91,6 +101,7 @@ class SAEConfig:
     bandwidth: float = 1e-3
     threshold_init: float = 1e-3
     normalize_decoder: bool = True
+    sparse_decode: bool = False
     transcoder: bool = False
     site: str = ""
     out_site: str = ""
@@ -117,6 +128,9 @@ class SAEConfig:
                 raise ValueError(f"k={self.k} must be in [1, d_sae={self.d_sae}]")
             if not 0 <= self.aux_k <= self.d_sae:
                 raise ValueError(f"aux_k={self.aux_k} must be in [0, d_sae={self.d_sae}]")
+        if self.sparse_decode and self.architecture != "topk":
+            raise ValueError(f"sparse_decode=True is for the topk architecture, not "
+                             f"{self.architecture!r}")
         if self.architecture == "jumprelu" and not (self.bandwidth > 0
                                                     and self.threshold_init > 0):
             raise ValueError(f"bandwidth={self.bandwidth} and threshold_init="
@@ -261,9 +275,12 @@ def loss(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, config: SAECo
     Returns:
       (loss, metrics): `mse` (mean over the batch of ||y - ŷ||², summed over d_out),
       `sparsity` (the penalty term, weighted), `aux` (AuxK, weighted), `l0` (mean active
-      latents per input), `explained_variance`, `acts` [batch, d_sae] (for dead-latent
-      tracking) and `per_example_mse` [batch].
+      latents per input), `explained_variance`, `fired` [d_sae] bool (latents non-zero on
+      some row, for dead-latent tracking), `per_example_mse` [batch] and, except with
+      `sparse_decode`, `acts` [batch, d_sae].
     """
+    if config.sparse_decode:
+        return _sparse_topk_loss(params, x, y, config, dead)
     out = SAE(config).apply({"params": params}, x)
     err = jnp.sum(jnp.square(y - out.recon), axis=-1)  # [batch]
     mse = jnp.mean(err)
@@ -282,8 +299,37 @@ def loss(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, config: SAECo
     metrics = dict(mse=mse, sparsity=sparsity, aux=aux,
                    l0=jnp.mean(jnp.sum(out.acts != 0, axis=-1).astype(jnp.float32)),
                    explained_variance=1.0 - jnp.sum(err) / jnp.maximum(total_var, 1e-30),
-                   acts=out.acts, per_example_mse=err)
+                   acts=out.acts, fired=jnp.any(out.acts != 0, axis=0), per_example_mse=err)
     return mse + sparsity + aux, metrics
+
+
+def _sparse_topk_loss(params, x, y, config: SAEConfig, dead):
+    """`loss` of a TopK SAE with the sparse kernels: the same values and gradients."""
+    w_enc, b_enc, w_dec, b_dec = (params[n] for n in ("W_enc", "b_enc", "W_dec", "b_dec"))
+    x = x.astype(jnp.float32)
+    x_in = x if config.transcoder else x - b_dec
+    pre = jax.lax.stop_gradient(jnp.einsum("bd,ds->bs", x_in, w_enc) + b_enc)  # contract d_in
+    _, idx = jax.lax.top_k(pre, config.k)  # [batch, k]
+    acts = jax.nn.relu(sparse.encode_at(x_in, w_enc, b_enc, idx, pre))  # [batch, k]
+    recon = sparse.decode(acts, idx, w_dec) + b_dec  # [batch, d_out]
+    err = jnp.sum(jnp.square(y - recon), axis=-1)  # [batch]
+    mse = jnp.mean(err)
+    total_var = jnp.sum(jnp.square(y - jnp.mean(y, axis=0)))
+    aux = jnp.zeros((), jnp.float32)
+    if config.aux_k and dead is not None:
+        residual = jax.lax.stop_gradient(y - recon)
+        _, aux_idx = jax.lax.top_k(jnp.where(dead, pre, -jnp.inf), config.aux_k)
+        aux_acts = jnp.where(dead[aux_idx], jax.nn.relu(
+            sparse.encode_at(x_in, w_enc, b_enc, aux_idx, pre)), 0.0)  # [batch, aux_k]
+        aux_recon = sparse.decode(aux_acts, aux_idx, w_dec)
+        nmse = jnp.sum(jnp.square(aux_recon - residual)) / jnp.maximum(
+            jnp.sum(jnp.square(residual - residual.mean(0))), 1e-30)
+        aux = config.aux_coeff * jnp.where(jnp.any(dead), nmse, 0.0)
+    metrics = dict(mse=mse, sparsity=jnp.zeros((), jnp.float32), aux=aux,
+                   l0=jnp.mean(jnp.sum(acts != 0, axis=-1).astype(jnp.float32)),
+                   explained_variance=1.0 - jnp.sum(err) / jnp.maximum(total_var, 1e-30),
+                   fired=sparse.fired(idx, acts, config.d_sae), per_example_mse=err)
+    return mse + aux, metrics
 
 
 def _aux_k_loss(params, out: SAEOutput, y: jax.Array, dead: jax.Array, aux_k: int):

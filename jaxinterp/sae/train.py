@@ -193,9 +193,8 @@ def train_step(state: SAEState, x: jax.Array, y: jax.Array, *, config: SAEConfig
     params = optax.apply_updates(state.params, updates)
     if config.normalize_decoder:
         params = {**params, "W_dec": unit_rows(params["W_dec"])}
-    fired = jnp.any(m["acts"] != 0, axis=0)  # [d_sae]
-    counts = jnp.where(fired, 0, state.steps_since_fired + 1)
-    metrics = {k: v for k, v in m.items() if k not in ("acts", "per_example_mse")}
+    counts = jnp.where(m["fired"], 0, state.steps_since_fired + 1)
+    metrics = {k: v for k, v in m.items() if k not in ("acts", "fired", "per_example_mse")}
     metrics.update(loss=total, learning_rate=lr_schedule(state.step),
                    dead_fraction=jnp.mean((counts >= dead_after_steps).astype(jnp.float32)))
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
