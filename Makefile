@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(PY) -m experiments.induction_heads --config=configs/induction_heads.py --workdir=workdirs/induction_heads
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check jaxinterp experiments tests configs
