@@ -50,5 +50,15 @@ def base_model_config(**world) -> ConfigDict:
 
 def get_config() -> ConfigDict:
     c = ConfigDict()
-    c.base = base_model_config()
+    c.seeds = (0, 1, 2)
+    c.trainer = "train"  # "train": jaxinterp.train.train per seed; "vmapped": one call
+    c.data_dir = ""  # "" means <workdir>/data
+    # The base model, on data whose counterfactuals are followed 3 times in 4 (see below).
+    c.base = base_model_config(context_trust=0.75)
+    c.noise_factor = 3.0  # ROME's s3: noise std = 3 x the subject embeddings' std
+    c.num_noise_samples = 10  # ROME's samples
+    c.scales = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)  # head scales swept (1.0: unscaled)
+    c.n_counterfactual = 0  # counterfactual attributes per fact (0: every other one)
+    c.prompt_seed = 0  # counterfactual choice and calibration / test split
+    c.dla_others = 0  # other attributes averaged in the memorised margin (0: all)
     return c
