@@ -56,6 +56,7 @@ Writes `trace.png`, `scaling.png`, `dla.png` and `summary.json`. Measured number
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
 from typing import Any
@@ -77,7 +78,6 @@ from jaxinterp.train.config import build_model
 from jaxinterp.train.loss import cross_entropy
 from jaxinterp.train.vmapped import train_vmapped
 
-SITES = ("resid_pre", "mlp_out", "attn_out")
 CB_LABELS = ("BOS", "s1", "s2", "r")
 METRICS = ("p_memorised", "p_in_context", "rate_memorised", "rate_in_context")
 
@@ -111,21 +111,27 @@ def train_models(config: ConfigDict, workdir: str, data_dir: str):
     model = build_model(config.base)
     src = load_source("factual_recall", "train", data_dir,
                       **dict(config.base.data.builder_kwargs))
-    tokens = jnp.asarray(np.stack([src[i]["tokens"] for i in range(len(src))]))
-    mask = jnp.asarray(np.stack([src[i]["loss_mask"] for i in range(len(src))]))
-    bs = config.base.batch_size
+    tokens = np.stack([src[i]["tokens"] for i in range(len(src))])
+    mask = np.stack([src[i]["loss_mask"] for i in range(len(src))])
+    bs, n = config.base.batch_size, len(tokens)
+    dummy = jnp.zeros((1, tokens.shape[1] - 1), jnp.int32)
 
     def init_fn(key):
-        return model.init(key, tokens[:1, :-1])["params"]
+        return model.init(key, dummy)["params"]
 
     def loss_fn(params, key, args, step):
-        idx = jax.random.randint(key, (bs,), 0, tokens.shape[0])
-        batch, m = tokens[idx], mask[idx]
+        # The data are arguments (run_args), not constants of the compiled program.
+        idx = jax.random.randint(key, (bs,), 0, n)
+        batch, m = args["tokens"][idx], args["mask"][idx]
         logits = model.apply({"params": params}, batch[:, :-1])
         return cross_entropy(logits, batch[:, 1:], m[:, 1:])
 
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-    params, hist = train_vmapped(loss_fn, init_fn, keys, None, config.base.optimizer,
+    # RBG keys: XLA:CPU compiles the vmapped threefry initialisation ~10x slower (measured
+    # 27 s vs 3 s of CPU for this init at tiny settings).
+    keys = jnp.stack([jax.random.key(s, impl="rbg") for s in seeds])
+    per_run = {k: jnp.broadcast_to(v, (len(seeds), *v.shape))
+               for k, v in (("tokens", tokens), ("mask", mask))}
+    params, hist = train_vmapped(loss_fn, init_fn, keys, per_run, config.base.optimizer,
                                  config.base.num_train_steps)
     tail = max(1, config.base.num_train_steps // 20)
     losses = dict(zip(seeds, hist["train/loss"][:, -tail:].mean(1).tolist(), strict=True))
@@ -200,6 +206,15 @@ def answer_metrics(mem: jax.Array, ctx: jax.Array):
     return metric
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(model, variables, tokens):
+    return model.apply(variables, tokens)
+
+
+_dla = jax.jit(direct_logit_attribution, static_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
 def memory_margin_dla(model, variables, tokens, mem, others):
     """Direct logit attribution to logit(mem) - mean_j logit(others[:, j]) at the last
     position: (heads [L, B, H], mlp [L, B] (neurons + bias), attn_bias [L, B],
@@ -214,8 +229,20 @@ def memory_margin_dla(model, variables, tokens, mem, others):
     return jax.tree.map(lambda x: x.mean(0), out)
 
 
-def analyse_seed(model, variables, config, world, cb, cf, calibration, key):
-    """Every measurement of one model (module docstring)."""
+def scaling_sweeps(model, variables: list, config, cf) -> np.ndarray:
+    """[seed, G, L, H, 4 metrics, B]: every seed's (gamma, layer, head) sweep (the whole
+    pattern of one head scaled by gamma) on the counterfactual prompts, one compiled call."""
+    cf_in = inputs_of(cf)
+    metric = answer_metrics(jnp.asarray(cf["memorised"]), jnp.asarray(cf["in_context"]))
+    gammas = np.asarray(config.scales, np.float32)
+    every_key = jnp.ones(cf_in.shape[1], bool)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *variables)
+    return np.asarray(jax.vmap(lambda v: head_scale_sweep(model, v, cf_in, gammas, every_key,
+                                                          metric=metric))(stacked))
+
+
+def analyse_seed(model, variables, config, world, cb, cf, calibration, sweep, key):
+    """Every measurement of one model (module docstring); `sweep`: its `scaling_sweeps`."""
     c = model.config
     cb_in, cf_in = inputs_of(cb), inputs_of(cf)
     mem_cb = jnp.asarray(cb["memorised"])
@@ -223,8 +250,8 @@ def analyse_seed(model, variables, config, world, cb, cf, calibration, key):
     out: dict[str, Any] = {}
 
     # Behaviour.
-    cb_m = np.asarray(answer_metrics(mem_cb, mem_cb)(model.apply(variables, cb_in)))
-    cf_m = np.asarray(answer_metrics(mem, ctx)(model.apply(variables, cf_in)))
+    cb_m = np.asarray(answer_metrics(mem_cb, mem_cb)(_logits(model, variables, cb_in)))
+    cf_m = np.asarray(answer_metrics(mem, ctx)(_logits(model, variables, cf_in)))
     out["closed_book_accuracy"] = float(cb_m[2].mean())
     out["closed_book_p_memorised"] = float(cb_m[0].mean())
     out["counterfactual"] = dict(zip(METRICS, map(float, cf_m.mean(1)), strict=True))
@@ -233,21 +260,18 @@ def analyse_seed(model, variables, config, world, cb, cf, calibration, key):
     subject = np.asarray(cb["subject_mask"])[:, :cb_in.shape[1]]
     noise = subject_noise(model, variables, cb_in, subject, factor=config.noise_factor)
     trace = causal_trace(model, variables, cb_in, subject, mem_cb, noise=noise, key=key,
-                         sites=SITES, num_samples=config.num_noise_samples)
+                         sites=tuple(config.trace_sites), num_samples=config.num_noise_samples)
     out["trace"] = {"noise": noise, "p_clean": float(trace.p_clean.mean()),
                     "p_corrupted": float(trace.p_corrupted.mean()),
                     "effect": {s: np.asarray(v).tolist() for s, v in trace.mean().items()}}
 
     # (b) head attribution and the head-scaling sweep on the counterfactual prompts.
-    attr = direct_logit_attribution(model, variables, cf_in, ctx, mem)  # in-context - memorised
+    attr = _dla(model, variables, cf_in, ctx, mem)  # in-context - memorised
     head_attr = np.asarray(attr.heads)  # [L, B, H]
     calib_attr = head_attr[:, calibration].mean(1)  # [L, H]
     layer, head = np.unravel_index(int(np.argmax(calib_attr)), calib_attr.shape)
     m_layer, m_head = np.unravel_index(int(np.argmin(calib_attr)), calib_attr.shape)
     gammas = np.asarray(config.scales, np.float32)
-    every_key = jnp.ones(cf_in.shape[1], bool)
-    sweep = np.asarray(head_scale_sweep(model, variables, cf_in, gammas, every_key,
-                                        metric=answer_metrics(mem, ctx)))  # [G, L, H, 4, B]
     test = ~calibration
     cal_m, test_m = sweep[..., calibration].mean(-1), sweep[..., test].mean(-1)  # [G, L, H, 4]
     # The head whose scaling moves the in-context rate most on calibration (over gammas).
@@ -341,9 +365,10 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     timings["train_s"] = round(time.time() - t, 1)
     cb, cf, calibration = analysis_prompts(world, config.n_counterfactual, config.prompt_seed)
     t = time.time()
+    sweeps = scaling_sweeps(model, variables, config, cf)
     per_seed = []
     for r, s in enumerate(config.seeds):
-        row = analyse_seed(model, variables[r], config, world, cb, cf, calibration,
+        row = analyse_seed(model, variables[r], config, world, cb, cf, calibration, sweeps[r],
                            jax.random.key(1000 + int(s)))
         per_seed.append({"seed": int(s), "train_loss_final": train_loss[int(s)], **row})
     timings["analysis_s"] = round(time.time() - t, 1)
@@ -352,7 +377,7 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
         "n_closed_book": len(cb["subject"]), "n_counterfactual": len(cf["subject"]),
         "per_seed": per_seed,
         "trace_mean": {s: np.mean([p["trace"]["effect"][s] for p in per_seed], 0).tolist()
-                       for s in SITES},
+                       for s in config.trace_sites},
         "timings": timings,
     }
     summary["seconds"] = round(time.time() - t0, 1)
@@ -368,9 +393,11 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
 def plot_trace(summary, path: str) -> None:
     """Indirect effect [layer, position] per site (mean over seeds and closed-book facts)."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(SITES), figsize=(4 * len(SITES), 3.2))
+    sites = list(summary["trace_mean"])
+    fig, axes = plt.subplots(1, len(sites), figsize=(4 * len(sites), 3.2), squeeze=False)
+    axes = axes[0]
     vmax = max(1e-3, max(np.abs(np.asarray(v)).max() for v in summary["trace_mean"].values()))
-    for ax, site in zip(axes, SITES, strict=True):
+    for ax, site in zip(axes, sites, strict=True):
         m = np.asarray(summary["trace_mean"][site])
         im = ax.imshow(m, cmap="Purples", vmin=0, vmax=vmax, aspect="auto")
         for (layer, i), v in np.ndenumerate(m):
@@ -383,8 +410,8 @@ def plot_trace(summary, path: str) -> None:
     p_clean = np.mean([x["trace"]["p_clean"] for x in p])
     p_corr = np.mean([x["trace"]["p_corrupted"] for x in p])
     fig.suptitle(f"causal tracing, closed-book facts (P clean {p_clean:.2f}, corrupted "
-                 f"{p_corr:.2f}; {len(p)} seeds)", fontsize=9)
-    fig.savefig(path, dpi=110)
+                 f"{p_corr:.2f}; {len(p)} seeds)", fontsize=9, y=1.04)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
