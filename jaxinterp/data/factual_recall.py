@@ -29,7 +29,10 @@ or, with probability `context_prob`, a counterfactual statement of the same fact
 
     BOS s_1 [s_2] r a' SEP s_1 [s_2] r a'                 a' != fact(s, r), same group
 
-whose answer is the in-context a' (the model must let the context override its memory).
+whose answer is the in-context a' (the model must let the context override its memory), or,
+with probability 1 - `context_trust`, the memorised a (an unreliable context: with
+`context_trust` < 1 the two mechanisms compete, and a model that fits the data puts
+probability ~`context_trust` on a' and the rest on a, instead of saturating on a').
 Subjects and relations are uniform; a' is uniform among the other attributes of the group.
 Sequences are padded with PAD to `seq_len` = 10 (the longest: 2 two-piece subjects).
 Training with `task.name='next_token', task.mask_feature='loss_mask'` scores the answer only.
@@ -39,7 +42,8 @@ Features (L = seq_len; positions index `tokens`):
     tokens          int32 [L]   the sequence, answer included, PAD after it
     loss_mask       bool  [L]   True at the answer token only (predicting token t counts)
     answer_pos      int32       the answer's position (the model predicts it at answer_pos - 1)
-    answer          int32       the answer token: in_context if has_context else memorised
+    answer          int32       the answer token: in_context if has_context (and the
+                                context is followed, see `context_trust`) else memorised
     memorised       int32       the fact table's attribute token, fact(s, r)
     in_context      int32       the counterfactual attribute token a', -1 without a context
     subject         int32       the subject id (0 .. n_subjects - 1)
@@ -90,6 +94,8 @@ class FactualRecallConfig(tfds.core.BuilderConfig):
         group >= 2).
       typed_attributes: split the attributes into one group per relation.
       context_prob: probability of the in-context counterfactual statement.
+      context_trust: probability that a counterfactual prompt's answer is the in-context
+        attribute (else the memorised one); 1: always the in-context one.
       num_train, num_test: examples in the `train` and `test` splits.
       world_seed: seed of the world (subjects' pieces, the fact table).
       seed: seed of the prompts (train and test use different streams of it).
@@ -102,6 +108,7 @@ class FactualRecallConfig(tfds.core.BuilderConfig):
     n_attributes: int = 32
     typed_attributes: bool = True
     context_prob: float = 0.5
+    context_trust: float = 1.0
     num_train: int = 8192
     num_test: int = 512
     world_seed: int = 0
@@ -153,9 +160,10 @@ class FactualRecallConfig(tfds.core.BuilderConfig):
                                     f"{self.n_subjects}")
         check(self.n_relations >= 1, f"factual_recall: n_relations must be >= 1, got "
                                      f"{self.n_relations}")
-        check(0.0 <= self.two_token_prob <= 1.0 and 0.0 <= self.context_prob <= 1.0,
-              f"factual_recall: two_token_prob and context_prob must be in [0, 1], got "
-              f"{self.two_token_prob}, {self.context_prob}")
+        check(all(0.0 <= v <= 1.0 for v in (self.two_token_prob, self.context_prob,
+                                             self.context_trust)),
+              f"factual_recall: two_token_prob, context_prob and context_trust must be in "
+              f"[0, 1], got {self.two_token_prob}, {self.context_prob}, {self.context_trust}")
         group = self.n_attributes // self.n_relations if self.typed_attributes else \
             self.n_attributes
         check((not self.typed_attributes or self.n_attributes % self.n_relations == 0)
@@ -200,7 +208,8 @@ def _world_cached(n_subjects, n_pieces, n_two, n_relations, n_attributes, typed,
 
 
 def make_prompts(cfg: FactualRecallConfig, subjects: Sequence[int], relations: Sequence[int],
-                 counterfactual: Sequence[int | None] | None = None) -> dict[str, np.ndarray]:
+                 counterfactual: Sequence[int | None] | None = None,
+                 follow_context: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
     """The dataset's features (batched, [B] / [B, seq_len]) for chosen prompts.
 
     Args:
@@ -209,6 +218,8 @@ def make_prompts(cfg: FactualRecallConfig, subjects: Sequence[int], relations: S
       counterfactual: per prompt None (closed-book) or the in-context attribute TOKEN a' (any
         attribute token, normally one of `cfg.relation_attributes(r)` other than the fact);
         None: all closed-book.
+      follow_context: per prompt whether the answer is the in-context attribute (True, the
+        default) or the memorised one (a context not followed; `context_trust`).
 
     Returns:
       {feature: array} as in the module docstring, with a leading batch axis.
@@ -221,12 +232,17 @@ def make_prompts(cfg: FactualRecallConfig, subjects: Sequence[int], relations: S
     if len(counterfactual) != len(subjects):
         raise ValueError(f"make_prompts: {len(counterfactual)} counterfactuals for "
                          f"{len(subjects)} prompts")
-    rows = [_prompt(cfg, s, r, c) for s, r, c in zip(subjects, relations, counterfactual,
-                                                      strict=True)]
+    follow = [True] * len(subjects) if follow_context is None else list(follow_context)
+    if len(follow) != len(subjects):
+        raise ValueError(f"make_prompts: {len(follow)} follow_context flags for "
+                         f"{len(subjects)} prompts")
+    rows = [_prompt(cfg, s, r, c, f) for s, r, c, f in zip(subjects, relations, counterfactual,
+                                                            follow, strict=True)]
     return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
 
 
-def _prompt(cfg: FactualRecallConfig, s: int, r: int, ctx: int | None) -> dict[str, np.ndarray]:
+def _prompt(cfg: FactualRecallConfig, s: int, r: int, ctx: int | None, follow: bool = True
+            ) -> dict[str, np.ndarray]:
     if not (0 <= s < cfg.n_subjects and 0 <= r < cfg.n_relations):
         raise ValueError(f"make_prompts: subject {s} / relation {r} out of range (n_subjects="
                          f"{cfg.n_subjects}, n_relations={cfg.n_relations})")
@@ -245,7 +261,7 @@ def _prompt(cfg: FactualRecallConfig, s: int, r: int, ctx: int | None) -> dict[s
     tokens += [*subj, rel]
     subject_mask += [True] * len(subj) + [False]
     context_mask += [False] * (len(subj) + 1)
-    answer = fact if ctx is None else ctx
+    answer = fact if ctx is None or not follow else ctx
     answer_pos = len(tokens)
     tokens.append(answer)
     n_pad = SEQ_LEN - len(tokens)
@@ -287,9 +303,11 @@ class FactualRecall(SyntheticBuilder, skip_registration=True):
             for i in range(count):
                 s = int(rng.integers(cfg.n_subjects))
                 r = int(rng.integers(cfg.n_relations))
-                ctx = None
+                ctx, follow = None, True
                 if rng.random() < cfg.context_prob:
                     others = cfg.relation_attributes(r)
                     others = others[others != table[s, r]]
                     ctx = int(rng.choice(others))
-                yield start + i, _prompt(cfg, s, r, ctx)
+                    if cfg.context_trust < 1:  # (no draw at 1: the same data as without it)
+                        follow = bool(rng.random() < cfg.context_trust)
+                yield start + i, _prompt(cfg, s, r, ctx, follow)

@@ -92,6 +92,30 @@ def test_determinism_and_seeds(tmp_path):
     assert not np.array_equal(cfg_a.fact_table, cfg_d.fact_table)
 
 
+def test_context_trust(tmp_path):
+    """With context_trust < 1 some counterfactual prompts answer with the memorised fact;
+    at 1 the data are those of the default config (no extra random draw)."""
+    b = data.FactualRecall(data_dir=str(tmp_path), **{**KW, "context_trust": 0.6})
+    b.download_and_prepare()
+    ex = stacked(b.as_data_source("train"))
+    ctx = ex["has_context"]
+    follow = ex["answer"][ctx] == ex["in_context"][ctx]
+    assert 0.45 < follow.mean() < 0.75
+    np.testing.assert_array_equal(ex["answer"][ctx][~follow], ex["memorised"][ctx][~follow])
+    t = ex["tokens"]
+    np.testing.assert_array_equal(t[np.arange(len(t)), ex["answer_pos"]], ex["answer"])
+    cfg = b.builder_config
+    made = make_prompts(cfg, ex["subject"], ex["relation"],
+                        [int(c) if h else None for c, h in zip(ex["in_context"], ctx,
+                                                               strict=True)],
+                        follow_context=ex["answer"] == ex["in_context"])
+    for k in ex:
+        np.testing.assert_array_equal(made[k], ex[k], err_msg=k)
+    b1 = data.FactualRecall(data_dir=str(tmp_path / "one"), **{**KW, "context_trust": 1.0})
+    assert b1.builder_config.name == "default-n_subjects12-n_subject_tokens10-n_relations3-" \
+        "n_attributes12-num_train300-num_test20"
+
+
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="n_attributes"):
         data.FactualRecall(data_dir=str(tmp_path), n_relations=3, n_attributes=10)
