@@ -41,6 +41,17 @@ def test_readme_python_blocks_run(monkeypatch):
         "vit_accuracy": lambda ns: ns["vit_logits"].shape == (2, 10)
         and ns["vit_cache"]["blocks.1.hook_resid_post"].shape == (2, 17, 32)
         and ns["vit_accuracy"] >= 0.9,
+        # only the vector trained; the frozen ViT is the one trained above, bit for bit
+        "steer_vector": lambda ns: ns["steer_vector"].shape == (32,)
+        and all(bool((a == b).all()) for a, b in zip(
+            ns["jax"].tree.leaves(ns["tuned_variables"]["frozen"]["variables"]),
+            ns["jax"].tree.leaves(ns["vit_variables"]), strict=True)),
+        # completeness: each feature's incoming edges plus its bias give its activation
+        "graph_file": lambda ns: ns["graph"].complete and abs(
+            ns["graph"].adjacency[:ns["graph"].n_features].sum(1)
+            + ns["graph"].biases[:ns["graph"].n_features]
+            - ns["graph"].values[:ns["graph"].n_features]).max() < 1e-4
+        and set(ns["graph_file"]) == {"metadata", "qParams", "nodes", "links"},
         "sae_cache": lambda ns: ns["sae_cache"]["hook_sae_acts"].shape == (4, 256),
     }
     for block in blocks:
