@@ -52,6 +52,8 @@ def test_readme_python_blocks_run(monkeypatch):
             + ns["graph"].biases[:ns["graph"].n_features]
             - ns["graph"].values[:ns["graph"].n_features]).max() < 1e-4
         and set(ns["graph_file"]) == {"metadata", "qParams", "nodes", "links"},
+        "saelens_config": lambda ns: ns["saelens_config"] == ns["config"] and all(
+            bool((ns["saelens_params"][k] == ns["params"][k]).all()) for k in ns["params"]),
         "sae_cache": lambda ns: ns["sae_cache"]["hook_sae_acts"].shape == (4, 256),
     }
     for block in blocks:
