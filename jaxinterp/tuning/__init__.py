@@ -19,10 +19,14 @@ from typing import Any
 import flax.linen as nn
 
 from jaxinterp.tuning.frozen import FROZEN, Frozen, Tuned, with_frozen
+from jaxinterp.tuning.lofit import LoFiTBias, LoFiTScaling, lofit_heads, select_heads
+from jaxinterp.tuning.lora import FullFineTune, LoRA
 from jaxinterp.tuning.steer import SteeringVector
 
 METHODS: dict[str, type[nn.Module]] = {
     "steering_vector": SteeringVector,
+    "lofit_scale": LoFiTScaling, "lofit_bias": LoFiTBias,
+    "lora": LoRA, "full": FullFineTune,
 }
 
 
@@ -44,6 +48,7 @@ def make_method(cfg: Mapping[str, Any]) -> nn.Module:
 
 __all__ = ["FROZEN", "METHODS", "Frozen", "SteeringVector", "Tuned", "base_model", "load_base",
            "make_method",
+           "FullFineTune", "LoFiTBias", "LoFiTScaling", "LoRA", "lofit_heads", "select_heads",
            "with_frozen"]
 
 
