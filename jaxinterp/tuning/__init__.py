@@ -46,10 +46,9 @@ def make_method(cfg: Mapping[str, Any]) -> nn.Module:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
-__all__ = ["FROZEN", "METHODS", "Frozen", "SteeringVector", "Tuned", "base_model", "load_base",
-           "make_method",
-           "FullFineTune", "LoFiTBias", "LoFiTScaling", "LoRA", "lofit_heads", "select_heads",
-           "with_frozen"]
+__all__ = ["FROZEN", "METHODS", "Frozen", "FullFineTune", "LoFiTBias", "LoFiTScaling", "LoRA",
+           "SteeringVector", "Tuned", "base_model", "load_base", "lofit_heads", "make_method",
+           "select_heads", "with_frozen"]
 
 
 def base_model(tuning_config: Mapping[str, Any]) -> nn.Module:

@@ -116,7 +116,7 @@ def test_config_round_trip_and_errors(base):
     m = tuning.make_method({"name": "lofit_bias", "heads": [[0, 1], [1, 0]]})  # as from JSON
     assert isinstance(m, tuning.LoFiTBias)
     _tuned(base, m)
-    with pytest.raises(ValueError, match="layer 0 has heads 0..1"):
+    with pytest.raises(ValueError, match=r"layer 0 has heads 0\.\.1"):
         _tuned(base, tuning.LoFiTBias(heads=((0, 5),)))
     with pytest.raises(ValueError, match="listed twice"):
         _tuned(base, tuning.LoFiTBias(heads=((0, 1), (0, 1))))
