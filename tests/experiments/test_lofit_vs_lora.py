@@ -1,9 +1,10 @@
-"""LoFiT vs LoRA vs full fine-tuning at tiny settings, every run through `jaxinterp.train.train`
-(`config.tuning`): the base (trained on one skip-bigram permutation) does worse on the new
-permutation than on its own; LoRA lowers the new task's loss; LoFiT's stage 1 records a
-penalty and picks heads by ||A||_2, its stage 2 trains 2 heads x d_head = 16 parameters (64x fewer than LoRA's rank 2) and does not beat LoRA
-here (the new task needs a new token-to-token map, which input-independent head offsets cannot
-write: the default run's null result, `configs/lofit_vs_lora.py`).
+"""LoFiT vs LoRA at tiny settings, every run through `jaxinterp.train.train` (`config.tuning`):
+the base (trained on one skip-bigram permutation) does worse on the new permutation than on its
+own; LoRA lowers the new task's loss; LoFiT's stage 1 records its L1 penalty in the trainer's
+loss and ranks heads by ||A||_2; its stage 2 trains 2 heads x d_head = 16 parameters (64x fewer
+than LoRA's rank 2) and does not beat LoRA here: the new task needs a new token-to-token map,
+which input-independent head offsets cannot write (the default run's null result,
+`configs/lofit_vs_lora.py`).
 
 One seed and no full fine-tuning arm (its forward is checked against NumPy in
 tests/tuning/test_lora.py, and it goes through the trainer like LoRA): each trainer run costs
