@@ -171,7 +171,8 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
 
 def plot_accuracy(summary: dict[str, Any], path: str) -> None:
     """Accuracy on the new task against trained parameters (log x), one line per method family,
-    the base's accuracy on the new task (dashed) and on its own task (dotted)."""
+    LoFiT's stage-1 scalings alone (open square), the base's accuracy on the new task (dashed)
+    and on its own task (dotted)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for family, color in (("lofit", "C0"), ("lora", "C1"), ("full", "C2")):
@@ -184,6 +185,9 @@ def plot_accuracy(summary: dict[str, Any], path: str) -> None:
         for x, y, name in pts:
             ax.annotate(name.split("_")[-1] if family != "full" else "full", (x, y),
                         fontsize=7, xytext=(3, 3), textcoords="offset points")
+    scale = summary["lofit_scale"]
+    ax.plot([scale["params"]], [scale["accuracy"]], marker="s", mfc="none", color="C0", ls="",
+            label="lofit stage 1 (scalings A only)")
     if summary["base_on_new_task"]["accuracy"] is not None:
         ax.axhline(summary["base_on_new_task"]["accuracy"], color="gray", ls="--",
                    label="base, no tuning")
