@@ -27,7 +27,9 @@ loss (`l1_lambda` 5e-4 to 1e-3 in the head-selection scripts, 0 in the bias stag
 heads are ranked by `np.linalg.norm(attn_A[j])` (the L2 norm of each head's A), top k by
 `np.argsort(...)[::-1][:k]`, default k = 10% of all heads. The paper's abstract: "identifies a
 subset of attention heads that are most important for learning a specific task, then trains
-offset vectors to add to the model's hidden representations at those selected heads".
+offset vectors to add to the model's hidden representations at those selected heads"; its
+Figure 1 caption: "Only the tuned biases are used in the final model". (The paper's equation
+text was not among the stored pages; the code above is what the equations here follow.)
 
 The L1 term reaches the loss through the trainer's `losses` collection
 (`jaxinterp.train.step.LOSSES`): this method `sow`s `l1 * sum |A|` there and the train step adds
