@@ -5,7 +5,10 @@ its running mean, scale a site, ...) are the same objects as analysis-time ones;
 exactly `model.apply`. What the step knows of the model: a `train` argument of its `__call__`
 (if it has one) is True in the train step and False in eval; the collections in `mutable`
 (`batch_stats`) are updated by the train step; the `dropout` rng comes from the train state.
-What it knows of the data comes from the task (`jaxinterp.train.tasks`).
+What it knows of the data comes from the task (`jaxinterp.train.tasks`). Every value a module
+`sow`s into the `losses` collection (`LOSSES`; e.g. LoFiT's L1 term on its scalings) is added
+to the task's loss, in training and eval, and reported as the `penalty` metric (the task's
+`loss` metric stays the task's own).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from jaxinterp.train.tasks import NextToken, Task
 
 Batch = dict[str, jax.Array]  # the task's features, each [batch, ...]
 _EVAL_STREAM = 0x5EED  # folds the eval key out of the state's rng (the same every eval)
+LOSSES = "losses"  # sown values in this collection are added to the loss
 
 
 def mode_kwargs(model: nn.Module, train: bool) -> dict[str, bool]:
@@ -90,9 +94,13 @@ def loss_fn(
     split = task.split(batch, task_key)
     output, _, new = run_with_state(
         model, {"params": params, **model_state}, *split.inputs,
-        interventions=bind(interventions, iv_state, train), mutable=tuple(mutable) if train else (),
+        interventions=bind(interventions, iv_state, train),
+        mutable=(*mutable, LOSSES) if train else (LOSSES,),
         rngs={"dropout": dropout_key}, **split.kwargs, **mode_kwargs(model, train))
     loss, metrics = task.loss(output, split)
+    if new.get(LOSSES):  # penalties the model sowed (a method's regulariser)
+        penalty = sum(jnp.sum(x) for x in jax.tree.leaves(new[LOSSES]))
+        loss, metrics = loss + penalty, {**metrics, "penalty": penalty}
     new_model_state = {**model_state, **{c: new[c] for c in mutable if c in new}}
     new_iv_state = {k: {"mean": new["interventions"][int(k)].astype(jnp.float32),
                         "count": v["count"] + 1} for k, v in iv_state.items()} \

@@ -19,10 +19,14 @@ from typing import Any
 import flax.linen as nn
 
 from jaxinterp.tuning.frozen import FROZEN, Frozen, Tuned, with_frozen
+from jaxinterp.tuning.lofit import LoFiTBias, LoFiTScaling, lofit_heads, select_heads
+from jaxinterp.tuning.lora import FullFineTune, LoRA
 from jaxinterp.tuning.steer import SteeringVector
 
 METHODS: dict[str, type[nn.Module]] = {
     "steering_vector": SteeringVector,
+    "lofit_scale": LoFiTScaling, "lofit_bias": LoFiTBias,
+    "lora": LoRA, "full": FullFineTune,
 }
 
 
@@ -42,9 +46,9 @@ def make_method(cfg: Mapping[str, Any]) -> nn.Module:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
-__all__ = ["FROZEN", "METHODS", "Frozen", "SteeringVector", "Tuned", "base_model", "load_base",
-           "make_method",
-           "with_frozen"]
+__all__ = ["FROZEN", "METHODS", "Frozen", "FullFineTune", "LoFiTBias", "LoFiTScaling", "LoRA",
+           "SteeringVector", "Tuned", "base_model", "load_base", "lofit_heads", "make_method",
+           "select_heads", "with_frozen"]
 
 
 def base_model(tuning_config: Mapping[str, Any]) -> nn.Module:
