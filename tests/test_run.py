@@ -48,9 +48,11 @@ def test_sites_lists_every_transformerlens_site_with_shapes():
     c = model.config
     expected = {
         "hook_embed": (b, n, c.d_model), "hook_pos_embed": (b, n, c.d_model),
-        "ln_final.hook_normalized": (b, n, c.d_model),
+        "ln_final.hook_normalized": (b, n, c.d_model), "ln_final.hook_scale": (b, n, 1),
     }
     for i in range(c.n_layers):
+        for s in ("ln1.hook_scale", "ln2.hook_scale"):  # 1 / sqrt(var + eps), as in TL
+            expected[f"blocks.{i}.{s}"] = (b, n, 1)
         for s in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out",
                   "hook_resid_post", "ln1.hook_normalized", "ln2.hook_normalized"):
             expected[f"blocks.{i}.{s}"] = (b, n, c.d_model)

@@ -1,10 +1,13 @@
 """LayerNorm and RMSNorm. One copy of the LayerNorm arithmetic (`layer_norm`) behind three
 parameter layouts: `LayerNorm` (TransformerLens names `w`, `b`, with a `hook_normalized` site:
-the output, after the affine weights), `FlaxLayerNorm` (Flax names `scale`, `bias`, no site),
-and `LayerNormParams` + `SharedLayerNorm` (one set of weights applied at several sites); one
-copy of RMSNorm's (`rms_norm`) behind `RMSNorm` (`w`, `hook_normalized`)."""
+the output, after the affine weights, and TransformerLens's `hook_scale`: 1 / sqrt(var + eps)
+[..., 1]), `FlaxLayerNorm` (Flax names `scale`, `bias`, no site), and `LayerNormParams` +
+`SharedLayerNorm` (one set of weights applied at several sites); one copy of RMSNorm's
+(`rms_norm`) behind `RMSNorm` (`w`, `hook_normalized`, `hook_scale`)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -14,24 +17,32 @@ from jaxinterp import hooks
 from jaxinterp.layers.common import param
 
 
-def layer_norm(x: jax.Array, w: jax.Array, b: jax.Array, eps: float, dtype) -> jax.Array:
+def _same(scale: jax.Array) -> jax.Array:
+    return scale
+
+
+def layer_norm(x: jax.Array, w: jax.Array, b: jax.Array, eps: float, dtype,
+               scale_site: Callable[[jax.Array], jax.Array] = _same) -> jax.Array:
     """(x - mean) / sqrt(var + eps) * w + b over the last axis, in float32, returned as `dtype`.
 
     x: [..., d]; w, b: [d]. The one copy of the LayerNorm arithmetic (every LayerNorm calls it).
+    `scale_site` sees the scale 1 / sqrt(var + eps) [..., 1] (a `hook_scale` site).
     """
     xf = x.astype(jnp.float32)
     xf = xf - xf.mean(-1, keepdims=True)
-    xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + eps)
+    xf = xf * scale_site(jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + eps))
     return (xf * w.astype(jnp.float32) + b.astype(jnp.float32)).astype(dtype)
 
 
-def rms_norm(x: jax.Array, w: jax.Array, eps: float, dtype) -> jax.Array:
+def rms_norm(x: jax.Array, w: jax.Array, eps: float, dtype,
+             scale_site: Callable[[jax.Array], jax.Array] = _same) -> jax.Array:
     """x / sqrt(mean(x²) + eps) * w over the last axis, in float32, returned as `dtype`.
 
-    x: [..., d]; w: [d] (LLaMA's RMSNorm: no centring, no bias).
+    x: [..., d]; w: [d] (LLaMA's RMSNorm: no centring, no bias). `scale_site` sees the scale
+    1 / sqrt(mean(x²) + eps) [..., 1].
     """
     xf = x.astype(jnp.float32)
-    xf = xf * jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + eps)
+    xf = xf * scale_site(jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + eps))
     return (xf * w.astype(jnp.float32)).astype(dtype)
 
 
@@ -47,12 +58,17 @@ class _SiteNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
         w = self._weight("w", nn.initializers.ones, x.shape[-1])
-        return hooks.site(self, "hook_normalized", self.normalize(x, w), axes)
+        return hooks.site(self, "hook_normalized", self.normalize(x, w, axes), axes)
 
     def _weight(self, name: str, init, d: int) -> jax.Array:
         return param(self, name, init, (d,), ("embed",), self.param_dtype)
 
-    def normalize(self, x: jax.Array, w: jax.Array) -> jax.Array:
+    def _scale_site(self, axes: tuple[str, ...]) -> Callable[[jax.Array], jax.Array]:
+        """The `hook_scale` site (TransformerLens's): 1 / sqrt(var + eps) [..., 1]. Freezing
+        it (`stop_gradient`) makes the norm linear for attribution graphs."""
+        return lambda scale: hooks.site(self, "hook_scale", scale, (*axes[:-1], "one"))
+
+    def normalize(self, x: jax.Array, w: jax.Array, axes: tuple[str, ...]) -> jax.Array:
         raise NotImplementedError
 
 
@@ -60,9 +76,9 @@ class LayerNorm(_SiteNorm):
     """LayerNorm over the last axis (`layer_norm`, weights `w`, `b`), computed in float32.
     x: [..., d] -> [..., d]."""
 
-    def normalize(self, x: jax.Array, w: jax.Array) -> jax.Array:
+    def normalize(self, x: jax.Array, w: jax.Array, axes: tuple[str, ...]) -> jax.Array:
         b = self._weight("b", nn.initializers.zeros, x.shape[-1])
-        return layer_norm(x, w, b, self.eps, self.dtype)
+        return layer_norm(x, w, b, self.eps, self.dtype, self._scale_site(axes))
 
 
 class RMSNorm(_SiteNorm):
@@ -71,8 +87,8 @@ class RMSNorm(_SiteNorm):
 
     eps: float = 1e-6
 
-    def normalize(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        return rms_norm(x, w, self.eps, self.dtype)
+    def normalize(self, x: jax.Array, w: jax.Array, axes: tuple[str, ...]) -> jax.Array:
+        return rms_norm(x, w, self.eps, self.dtype, self._scale_site(axes))
 
 
 class FlaxLayerNorm(nn.Module):

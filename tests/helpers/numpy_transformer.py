@@ -41,6 +41,16 @@ def _norm(x, p, kind, eps):
     return x
 
 
+def _norm_sites(site, prefix, x, p, kind, eps):
+    """`_norm` with its two sites: `{prefix}.hook_scale` (1 / sqrt(var + eps), [..., 1]) and
+    `{prefix}.hook_normalized`."""
+    if kind == "LN":
+        x = x - x.mean(-1, keepdims=True)
+    scale = site(prefix + ".hook_scale", 1 / np.sqrt((x**2).mean(-1, keepdims=True) + eps))
+    out = x * scale * p["w"] + (p["b"] if kind == "LN" else 0)
+    return site(prefix + ".hook_normalized", out)
+
+
 def _rotary(x, dim, base):
     """x [b, pos, h, d]: rotate pairs (i, i + dim/2) by angle pos * base^(-2i/dim)."""
     n = x.shape[1]
@@ -86,8 +96,8 @@ def forward(cfg, variables, tokens, hooks=None):
         pre = f"blocks.{layer}."
         resid = site(pre + "hook_resid_pre", x)
         a = p["attn"]
-        y = site(pre + "ln1.hook_normalized", _norm(resid, p.get("ln1"), cfg.normalization_type,
-                                                    cfg.eps)) if cfg.normalization_type else resid
+        y = _norm_sites(site, pre + "ln1", resid, p.get("ln1"), cfg.normalization_type,
+                        cfg.eps) if cfg.normalization_type else resid
 
         def proj(name, y=y, a=a):
             out = np.einsum("bpm,nmd->bpnd", y, a[f"W_{name}"])
@@ -117,8 +127,8 @@ def forward(cfg, variables, tokens, hooks=None):
             x = site(pre + "hook_resid_post", resid + attn_out)
             continue
         mid = site(pre + "hook_resid_mid", resid + attn_out)
-        y = site(pre + "ln2.hook_normalized", _norm(mid, p.get("ln2"), cfg.normalization_type,
-                                                    cfg.eps)) if cfg.normalization_type else mid
+        y = _norm_sites(site, pre + "ln2", mid, p.get("ln2"), cfg.normalization_type,
+                        cfg.eps) if cfg.normalization_type else mid
         m = p["mlp"]
         act = ACT[cfg.act_fn]
         lin = y @ m["W_in"] + (m["b_in"] if cfg.use_bias else 0)
@@ -132,8 +142,8 @@ def forward(cfg, variables, tokens, hooks=None):
         mlp_out = site(pre + "hook_mlp_out", mlp_out)
         x = site(pre + "hook_resid_post", mid + mlp_out)
     if cfg.normalization_type:
-        x = site("ln_final.hook_normalized", _norm(x, params["ln_final"], cfg.normalization_type,
-                                                   cfg.eps))
+        x = _norm_sites(site, "ln_final", x, params["ln_final"], cfg.normalization_type,
+                        cfg.eps)
     x = x[:, n_reg:]
     w_u = params["embed"]["W_E"].T if cfg.tie_embeddings else params["W_U"]
     logits = x @ w_u
