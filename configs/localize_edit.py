@@ -29,7 +29,7 @@ def get_config():
     # analysis draws differ; the tests' CPU budget allows one training run)
     c.n_facts = 48  # facts edited per seed (each at every layer)
     c.methods = ("rome", "finetune")
-    c.edit_token = "subject_last"  # ROME's fact token; "last": the relation token
+    c.edit_token = "last"  # the relation token; "subject_last": ROME's fact token (see above)
     c.trace_site = "mlp_out"  # a causal_trace site: mlp_out, resid_pre, resid_post, attn_out
     c.trace_samples = 10  # noise draws (ROME: 10)
     c.cov_ridge = 0.01  # C + ridge * mean(diag C) * I (few keys: d_mlp 256, ~500 positions)

@@ -47,7 +47,6 @@ from experiments.plotting import pyplot
 from jaxinterp.analysis import editing
 from jaxinterp.data.factual_recall import FactualRecallConfig, make_prompts
 
-
 # --- the base model -------------------------------------------------------------------------
 
 
@@ -141,6 +140,7 @@ def analyse_seed(model, variables, cfg: FactualRecallConfig, config: ConfigDict,
             "own_drop": (-np.diag(rel)).tolist(),
             "mean_own_drop": float(-np.diag(rel).mean()),
             "max_abs_other_change": float(np.abs(off).max()),
+            "mean_abs_other_change": float(np.abs(off).mean()),
             "random_max_drop": float(-ctl.min()),
             "random_mean_drop": float(-ctl.mean()),
             "neurons_per_layer": np.asarray(top.sum(-1)).tolist(),  # [R, L]
