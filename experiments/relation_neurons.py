@@ -218,7 +218,7 @@ def plot_matrices(mean, summary, path: str) -> None:
             for (a, b), v in np.ndenumerate(100 * m):
                 ax.text(b, a, f"{v:+.0f}", ha="center", va="center", fontsize=8)
             ax.set(xticks=range(m.shape[1]), yticks=range(m.shape[0]),
-                   xlabel="evaluated relation",
+                   xlabel="evaluated relation" if i == 1 else "",
                    ylabel="clamped relation" if i == 0 else "",
                    title=f"k={k}: {title}")
             ax.title.set_fontsize(9)
