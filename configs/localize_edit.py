@@ -31,7 +31,7 @@ Measured (seeds 0 / 1 / 2):
   MLP tracing effect at the relation token, by layer (mean over facts): 0.40 0.17 0.12 0.12 /
     0.43 0.14 0.11 0.12 / 0.44 0.35 0.23 0.22: it peaks at layer 0.
   ROME mean rewrite score by layer: 0.94 0.85 0.65 0.72 / 0.96 0.73 0.56 0.73 / 1.00 1.00
-    0.92 0.98 (layer 0 best on every seed; success p'(new) > 0.5 on 56-100% of the edits).
+    0.92 0.98 (layer 0 best, or tied, on every seed; success p'(new) > 0.5 on 56-100% of the edits).
   Fine-tuning: 0.94 / 0.96 / 1.00 at every layer (the same facts fail at every layer).
   R^2 of the ROME rewrite score: tracing 0.081 / 0.076 / 0.006, layer 0.089 / 0.114 / 0.063,
     both 0.115 / 0.127 / 0.063 (mean: tracing 0.054, layer 0.089). Fine-tuning: tracing

@@ -11,6 +11,12 @@ for 300 steps (it memorises the table). ONE base model: the CPU budget of the su
 training run, so the three seeds (0, 1, 2) here are seeds of the analysis (which subjects
 identify the neurons and which test them, the random-control draws) on the base model of seed
 0 (`share_base`); the default config trains one model per seed.
+
+Measured (seeds 0 / 1 / 2, k = 64): mean own-relation drop 19 / 12.5 / 25 points, mean |change|
+of the other relations 1.0 / 0.0 / 1.0 points (one fact of 8 at most), 64 random neurons 0 /
+0.8 / 0 points. The three test files of this change (with tests/analysis/test_editing.py and
+tests/experiments/test_localize_edit.py) took 85 s user + 7 s sys together (one training run
+of ~25 s CPU on the 8 test devices), over the 20 s budget.
 """
 
 import json
