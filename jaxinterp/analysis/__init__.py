@@ -25,6 +25,9 @@ One module per concept, with its main function(s) (in `__all__`, importable from
   head_scaling    head_scale_sweep                       what scaling one head's attention to
                                                          chosen keys (a sink) does, for every
                                                          (gamma, layer, head) in one call
+  editing         rome_edit, relation_neuron_scores      what editing an MLP's stored fact (a
+                                                         rank-one or fine-tuning edit) or one
+                                                         relation's neurons does
   stats           activation_stats                       sparsity and massive activations, streamed
   steering        steering_vectors, steer                contrastive steering vectors, added to runs
   probes          fit_linear_probe, fit_logistic_probe   whether a property is linearly decodable
@@ -43,6 +46,7 @@ from jaxinterp.analysis import (
     attribution,
     dla,
     eap,
+    editing,
     figures,
     fourier,
     head_scaling,
@@ -67,6 +71,7 @@ from jaxinterp.analysis.eap import (
     edge_patch,
     faithfulness,
 )
+from jaxinterp.analysis.editing import relation_neuron_scores, rome_edit
 from jaxinterp.analysis.fourier import fourier_power, ipr
 from jaxinterp.analysis.head_scaling import head_scale_sweep, redistribute_attention
 from jaxinterp.analysis.heads import (
@@ -129,6 +134,7 @@ __all__ = [
     "eap",
     "edge_attr_patch",
     "edge_patch",
+    "editing",
     "faithfulness",
     "figures",
     "fit_linear_probe",
@@ -148,7 +154,9 @@ __all__ = [
     "path_patching",
     "probes",
     "process_weights",
+    "relation_neuron_scores",
     "ridge_prefix",
+    "rome_edit",
     "stats",
     "steer",
     "steering",
