@@ -23,6 +23,7 @@ from jaxinterp.data.induction import Induction
 from jaxinterp.data.key_value import KeyValue
 from jaxinterp.data.modular_arithmetic import ModularArithmetic
 from jaxinterp.data.ordinal import Ordinal
+from jaxinterp.data.planted_sum import PlantedSum
 from jaxinterp.data.synthetic import ARRAY_RECORD
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
@@ -34,6 +35,7 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "bigram_backcopy": BigramBackcopy,
     "ordinal": Ordinal,
     "key_value": KeyValue,
+    "planted_sum": PlantedSum,
 }
 
 

@@ -18,11 +18,16 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxinterp.tuning.das import DAS, BoundlessDAS, interchange_accuracy
 from jaxinterp.tuning.frozen import FROZEN, Frozen, Tuned, with_frozen
+from jaxinterp.tuning.reft import LoReFT
 from jaxinterp.tuning.steer import SteeringVector
 
 METHODS: dict[str, type[nn.Module]] = {
     "steering_vector": SteeringVector,
+    "loreft": LoReFT,
+    "das": DAS,
+    "boundless_das": BoundlessDAS,
 }
 
 
@@ -45,6 +50,7 @@ def make_method(cfg: Mapping[str, Any]) -> nn.Module:
 __all__ = ["FROZEN", "METHODS", "Frozen", "SteeringVector", "Tuned", "base_model", "load_base",
            "make_method",
            "with_frozen"]
+__all__ += ["DAS", "BoundlessDAS", "LoReFT", "interchange_accuracy"]
 
 
 def base_model(tuning_config: Mapping[str, Any]) -> nn.Module:
