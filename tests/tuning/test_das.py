@@ -9,6 +9,7 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp import tuning
+from jaxinterp.data.planted_sum import PlantedSumConfig, planted_sum_labels
 from jaxinterp.train.tasks import Interchange, make_task
 from jaxinterp.tuning.das import STEP_COLLECTION, boundary_mask, boundary_size
 
@@ -140,3 +141,13 @@ def test_interchange_task_and_accuracy(base):
     assert tuning.interchange_accuracy(tuned, v, b, s, labels) == pytest.approx(2 / 3)
     assert tuning.interchange_accuracy(tuned, v, b, s, labels, batch_size=2) == \
         pytest.approx(2 / 3)
+
+
+def test_planted_sum_labels():
+    base = np.array([[1, 2, 3], [0, 4, 1]])
+    source = np.array([[3, 3, 2], [1, 0, 4]])
+    labels = planted_sum_labels(base, source)
+    np.testing.assert_array_equal(labels["target"], [9, 4])  # (a + b) * c
+    np.testing.assert_array_equal(labels["source_target"], [12, 4])
+    np.testing.assert_array_equal(labels["counterfactual"], [18, 1])  # (a' + b') * c
+    assert PlantedSumConfig(name="x", num_values=5).vocab_size == 8 * 4 + 1
