@@ -13,7 +13,7 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 import jax
 
-jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_num_cpu_devices", int(os.environ.get("JAXINTERP_TEST_CPU_DEVICES", "8")))
 
 
 import pytest  # noqa: E402

@@ -4,7 +4,7 @@ Builders (each deterministic given its config; see their modules for features an
 `Induction` ("induction"), `ModularArithmetic` ("modular_arithmetic"), `IclRegression`
 ("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`),
 `BigramBackcopy` ("bigram_backcopy"), `Ordinal` ("ordinal"), `KeyValue` ("key_value"),
-`FactualRecall` ("factual_recall").
+`FactualRecall` ("factual_recall"), `PlantedSum` ("planted_sum").
 Image classification: `data.image.make_transforms` / `from_config` give grain transforms
 (normalisation, random crop, random flip) for `make_iterator(..., transform=...)`.
 
@@ -29,6 +29,7 @@ from jaxinterp.data.key_value import KeyValue, KeyValueConfig
 from jaxinterp.data.modular_arithmetic import ModularArithmetic, ModularArithmeticConfig
 from jaxinterp.data.ordinal import Ordinal, OrdinalConfig
 from jaxinterp.data.pipeline import language_model_batch, make_iterator, to_global
+from jaxinterp.data.planted_sum import PlantedSum, PlantedSumConfig
 from jaxinterp.data.sources import BUILDERS, get_builder, load_source
 
 __all__ = [
@@ -51,6 +52,8 @@ __all__ = [
     "ModularArithmeticConfig",
     "Ordinal",
     "OrdinalConfig",
+    "PlantedSum",
+    "PlantedSumConfig",
     "get_builder",
     "image",
     "language_model_batch",

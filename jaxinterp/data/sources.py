@@ -24,6 +24,7 @@ from jaxinterp.data.induction import Induction
 from jaxinterp.data.key_value import KeyValue
 from jaxinterp.data.modular_arithmetic import ModularArithmetic
 from jaxinterp.data.ordinal import Ordinal
+from jaxinterp.data.planted_sum import PlantedSum
 from jaxinterp.data.synthetic import ARRAY_RECORD
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
@@ -36,6 +37,7 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "ordinal": Ordinal,
     "key_value": KeyValue,
     "factual_recall": FactualRecall,
+    "planted_sum": PlantedSum,
 }
 
 

@@ -19,6 +19,9 @@ send the task's `features` of each batch to the devices and, inside the jitted s
   masked_lm       BERT: `mask_prob` of the non-padding tokens are chosen; 80% become
                   `mask_token_id`, 10% a random token, 10% stay; the loss is on the chosen ones.
                   Padding (`pad_id`) is passed to the model as `attention_mask`.
+  interchange     DAS (`jaxinterp.tuning.das`): `base_tokens [L]`, `source_tokens [L]` ->
+                  inputs `(base, source)`; cross-entropy of the logits at `position` against
+                  the counterfactual `label` (its accuracy is the interchange accuracy).
 
 Each task checks a dataset element before anything compiles (`check`) and the model's output
 shape (`check_output`), with errors that name the feature, the shapes and what would fit.
@@ -285,8 +288,62 @@ class MaskedLM(Task):
         return cross_entropy(output, split.targets, split.mask)
 
 
+@dataclasses.dataclass(frozen=True)
+class Interchange(Task):
+    """Interchange-intervention training (DAS): the model is called `(base, source)` and its
+    logits at `position` are scored against the counterfactual label (what the causal model
+    outputs on the base input with the variable set to its value on the source input).
+
+    Attributes:
+      base_feature, source_feature: int token features [batch, L], the same L.
+      label_feature: the counterfactual label, int [batch].
+      position: the position of the logits [batch, pos, vocab] read (or logits [batch, vocab]).
+    """
+
+    base_feature: str = "base_tokens"
+    source_feature: str = "source_tokens"
+    label_feature: str = "label"
+    position: int = -1
+    name = "interchange"
+
+    @property
+    def features(self):
+        return (self.base_feature, self.source_feature, self.label_feature)
+
+    def check(self, element, dataset):
+        super().check(element, dataset)
+        base = _int_feature(self, element, self.base_feature, dataset, 2,
+                            "the base input must be an int sequence [L]")
+        source = _int_feature(self, element, self.source_feature, dataset, 2,
+                              "the source input must be an int sequence [L]")
+        if base.shape != source.shape:
+            raise ValueError(f"task interchange: base {self.base_feature!r} has shape "
+                             f"{base.shape[1:]} per example, source {self.source_feature!r} "
+                             f"{source.shape[1:]}; they must be equal")
+        _int_feature(self, element, self.label_feature, dataset, 1,
+                     "the counterfactual label must be one int per example")
+
+    def split(self, batch, key):
+        del key
+        return Split((batch[self.base_feature], batch[self.source_feature]), {},
+                     batch[self.label_feature].astype(jnp.int32))
+
+    def check_output(self, output, split, source):
+        if len(output.shape) not in (2, 3):
+            raise ValueError(f"task interchange: the model's output has shape "
+                             f"{tuple(output.shape)}; expected logits [batch, pos, vocab] or "
+                             "[batch, vocab]")
+        if len(output.shape) == 3 and not -output.shape[1] <= self.position < output.shape[1]:
+            raise ValueError(f"task interchange: position={self.position} is outside the "
+                             f"output's {output.shape[1]} positions")
+
+    def loss(self, output, split):
+        logits = output[:, self.position] if output.ndim == 3 else output
+        return cross_entropy(logits[:, None], split.targets[:, None])
+
+
 TASKS: dict[str, type[Task]] = {t.name: t for t in (NextToken, Classification, Regression,
-                                                     MaskedLM)}
+                                                     MaskedLM, Interchange)}
 
 
 def make_task(cfg: Mapping[str, Any]) -> Task:

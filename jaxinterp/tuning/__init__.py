@@ -18,15 +18,18 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxinterp.tuning.das import DAS, BoundlessDAS, interchange_accuracy
 from jaxinterp.tuning.frozen import FROZEN, Frozen, Tuned, with_frozen
 from jaxinterp.tuning.lofit import LoFiTBias, LoFiTScaling, lofit_heads, select_heads
 from jaxinterp.tuning.lora import FullFineTune, LoRA
+from jaxinterp.tuning.reft import LoReFT
 from jaxinterp.tuning.steer import SteeringVector
 
 METHODS: dict[str, type[nn.Module]] = {
     "steering_vector": SteeringVector,
     "lofit_scale": LoFiTScaling, "lofit_bias": LoFiTBias,
     "lora": LoRA, "full": FullFineTune,
+    "loreft": LoReFT, "das": DAS, "boundless_das": BoundlessDAS,
 }
 
 
@@ -46,9 +49,10 @@ def make_method(cfg: Mapping[str, Any]) -> nn.Module:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
-__all__ = ["FROZEN", "METHODS", "Frozen", "FullFineTune", "LoFiTBias", "LoFiTScaling", "LoRA",
-           "SteeringVector", "Tuned", "base_model", "load_base", "lofit_heads", "make_method",
-           "select_heads", "with_frozen"]
+__all__ = ["DAS", "FROZEN", "METHODS", "BoundlessDAS", "Frozen", "FullFineTune", "LoFiTBias",
+           "LoFiTScaling", "LoRA", "LoReFT", "SteeringVector", "Tuned", "base_model",
+           "interchange_accuracy", "load_base", "lofit_heads", "make_method", "select_heads",
+           "with_frozen"]
 
 
 def base_model(tuning_config: Mapping[str, Any]) -> nn.Module:

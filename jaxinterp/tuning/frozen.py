@@ -96,8 +96,9 @@ class Tuned(nn.Module):
 
     @nn.compact
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
-        def init_base():
-            variables = dict(self.base.init(self.make_rng("params"), *inputs, **kwargs))
+        def init_base():  # a method's `base_inputs` (DAS: 1 of base, source) feed the base
+            n = getattr(self.method, "base_inputs", None)
+            variables = dict(self.base.init(self.make_rng("params"), *inputs[:n], **kwargs))
             variables.pop(hooks.COLLECTION, None)
             return variables
 

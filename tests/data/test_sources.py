@@ -25,6 +25,7 @@ def test_our_builders_by_name(data_dir):
         "bigram_backcopy",
         "ordinal",
         "key_value",
+        "planted_sum",
     }
 
 
