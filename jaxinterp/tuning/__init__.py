@@ -18,11 +18,13 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxinterp.tuning.controller import SteeringController
 from jaxinterp.tuning.frozen import FROZEN, Frozen, Tuned, with_frozen
 from jaxinterp.tuning.steer import SteeringVector
 
 METHODS: dict[str, type[nn.Module]] = {
     "steering_vector": SteeringVector,
+    "steering_controller": SteeringController,
 }
 
 
@@ -42,8 +44,8 @@ def make_method(cfg: Mapping[str, Any]) -> nn.Module:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
-__all__ = ["FROZEN", "METHODS", "Frozen", "SteeringVector", "Tuned", "base_model", "load_base",
-           "make_method",
+__all__ = ["FROZEN", "METHODS", "Frozen", "SteeringController", "SteeringVector", "Tuned",
+           "base_model", "load_base", "make_method",
            "with_frozen"]
 
 
