@@ -1,4 +1,4 @@
-"""Test set-up: 8 CPU devices (for mesh tests)."""
+"""Test set-up: 8 CPU devices (for mesh tests), and the `xla_cache` fixture for subprocesses."""
 
 import os
 
@@ -14,3 +14,18 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def xla_cache(tmp_path_factory) -> dict[str, str]:
+    """Environment for subprocesses: one XLA compilation cache for the whole session (shared by
+    the pytest-xdist workers), so a program compiled by one test's run is loaded, not compiled
+    again, by every later run of the same command in any test."""
+    from tests.train.family_configs import compile_cache_env
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return compile_cache_env(str(root / "xla_cache"))

@@ -8,6 +8,8 @@ One module per concept, with its main function(s) (in `__all__`, importable from
   module          main function(s)                       what it answers
   patching        act_patch                              which activations carry a clean/corrupted
                                                          difference (activation patching)
+  tracing         causal_trace                           where a noised subject's answer is restored
+                                                         (ROME's causal tracing), one compiled sweep
   path_patching   path_patch                             a sender head's effect through chosen
                                                          receivers only
   attribution     attr_patch                             every activation patch at once, to first
@@ -52,6 +54,7 @@ from jaxinterp.analysis import (
     probes,
     stats,
     steering,
+    tracing,
     weights,
 )
 from jaxinterp.analysis.attribution import attr_patch
@@ -112,6 +115,7 @@ from jaxinterp.analysis.steering import (
     strength_sweep,
     subspace_steer,
 )
+from jaxinterp.analysis.tracing import causal_trace
 from jaxinterp.analysis.weights import process_weights
 
 # The modules and their main functions (the table above). The other names imported here stay
@@ -121,6 +125,7 @@ __all__ = [
     "activation_stats",
     "attr_patch",
     "attribution",
+    "causal_trace",
     "classify_heads",
     "detection_score",
     "direct_logit_attribution",
@@ -153,6 +158,7 @@ __all__ = [
     "steer",
     "steering",
     "steering_vectors",
+    "tracing",
     "tuned_lens",
     "weights",
 ]

@@ -3,7 +3,8 @@
 Builders (each deterministic given its config; see their modules for features and shapes):
 `Induction` ("induction"), `ModularArithmetic` ("modular_arithmetic"), `IclRegression`
 ("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`),
-`BigramBackcopy` ("bigram_backcopy"), `Ordinal` ("ordinal"), `KeyValue` ("key_value").
+`BigramBackcopy` ("bigram_backcopy"), `Ordinal` ("ordinal"), `KeyValue` ("key_value"),
+`FactualRecall` ("factual_recall").
 Image classification: `data.image.make_transforms` / `from_config` give grain transforms
 (normalisation, random crop, random flip) for `make_iterator(..., transform=...)`.
 
@@ -21,6 +22,7 @@ from jaxinterp.data import image
 from jaxinterp.data.bigram_backcopy import BigramBackcopy, BigramBackcopyConfig
 from jaxinterp.data.bursty_icl import BurstyIcl, BurstyIclConfig
 from jaxinterp.data.digits import Digits, DigitsConfig
+from jaxinterp.data.factual_recall import FactualRecall, FactualRecallConfig
 from jaxinterp.data.icl_regression import IclRegression, IclRegressionConfig
 from jaxinterp.data.induction import Induction, InductionConfig
 from jaxinterp.data.key_value import KeyValue, KeyValueConfig
@@ -37,6 +39,8 @@ __all__ = [
     "BurstyIclConfig",
     "Digits",
     "DigitsConfig",
+    "FactualRecall",
+    "FactualRecallConfig",
     "IclRegression",
     "IclRegressionConfig",
     "Induction",

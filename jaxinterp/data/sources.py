@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 from jaxinterp.data.bigram_backcopy import BigramBackcopy
 from jaxinterp.data.bursty_icl import BurstyIcl
 from jaxinterp.data.digits import Digits
+from jaxinterp.data.factual_recall import FactualRecall
 from jaxinterp.data.icl_regression import IclRegression
 from jaxinterp.data.induction import Induction
 from jaxinterp.data.key_value import KeyValue
@@ -34,6 +35,7 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "bigram_backcopy": BigramBackcopy,
     "ordinal": Ordinal,
     "key_value": KeyValue,
+    "factual_recall": FactualRecall,
 }
 
 

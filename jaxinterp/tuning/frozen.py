@@ -22,6 +22,7 @@ trainer builds `Tuned` around the model of `config.tuning.base` (a jaxinterp wor
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 from collections.abc import Sequence
 from typing import Any
@@ -77,8 +78,9 @@ class Frozen:
         shapes = hooks.sites(self.model, *inputs, **apply_kwargs)
         matches = [n for n in shapes if fnmatch.fnmatchcase(n, site)]
         if len(matches) != 1:
-            raise ValueError(f"site {site!r} matches {len(matches)} sites of the base model "
-                             f"({matches[:4]}); name one of: {list(shapes)[:12]} ...")
+            near = matches[:4] or difflib.get_close_matches(site, list(shapes), n=4, cutoff=0)
+            raise ValueError(f"site {site!r} matches {len(matches)} sites of the base model; "
+                             f"it needs exactly one (nearest: {near})")
         return tuple(shapes[matches[0]].shape)
 
 

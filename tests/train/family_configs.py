@@ -98,12 +98,14 @@ def flags(**overrides) -> list[str]:
 
 
 def run(workdir: str, family: str, *flags: str, devices: int = 8, popen: bool = False,
-        module: str = "experiments.train", env: dict | None = None, timeout: float = 600):
+        module: str = "experiments.train", env: dict | None = None, timeout: float = 600,
+        config: str = ""):
     """`python -m <module> --config=<this file>:<family> --workdir=<workdir> <flags>` with
     `devices` CPU devices; the finished `CompletedProcess` (asserted to succeed), or the
-    running `Popen` (stdout and stderr together) with `popen=True`."""
-    cmd = [sys.executable, "-m", module, f"--config={FILE}:{family}", f"--workdir={workdir}",
-           *flags]
+    running `Popen` (stdout and stderr together) with `popen=True`. `config` names another
+    config file instead (then `family` only labels the run)."""
+    cmd = [sys.executable, "-m", module, f"--config={config or f'{FILE}:{family}'}",
+           f"--workdir={workdir}", *flags]
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(devices),
                 **(env or {})}
     if popen:
