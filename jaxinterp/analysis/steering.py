@@ -106,19 +106,32 @@ def contrastive_activations(
     negative_inputs: Any,
     sites: str | Sequence[str],
     *,
-    position: int = -1,
+    position: int | Sequence[int] | jax.Array = -1,
 ) -> dict[str, tuple[jax.Array, jax.Array]]:
     """`{site: (positive [n_pos, ...], negative [n_neg, ...])}`: each site's activations of
     the two input sets at `position` (sites with a position axis second, [batch, pos, ...]),
-    one capture run per set."""
+    one capture run per set. `position` is one position for every example, or one per
+    example (int [n], the same for both sets, e.g. each padded prompt's last token)."""
     patterns = (sites,) if isinstance(sites, str) else tuple(sites)
     _, pos_cache = run(model, variables, positive_inputs, capture=patterns)
     _, neg_cache = run(model, variables, negative_inputs, capture=patterns)
+    index = np.asarray(position)
+    if index.ndim > 1:
+        raise ValueError(f"position must be an int or [n] ints, got shape {index.shape}")
     out = {}
     for name, a in pos_cache.items():
-        if a.ndim < 3 or not -a.shape[1] <= position < a.shape[1]:
+        b = neg_cache[name]
+        if a.ndim < 3 or index.size == 0 or not (-a.shape[1] <= index.min()
+                                                 and index.max() < a.shape[1]):
             raise ValueError(f"site {name!r} of shape {a.shape} has no position {position}")
-        out[name] = (a[:, position], neg_cache[name][:, position])
+        if index.ndim == 0:
+            out[name] = (a[:, int(index)], b[:, int(index)])
+        elif not len(index) == len(a) == len(b):
+            raise ValueError(f"{len(index)} positions for {len(a)} positive and {len(b)} "
+                             "negative examples; per-example positions need one per example")
+        else:
+            rows = np.arange(len(index))
+            out[name] = (a[rows, index], b[rows, index])
     return out
 
 
@@ -129,7 +142,7 @@ def steering_vectors(
     negative_inputs: Any,
     sites: str | Sequence[str],
     *,
-    position: int = -1,
+    position: int | Sequence[int] | jax.Array = -1,
     method: Literal["mean", "pca"] = "mean",
 ) -> dict[str, jax.Array]:
     """`{site: vector [d]}` from the activations of contrastive inputs at `position`.
@@ -139,7 +152,8 @@ def steering_vectors(
       positive_inputs, negative_inputs: model inputs, e.g. tokens [n, pos] (the same shape for
         `method="pca"`, whose examples are paired by index).
       sites: site names or globs (`"blocks.*.hook_resid_post"` gives one vector per layer).
-      position: the position whose activation is used (-1: the last token).
+      position: the position whose activation is used (-1: the last token), or one per
+        example (`contrastive_activations`).
       method: "mean" (`mean_difference`) or "pca" (`principal_direction`, a reading vector).
     """
     builders: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {

@@ -70,6 +70,17 @@ def test_contrastive_activations_and_reading_vectors_from_a_model(model_vars):
         np.testing.assert_allclose(vecs[name], _repe_numpy(np.asarray(a, np.float64),
                                                            np.asarray(b, np.float64), 1)[0],
                                    atol=1e-4)
+    per_example = steering.contrastive_activations(model, variables, tokens, other,
+                                                   "blocks.0.hook_resid_post", position=[2, 0, 9])
+    a, b = per_example["blocks.0.hook_resid_post"]
+    full_a = ji.run(model, variables, tokens, capture="blocks.0.hook_resid_post")[1]
+    full_b = ji.run(model, variables, other, capture="blocks.0.hook_resid_post")[1]
+    for i, p in enumerate([2, 0, 9]):
+        np.testing.assert_allclose(a[i], full_a["blocks.0.hook_resid_post"][i, p], rtol=1e-6)
+        np.testing.assert_allclose(b[i], full_b["blocks.0.hook_resid_post"][i, p], rtol=1e-6)
+    with pytest.raises(ValueError, match="per-example positions"):
+        steering.contrastive_activations(model, variables, tokens, other,
+                                         "blocks.0.hook_resid_post", position=[1, 2])
 
 
 def test_each_site_sweep_is_one_call_equal_to_the_loop(model_vars):
