@@ -10,9 +10,41 @@ Claims compared with: steering vectors change a chosen behaviour with little eff
 the controller "learns to discriminatively apply nuanced, layer-aware interventions,
 activating steering primarily for harmful inputs", outperforming fixed steering.
 
-Runtime on 2 CPU cores: MEASURED BELOW.
+Setup (`experiments/steering.py`): the factual-recall base model (`base_model_config`, 300
+steps instead of 600: accuracy 1.0 from step 300), one per seed; behaviour: closed-book prompts
+of relation 0 answered with the subject's relation-1 attribute ("switch rate", 32 prompts);
+unrelated: closed-book prompts of relations 1-3 and one counterfactual prompt per (subject,
+relation), 224 prompts, KL(base || steered) at the answer. Vectors added at every position.
 
-Measured at this config: MEASURED BELOW.
+Runtime on 2 CPU cores: 815 s wall on the shared machine at load ~20 (3 seeds: base 80-88 s,
+controller 105-112 s each), 231 s user + 13 s sys.
+
+Measured at this config (seeds 0 / 1 / 2; base model: switch rate 0, unrelated accuracy 1.0):
+  Probe: every site's logistic probe (target vs source relation, last token) has held-out
+    accuracy 1.0 (the relation is linearly readable everywhere), so the probe's choice is the
+    tie-break, the earliest site, blocks.0.hook_resid_pre; it is also the sweep's best site
+    on every seed.
+  Mean-difference vectors: best switch rate (over strengths 0-3) 0.69 / 0.44 / 0.84 at
+    blocks.0.hook_resid_pre (other sites 0.25-0.53), at an unrelated KL of 1.9 / 0.22 / 0.89
+    nats; the response peaks at strength 0.5-1 and falls beyond (overshoot). Reading vectors
+    (RepE PCA) give the same best rates at blocks.0.hook_resid_pre and equal or lower ones
+    elsewhere.
+  Latent-subspace steering (top-2 reading directions at blocks.0.hook_resid_pre, coordinates
+    moved to the target prompts' mean): switch 0.97 / 0.78 / 0.97 at KL 0.39 / 0.18 / 0.04
+    (strength 0.75); 0.69 / 0.66 / 0.50 at KL 0.04 / 0.006 / 0.003 (strength 0.5). The best
+    trade-off here by far.
+  Controller (300 steps, lr 1e-2; steered sites blocks.*.hook_resid_pre with their
+    mean-difference vectors; input blocks.1.hook_resid_post, last position): switch 0.22 /
+    0.28 / 0.44 at KL 0.13 / 0.09 / 0.09 (unrelated accuracy 0.96-0.97). The fixed vector
+    (same vectors, one strength, swept) at the same KL: 0.13 / 0.29 / 0.14; the best single
+    site: 0.14 / 0.19 / 0.20; subspace steering: 0.76 / 0.72 / 0.96. So the controller beats
+    the fixed vector at equal KL on 2 of 3 seeds (ties on seed 1), but it barely tells the
+    prompts apart: its scale on source prompts is 0.69 / 1.43 / 0.75 against 0.64 / 1.25 /
+    0.67 on unrelated ones (Guiding Giants' selective activation is not reproduced; the gain
+    comes from weighting layer 0 over layer 1: weights 0.50 / 0.25 / 0.55 vs 0.08 / 0.24 /
+    0.14). Its multiplier sweep tops out at 0.47 / 0.31 / 0.69 (KL ~1).
+  Tuned.apply equals the swept interventions at m = 1 exactly; the frozen base is
+    bit-identical after training the controller.
 """
 
 from ml_collections import ConfigDict

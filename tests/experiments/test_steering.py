@@ -28,13 +28,15 @@ def tiny_config():
     config.base.data.builder_kwargs.update(WORLD)
     config.base.model.update(d_model=32, n_heads=2, d_head=16, d_mlp=64,
                              d_vocab=3 + 8 + 2 + 8)
-    config.base.update(num_train_steps=150, batch_size=32, eval_batches=1,
-                       eval_every_steps=150, checkpoint_every_steps=150, log_every_steps=50)
+    config.base.update(num_train_steps=120, batch_size=32, eval_batches=1,
+                       eval_every_steps=120, checkpoint_every_steps=120, log_every_steps=60)
     config.base.optimizer.warmup_steps = 20
-    config.controller.update(num_train_steps=60, hidden=16)
-    config.strengths = (0.0, 0.5, 1.0, 2.0)
-    config.subspace_strengths = (0.0, 0.5, 1.0)
-    config.controller_multipliers = (0.0, 1.0, 2.0)
+    config.controller.update(num_train_steps=40, hidden=16)
+    config.sites = ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre",
+                    "blocks.1.hook_resid_post")
+    config.strengths = (0.0, 1.0, 2.0)
+    config.subspace_strengths = (0.0, 1.0)
+    config.controller_multipliers = (0.0, 1.0)
     return config
 
 
