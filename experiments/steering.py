@@ -71,7 +71,7 @@ from experiments.plotting import pyplot
 from jaxinterp import tuning
 from jaxinterp.analysis import steering as S
 from jaxinterp.data import sources
-from jaxinterp.data.factual_recall import FactualRecall, FactualRecallConfig, _prompt
+from jaxinterp.data.factual_recall import FactualRecall, FactualRecallConfig, make_prompts
 from jaxinterp.data.synthetic import chunk_rngs
 
 METRICS = ("switch", "p_switch", "kl_unrelated", "acc_unrelated", "kept_memorised")
@@ -106,6 +106,11 @@ class RelationSwitchConfig(FactualRecallConfig):
         if not 0.0 < self.switch_prob < 1.0:
             raise ValueError(f"relation_switch: switch_prob must be in (0, 1), got "
                              f"{self.switch_prob}")
+
+
+def _prompt(cfg: FactualRecallConfig, s: int, r: int, ctx: int | None) -> dict:
+    """One prompt's features (`make_prompts` of a single prompt, unbatched)."""
+    return {k: v[0] for k, v in make_prompts(cfg, [s], [r], [ctx]).items()}
 
 
 def switched_prompt(cfg: FactualRecallConfig, s: int, source: int, target: int) -> dict:
