@@ -109,11 +109,16 @@ from jaxinterp.analysis.probes import (
 )
 from jaxinterp.analysis.stats import ActivationStats, activation_stats
 from jaxinterp.analysis.steering import (
+    best_site,
+    contrastive_activations,
     mean_difference,
     principal_direction,
+    principal_directions,
+    probe_sites,
     steer,
     steering_vectors,
     strength_sweep,
+    subspace_steer,
 )
 from jaxinterp.analysis.tracing import causal_trace
 from jaxinterp.analysis.weights import process_weights

@@ -18,6 +18,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxinterp.tuning.controller import SteeringController
 from jaxinterp.tuning.das import DAS, BoundlessDAS, interchange_accuracy
 from jaxinterp.tuning.frozen import FROZEN, Frozen, Tuned, with_frozen
 from jaxinterp.tuning.lofit import LoFiTBias, LoFiTScaling, lofit_heads, select_heads
@@ -27,6 +28,7 @@ from jaxinterp.tuning.steer import SteeringVector
 
 METHODS: dict[str, type[nn.Module]] = {
     "steering_vector": SteeringVector,
+    "steering_controller": SteeringController,
     "lofit_scale": LoFiTScaling, "lofit_bias": LoFiTBias,
     "lora": LoRA, "full": FullFineTune,
     "loreft": LoReFT, "das": DAS, "boundless_das": BoundlessDAS,
@@ -50,9 +52,9 @@ def make_method(cfg: Mapping[str, Any]) -> nn.Module:
 
 
 __all__ = ["DAS", "FROZEN", "METHODS", "BoundlessDAS", "Frozen", "FullFineTune", "LoFiTBias",
-           "LoFiTScaling", "LoRA", "LoReFT", "SteeringVector", "Tuned", "base_model",
-           "interchange_accuracy", "load_base", "lofit_heads", "make_method", "select_heads",
-           "with_frozen"]
+           "LoFiTScaling", "LoRA", "LoReFT", "SteeringController", "SteeringVector", "Tuned",
+           "base_model", "interchange_accuracy", "load_base", "lofit_heads", "make_method",
+           "select_heads", "with_frozen"]
 
 
 def base_model(tuning_config: Mapping[str, Any]) -> nn.Module:
