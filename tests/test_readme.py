@@ -54,6 +54,8 @@ def test_readme_python_blocks_run(monkeypatch):
         and set(ns["graph_file"]) == {"metadata", "qParams", "nodes", "links"},
         "saelens_config": lambda ns: ns["saelens_config"] == ns["config"] and all(
             bool((ns["saelens_params"][k] == ns["params"][k]).all()) for k in ns["params"]),
+        "das_names": lambda ns: {"das", "loreft", "lofit_scale", "lora",
+                                 "steering_controller"} <= set(ns["das_names"]),
         "sae_cache": lambda ns: ns["sae_cache"]["hook_sae_acts"].shape == (4, 256),
     }
     for block in blocks:
