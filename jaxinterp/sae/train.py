@@ -580,7 +580,7 @@ def fit(config: SAEConfig, tc: TrainConfig, model: nn.Module | None = None,
         state=state, shardings=shardings,
         step=compile_train_step(mesh, shardings, config=config, tx=tx, lr_schedule=lr_schedule,
                                 dead_after_steps=tc.dead_after_steps),
-        resample=jax.jit(functools.partial(_resample_from_state, config=config,
+        resample=jax.jit(functools.partial(resample_from_state, config=config,
                                            dead_after_steps=tc.dead_after_steps),
                          in_shardings=(shardings, rows, rows),
                          out_shardings=(shardings, replicated)),
@@ -866,7 +866,7 @@ def _place_variables(model: nn.Module, variables: Any, tokens: Any, mesh: Mesh, 
         np.shape(x), s, lambda index, x=x: np.asarray(x)[index]), host, shardings)
 
 
-def _resample_from_state(state: SAEState, x: jax.Array, y: jax.Array, **kwargs: Any
+def resample_from_state(state: SAEState, x: jax.Array, y: jax.Array, **kwargs: Any
                          ) -> tuple[SAEState, jax.Array]:
     """`resample_dead` with the key `fold_in(state.rng, state.step)`: a function of the
     state alone, so a resumed run draws the same keys."""
