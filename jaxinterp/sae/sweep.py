@@ -166,14 +166,29 @@ def group_resample(state: SAEState, x: jax.Array, y: jax.Array, hp: Mapping[str,
 
 def stacked_state(configs: Sequence[SAEConfig], trains: Sequence[TrainConfig], mesh: Mesh,
                   rules) -> tuple[SAEState, SAEState]:
-    """The members' fresh states (`create_state` with each one's config and seed) stacked
-    on a leading member axis, and its shardings (each member's, unsharded on that axis)."""
-    members = [create_state(c, optimizer(t)[0], mesh, rules, t.seed)
-               for c, t in zip(configs, trains, strict=True)]
-    shardings = jax.tree.map(lambda s: NamedSharding(mesh, P(None, *s.spec)), members[0][1])
-    stack = jax.jit(lambda *s: jax.tree.map(lambda *a: jnp.stack(a), *s),
-                    out_shardings=shardings)
-    return stack(*[m[0] for m in members]), shardings
+    """A group's fresh states stacked on a leading member axis [m, ...], and its shardings
+    (each member's, unsharded on that axis): `create_state` vmapped over the members' seeds,
+    one compiled program, bit for bit each member's own `create_state` (the JumpReLU
+    threshold is then set to each member's `threshold_init`, by the float32 log)."""
+    config = group_key(configs[0])
+    tx = optimizer(trains[0])[0]  # Adam's initial state does not depend on the rate
+    member: dict[str, SAEState] = {}
+
+    def one(seed, log_threshold):
+        state, member["shardings"] = create_state(config, tx, mesh, rules, seed)
+        if "log_threshold" not in state.params:
+            return state
+        params = {**state.params, "log_threshold": jnp.full_like(
+            state.params["log_threshold"], log_threshold)}
+        return state.replace(params=params)
+
+    seeds = np.array([t.seed for t in trains], np.int32)
+    log_thresholds = np.log(np.array([c.threshold_init for c in configs], np.float32))
+    jax.eval_shape(jax.vmap(one), seeds, log_thresholds)  # traces: the member's shardings
+    shardings = jax.tree.map(lambda s: NamedSharding(mesh, P(None, *s.spec)),
+                             member["shardings"])
+    init = jax.jit(jax.vmap(one), out_shardings=shardings)
+    return init(seeds, log_thresholds), shardings
 
 
 def _check_trains(configs: Sequence[SAEConfig], train: TrainConfig | Sequence[TrainConfig]
