@@ -7,8 +7,17 @@ safetensors + JSON save/load.
     result = sae.fit(config, sae.TrainConfig(num_steps=2000), model, variables, token_batches)
     sae.loss_recovered(model, variables, tokens, result.params, config)
     sae.save("sae_dir", result.params, config)
+
+Sweeps (`jaxinterp.sae.sweep`): many dictionaries from one activation stream, vmapped within a
+group; the activation store (`jaxinterp.sae.store`): activations on disk, read with grain.
+
+    configs, trains = sae.grid(config, sae.TrainConfig(), d_sae=[512, 2048], k=[8, 32])
+    result = sae.sweep(configs, trains, model, variables, token_batches, eval_tokens=held_out)
+    sae.store.write("acts", model, variables, token_batches, [config.site])
+    sae.fit(config, tc, activations=sae.store.loader("acts", batch_size=tc.batch_size))
 """
 
+from jaxinterp.sae import store
 from jaxinterp.sae.io import load, save
 from jaxinterp.sae.metrics import (
     dead_fraction,
@@ -19,6 +28,7 @@ from jaxinterp.sae.metrics import (
     splice,
 )
 from jaxinterp.sae.model import ARCHITECTURES, SAE, SAEConfig, SAEOutput
+from jaxinterp.sae.sweep import SweepResult, grid, sweep
 from jaxinterp.sae.train import (
     FitResult,
     SAEState,
@@ -38,6 +48,7 @@ __all__ = [
     "SAEConfig",
     "SAEOutput",
     "SAEState",
+    "SweepResult",
     "TrainConfig",
     "activation_fn",
     "create_state",
@@ -45,12 +56,15 @@ __all__ = [
     "evaluate",
     "explained_variance",
     "fit",
+    "grid",
     "l0",
     "load",
     "loss_recovered",
     "resample_dead",
     "save",
     "splice",
+    "store",
     "stream",
+    "sweep",
     "train_step",
 ]
