@@ -12,12 +12,12 @@ Sweeps (`jaxinterp.sae.sweep`): many dictionaries from one activation stream, vm
 group; the activation store (`jaxinterp.sae.store`): activations on disk, read with grain.
 
     configs, trains = sae.grid(config, sae.TrainConfig(), d_sae=[512, 2048], k=[8, 32])
-    result = sae.sweep(configs, trains, model, variables, token_batches, eval_tokens=held_out)
+    result = sae.sweep.sweep(configs, trains, model, variables, token_batches, eval_tokens=held_out)
     sae.store.write("acts", model, variables, token_batches, [config.site])
     sae.fit(config, tc, activations=sae.store.loader("acts", batch_size=tc.batch_size))
 """
 
-from jaxinterp.sae import store
+from jaxinterp.sae import store, sweep  # modules: sae.sweep.sweep(...), sae.store.write(...)
 from jaxinterp.sae.io import load, save
 from jaxinterp.sae.metrics import (
     dead_fraction,
@@ -28,7 +28,7 @@ from jaxinterp.sae.metrics import (
     splice,
 )
 from jaxinterp.sae.model import ARCHITECTURES, SAE, SAEConfig, SAEOutput
-from jaxinterp.sae.sweep import SweepResult, grid, sweep
+from jaxinterp.sae.sweep import SweepResult, grid
 from jaxinterp.sae.train import (
     FitResult,
     SAEState,
