@@ -103,3 +103,13 @@ def test_sae_topk_speed_runs_at_tiny_settings():
 
     r = b.measure_jax(d_in=8, d_sae=32, k=2, rows=16, steps=1, repeats=1)
     assert r["dense_ms"] > 0 and r["sparse_ms"] > 0 and "dense/sparse" in b.report(r)
+
+
+@pytest.mark.slow
+def test_sae_sweep_speed_runs_at_tiny_settings():
+    from experiments.benchmarks import sae_sweep_speed as sweep_bench
+
+    r = sweep_bench.measure(d_in=32, d_sae=32, batch=2, seq=8, n_layers=1, d_vocab=64,
+                            steps=1, repeats=1)
+    assert r["groups"] == [[0, 1, 2, 3], [4, 5, 6, 7]] and r["max_rel_diff"] < 1e-3
+    assert np.isfinite(r["ratio"]) and "ratio (8 fits / sweep)" in sweep_bench.report(r)

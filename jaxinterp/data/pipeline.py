@@ -88,6 +88,7 @@ def make_iterator(
     process_index: int | None = None,
     process_count: int | None = None,
     transform: Transform | Sequence[Transform] | None = None,
+    read_options: grain.ReadOptions | None = None,
 ) -> grain.DatasetIterator:
     """A checkpointable iterator of this process's part of each global batch.
 
@@ -110,6 +111,7 @@ def make_iterator(
         `jax.process_count()`. Pass them explicitly to simulate several processes.
       transform: per-example function or grain transformation (`grain.transforms.Map`,
         `RandomMap`), or a sequence of them, applied in order before batching.
+      read_options: grain's threads and prefetch buffer (in batches); default grain's.
 
     Returns:
       A `grain.DatasetIterator`: `next(it)` is a dict of NumPy arrays with leading axis
@@ -150,7 +152,7 @@ def make_iterator(
 
     n_local = n_global // process_count if n_global is not None else _FOREVER
     ds = grain.MapDataset.range(n_local).map(lambda k: ordered[global_position(k)])
-    return iter(ds.batch(local, drop_remainder=True).to_iter_dataset())
+    return iter(ds.batch(local, drop_remainder=True).to_iter_dataset(read_options))
 
 
 _FOREVER = 2**62  # "repeat forever" as a length grain can index

@@ -9,8 +9,17 @@ TopK training step (`SAEConfig(..., sparse_decode=True)`).
     sae.loss_recovered(model, variables, tokens, result.params, config)
     sae.save("sae_dir", result.params, config)
     sae.save_saelens("saelens_dir", result.params, config)   # sae_lens.SAE.load_from_disk
+
+Sweeps (`jaxinterp.sae.sweep`): many dictionaries from one activation stream, vmapped within a
+group; the activation store (`jaxinterp.sae.store`): activations on disk, read with grain.
+
+    configs, trains = sae.grid(config, sae.TrainConfig(), d_sae=[512, 2048], k=[8, 32])
+    result = sae.sweep.sweep(configs, trains, model, variables, token_batches, eval_tokens=held_out)
+    sae.store.write("acts", model, variables, token_batches, [config.site])
+    sae.fit(config, tc, activations=sae.store.loader("acts", batch_size=tc.batch_size))
 """
 
+from jaxinterp.sae import store, sweep  # modules: sae.sweep.sweep(...), sae.store.write(...)
 from jaxinterp.sae.io import load, save
 from jaxinterp.sae.metrics import (
     dead_fraction,
@@ -22,6 +31,7 @@ from jaxinterp.sae.metrics import (
 )
 from jaxinterp.sae.model import ARCHITECTURES, SAE, SAEConfig, SAEOutput
 from jaxinterp.sae.saelens import load_gemma_scope, load_saelens, save_saelens
+from jaxinterp.sae.sweep import SweepResult, grid
 from jaxinterp.sae.train import (
     FitResult,
     SAEState,
@@ -41,6 +51,7 @@ __all__ = [
     "SAEConfig",
     "SAEOutput",
     "SAEState",
+    "SweepResult",
     "TrainConfig",
     "activation_fn",
     "create_state",
@@ -48,6 +59,7 @@ __all__ = [
     "evaluate",
     "explained_variance",
     "fit",
+    "grid",
     "l0",
     "load",
     "load_gemma_scope",
@@ -57,6 +69,8 @@ __all__ = [
     "save",
     "save_saelens",
     "splice",
+    "store",
     "stream",
+    "sweep",
     "train_step",
 ]

@@ -160,9 +160,13 @@ class SAEState:
     steps_since_fired: jax.Array
 
 
-def optimizer(tc: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Adam (no weight decay, no clipping) with linear warmup to a constant learning rate."""
-    cfg = ConfigDict(dict(name="adamw", learning_rate=tc.learning_rate, schedule="constant",
+def optimizer(tc: TrainConfig, learning_rate: float | jax.Array | None = None
+              ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Adam (no weight decay, no clipping) with linear warmup to a constant learning rate:
+    `tc.learning_rate`, or `learning_rate` if given (a traced scalar under `jax.vmap`, as in
+    a sweep)."""
+    lr = tc.learning_rate if learning_rate is None else learning_rate
+    cfg = ConfigDict(dict(name="adamw", learning_rate=lr, schedule="constant",
                           warmup_steps=tc.warmup_steps, min_lr_ratio=1.0, b1=tc.b1, b2=tc.b2,
                           eps=1e-8, weight_decay=0.0, grad_clip_norm=0.0))
     return make_optimizer(cfg, tc.num_steps), schedule(cfg, tc.num_steps)
@@ -183,10 +187,16 @@ def create_state(config: SAEConfig, tx: optax.GradientTransformation, mesh: Mesh
 
 def train_step(state: SAEState, x: jax.Array, y: jax.Array, *, config: SAEConfig,
                tx: optax.GradientTransformation, lr_schedule: optax.Schedule,
-               dead_after_steps: int) -> tuple[SAEState, dict[str, jax.Array]]:
-    """One update on activations x [batch, d_in] -> targets y [batch, d_out] (SAE: y = x)."""
+               dead_after_steps: int, coeffs: Mapping[str, jax.Array] | None = None
+               ) -> tuple[SAEState, dict[str, jax.Array]]:
+    """One update on activations x [batch, d_in] -> targets y [batch, d_out] (SAE: y = x).
+
+    `coeffs`: the loss weights `l1_coeff`, `l0_coeff`, `aux_coeff` as (traced) scalars in place
+    of the config's, so that `jax.vmap` can sweep them (`jaxinterp.sae.sweep`); None: the
+    config's."""
     dead = state.steps_since_fired >= dead_after_steps
-    (total, m), grads = jax.value_and_grad(loss, has_aux=True)(state.params, x, y, config, dead)
+    (total, m), grads = jax.value_and_grad(_loss, has_aux=True)(state.params, x, y, config, dead,
+                                                                 coeffs)
     if config.normalize_decoder:
         grads = {**grads, "W_dec": _remove_parallel(grads["W_dec"], state.params["W_dec"])}
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -202,6 +212,19 @@ def train_step(state: SAEState, x: jax.Array, y: jax.Array, *, config: SAEConfig
     return new, metrics
 
 
+def _loss(params, x, y, config: SAEConfig, dead, coeffs):
+    """`loss`, with the penalty weights taken from `coeffs` when given: `loss` runs with unit
+    weights and its (unweighted) penalty terms are weighted here, the same arithmetic as
+    `loss` with the weights in the config (`c * t` either way, then `mse + sparsity + aux`)."""
+    if coeffs is None:
+        return loss(params, x, y, config, dead)
+    unit = dataclasses.replace(config, l1_coeff=1.0, l0_coeff=1.0, aux_coeff=1.0)
+    _, m = loss(params, x, y, unit, dead)
+    weight = coeffs["l1_coeff"] if config.architecture == "relu" else coeffs["l0_coeff"]
+    m = {**m, "sparsity": weight * m["sparsity"], "aux": coeffs["aux_coeff"] * m["aux"]}
+    return m["mse"] + m["sparsity"] + m["aux"], m
+
+
 def compile_train_step(mesh: Mesh, shardings: SAEState, **kwargs: Any) -> Callable[..., Any]:
     """`train_step` jitted with explicit shardings (rows over the data axes), donating the
     old state. `kwargs` are `train_step`'s keyword arguments."""
@@ -212,13 +235,16 @@ def compile_train_step(mesh: Mesh, shardings: SAEState, **kwargs: Any) -> Callab
 
 
 def resample_dead(state: SAEState, x: jax.Array, y: jax.Array, key: jax.Array, *,
-                  config: SAEConfig, dead_after_steps: int) -> tuple[SAEState, jax.Array]:
+                  config: SAEConfig, dead_after_steps: int,
+                  log_threshold_init: jax.Array | None = None) -> tuple[SAEState, jax.Array]:
     """Reinitialises dead latents toward high-loss inputs (see the module docstring).
 
     Args:
       state: the train state.
       x, y: a batch of inputs [batch, d_in] and targets [batch, d_out] to draw from.
       key: PRNG key.
+      log_threshold_init: float32 log of the JumpReLU threshold resampled latents restart
+        at (a traced scalar in a sweep); None: `log(config.threshold_init)`.
 
     Returns:
       (state, number of latents resampled). Live latents, `b_dec` and the Adam moments of
@@ -241,8 +267,9 @@ def resample_dead(state: SAEState, x: jax.Array, y: jax.Array, key: jax.Array, *
     fresh = {"W_enc": enc_dir.T * 0.2 * alive_norm, "b_enc": jnp.zeros_like(params["b_enc"]),
              "W_dec": dec_dir}
     if "log_threshold" in params:
-        fresh["log_threshold"] = jnp.full_like(params["log_threshold"],
-                                               math.log(config.threshold_init))
+        value = math.log(config.threshold_init) if log_threshold_init is None \
+            else log_threshold_init
+        fresh["log_threshold"] = jnp.full_like(params["log_threshold"], value)
     params = _where_latent(dead, {**params, **fresh}, params)
     zeros = jax.tree.map(jnp.zeros_like, params)
     pstruct = jax.tree.structure(params)
@@ -257,6 +284,20 @@ def resample_dead(state: SAEState, x: jax.Array, y: jax.Array, key: jax.Array, *
     return new, jnp.sum(dead)
 
 
+def capture_fn(model: nn.Module, sites: Iterable[str], dtype: Any = jnp.float32
+               ) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
+    """`fn(variables, tokens [batch, pos]) -> {site: rows [batch*pos, prod(...)]}`: one forward
+    pass (`jaxinterp.run` with `capture=sites`), every site flattened to rows and cast to
+    `dtype` (None: the site's own dtype)."""
+    sites = tuple(sites)
+
+    def fn(variables, tokens):
+        _, cache = run(model, variables, tokens, capture=sites)
+        return {s: _rows(cache[s], dtype) for s in sites}
+
+    return fn
+
+
 def activation_fn(model: nn.Module, site: str, out_site: str = ""
                   ) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]:
     """`fn(variables, tokens [batch, pos]) -> (x [batch*pos, d_in], y [batch*pos, d_out])`.
@@ -266,12 +307,11 @@ def activation_fn(model: nn.Module, site: str, out_site: str = ""
     [batch, pos, ...] are flattened to rows [batch * pos, prod(...)] (e.g. `hook_z`'s heads
     concatenated).
     """
-    capture = (site,) if not out_site else (site, out_site)
+    rows = capture_fn(model, (site,) if not out_site else (site, out_site))
 
     def fn(variables, tokens):
-        _, cache = run(model, variables, tokens, capture=capture)
-        x = _rows(cache[site])
-        return x, (_rows(cache[out_site]) if out_site else x)
+        r = rows(variables, tokens)
+        return r[site], (r[out_site] if out_site else r[site])
 
     return fn
 
@@ -293,7 +333,9 @@ def site_width(model: nn.Module, tokens: Any, site: str) -> int:
 
 class ActivationStream:
     """Training batches `(x [batch_size, d_in], y [batch_size, d_out])` of a model's
-    activations: an iterator whose position can be saved and restored exactly.
+    activations: an iterator whose position can be saved and restored exactly. (Batches have
+    the structure `acts` returns: a pair for `activation_fn`, `{site: rows}` for
+    `capture_fn`; every leaf is pooled, permuted and cut alike.)
 
     Each refill reads `buffer_batches` token batches, runs `acts` on each, pools the rows
     (permuted with key `fold_in(key, refill index)` when `shuffle`) and cuts them into
@@ -314,7 +356,7 @@ class ActivationStream:
         self._pool = jax.jit(functools.partial(_pool, shuffle=shuffle), out_shardings=out_sh)
         self._cut = jax.jit(functools.partial(_cut, size=batch_size), out_shardings=out_sh)
         self._refill = 0  # buffers filled so far: the index of the next one
-        self._buffer: tuple[jax.Array, jax.Array] | None = None  # buffer self._refill - 1
+        self._buffer: Any = None  # buffer self._refill - 1 (rows as `acts` returns them)
         self._start: Any = None  # the token iterator's state before that buffer was read
         self._n = 0  # training batches in the buffer
         self._offset = 0  # training batches already cut from it
@@ -335,11 +377,10 @@ class ActivationStream:
     def __iter__(self) -> ActivationStream:
         return self
 
-    def __next__(self) -> tuple[jax.Array, jax.Array]:
+    def __next__(self) -> Any:
         while self._buffer is None or self._offset >= self._n:
             self._fill()  # raises StopIteration when the token batches run out
-        xs, ys = self._buffer
-        batch = self._cut(xs, ys, self._offset)
+        batch = self._cut(self._buffer, self._offset)
         self._offset += 1
         return batch
 
@@ -377,13 +418,13 @@ class ActivationStream:
                 tokens = tokens["inputs"]
             chunk.append(self._acts(self._variables, self._global(tokens)))
         key = jax.random.fold_in(self._key, self._refill)
-        xs, ys = self._pool(key, [c[0] for c in chunk], [c[1] for c in chunk])
-        n = xs.shape[0] // self.batch_size
+        rows = self._pool(key, chunk)
+        n = _n_rows(rows) // self.batch_size
         if n == 0:
             raise ValueError(f"a buffer of {self.buffer_batches} model batch(es) has "
-                             f"{xs.shape[0]} rows, fewer than batch_size={self.batch_size}; "
+                             f"{_n_rows(rows)} rows, fewer than batch_size={self.batch_size}; "
                              "raise buffer_batches or the model batch size")
-        self._buffer, self._start, self._n = (xs, ys), start, n
+        self._buffer, self._start, self._n = rows, start, n
         self._refill += 1
         self._offset, self._skip = self._skip, 0
 
@@ -430,6 +471,59 @@ def stream(acts: Callable[..., tuple[jax.Array, jax.Array]], variables: Any,
                             buffer_batches=buffer_batches, shuffle=shuffle, key=key, mesh=mesh)
 
 
+class RowBatches:
+    """Global row batches `{site: [batch_size, d] float32}` from an iterator of this process's
+    rows, e.g. `jaxinterp.sae.store.loader(...)` (`{site: [batch_size / processes, d]}` NumPy
+    arrays): each batch becomes global arrays split over the mesh's data axes
+    (`jaxinterp.data.to_global`). Its position is the iterator's (`get_state` / `set_state`,
+    JSON bytes), so it is a `data_iterator` for `Checkpointer` when the iterator has one."""
+
+    def __init__(self, batches: Iterable[Mapping[str, Any]], mesh: Mesh, batch_size: int):
+        self.batch_size, self._mesh = batch_size, mesh
+        self._it = iter(batches)
+        self.saved_settings: dict[str, Any] | None = None
+
+    @property
+    def checkpointable(self) -> bool:
+        return _checkpointable(self._it)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size}
+
+    def __iter__(self) -> RowBatches:
+        return self
+
+    def __next__(self) -> dict[str, jax.Array]:
+        batch = next(self._it)
+        if not isinstance(batch, Mapping):
+            raise ValueError(f"activation batches must be dicts {{site: rows [n, d]}}, got "
+                             f"{type(batch).__name__}")
+        rows = {k: np.asarray(v, np.float32).reshape(np.shape(v)[0], -1)
+                for k, v in batch.items()}
+        n = {v.shape[0] for v in rows.values()}
+        if len(n) != 1 or n.pop() * jax.process_count() != self.batch_size:
+            raise ValueError(f"activation batches have {sorted({k: v.shape[0] for k, v in
+                             rows.items()}.items())} rows in this process (x "
+                             f"{jax.process_count()} processes); TrainConfig.batch_size="
+                             f"{self.batch_size} needs {self.batch_size // jax.process_count()}")
+        return to_global(rows, self._mesh, P(sharding_lib.BATCH))
+
+    def get_state(self) -> bytes:
+        if not self.checkpointable:
+            raise TypeError(f"the activation batches ({type(self._it).__name__}) have no "
+                            "get_state/set_state, so their position cannot be saved")
+        return json.dumps({"rows": self._it.get_state(), **self.settings}).encode()
+
+    def set_state(self, state: bytes | str) -> None:
+        saved = json.loads(state)
+        self._it.set_state(saved["rows"])
+        self.saved_settings = {k: saved.get(k) for k in self.settings}
+
+    def start_prefetch(self) -> None:
+        """Called by grain's orbax handler after `set_state`; nothing to start here."""
+
+
 @dataclasses.dataclass
 class FitResult:
     """params: trained SAE parameters; state: the final SAEState; history: metrics (floats)
@@ -442,8 +536,9 @@ class FitResult:
     start_step: int = 0
 
 
-def fit(config: SAEConfig, tc: TrainConfig, model: nn.Module, variables: Any,
-        token_batches: Iterable[Any], *, mesh: Mesh | None = None,
+def fit(config: SAEConfig, tc: TrainConfig, model: nn.Module | None = None,
+        variables: Any = None, token_batches: Iterable[Any] | None = None, *,
+        activations: Iterable[Mapping[str, Any]] | None = None, mesh: Mesh | None = None,
         rules=sharding_lib.DEFAULT_RULES, workdir: str | os.PathLike | None = None,
         verbose: bool = True) -> FitResult:
     """Trains an SAE (or transcoder) on `config.site` of `model` as `tc` says.
@@ -455,6 +550,10 @@ def fit(config: SAEConfig, tc: TrainConfig, model: nn.Module, variables: Any,
       token_batches: iterable of token batches [batch, pos] (or dicts with "inputs"): this
         process's rows of each global batch (see `stream`). With a workdir it must be
         checkpointable, e.g. `jaxinterp.data.make_iterator(...)`.
+      activations: instead of a model and tokens, batches of stored activations
+        `{site: [batch_size / processes, d]}` (this process's rows), e.g.
+        `jaxinterp.sae.store.loader(dir, batch_size=tc.batch_size)`; `tc.buffer_batches` and
+        `tc.shuffle` do not apply (the loader shuffles).
       mesh: default `make_mesh({"data": -1, "fsdp": 1, "tensor": 1})` (every device on data).
       rules: logical-axis rules for the SAE's and the model's parameters.
       workdir: if given, checkpoints go to `<workdir>/checkpoints` (every
@@ -469,15 +568,106 @@ def fit(config: SAEConfig, tc: TrainConfig, model: nn.Module, variables: Any,
         workdir comes with non-checkpointable token batches, or the workdir's checkpoint was
         written for an SAE of other shapes or another batch_size / buffer_batches / shuffle.
     """
-    if not config.site:
-        raise ValueError("SAEConfig.site must name the model site to train on")
-    if config.transcoder and not config.out_site:
-        raise ValueError("a transcoder needs SAEConfig.out_site (e.g. 'blocks.0.hook_mlp_out')")
+    mesh = check_run([config], tc, mesh)
+    data, _ = make_data([config], tc, model, variables, token_batches, activations,
+                        mesh=mesh, rules=rules, workdir=workdir, seed=tc.seed, pairs=True)
+    tx, lr_schedule = optimizer(tc)
+    state, shardings = create_state(config, tx, mesh, rules, tc.seed)
+    replicated = NamedSharding(mesh, P())
+    rows = sharding_lib.batch_sharding(mesh)
+    trainer = Trainer(
+        state=state, shardings=shardings,
+        step=compile_train_step(mesh, shardings, config=config, tx=tx, lr_schedule=lr_schedule,
+                                dead_after_steps=tc.dead_after_steps),
+        resample=jax.jit(functools.partial(resample_from_state, config=config,
+                                           dead_after_steps=tc.dead_after_steps),
+                         in_shardings=(shardings, rows, rows),
+                         out_shardings=(shardings, replicated)),
+        init_b_dec=jax.jit(init_b_dec_mean, in_shardings=(shardings, rows),
+                           out_shardings=shardings),
+        select=pair_of(config) if activations is not None else (lambda batch: batch))
+    saved_config = {"sae": dataclasses.asdict(config), "train": dataclasses.asdict(tc)}
+
+    def shown(rows: list[dict[str, Any]]) -> dict[str, float]:
+        return {k: float(rows[0][k]) for k in ("mse", "explained_variance", "l0",
+                                               "dead_fraction")}
+
+    (state,), (history,), start = train_loop(
+        [trainer], data, tc, workdir=workdir, saved_config=saved_config, single=True,
+        what="this SAEConfig (d_in, d_sae, d_out, architecture)", shown=shown,
+        verbose=verbose)
+    history = [{k: (v if k == "step" else float(v)) for k, v in row.items()} for row in history]
+    return FitResult(params=state.params, state=state, history=history, start_step=start)
+
+
+def check_run(configs: Iterable[SAEConfig], tc: TrainConfig, mesh: Mesh | None) -> Mesh:
+    """The mesh to train on (default: every device on data), after checking that every
+    config names its sites and that the batch divides the data axes."""
+    for config in configs:
+        if not config.site:
+            raise ValueError("SAEConfig.site must name the model site to train on")
+        if config.transcoder and not config.out_site:
+            raise ValueError("a transcoder needs SAEConfig.out_site (e.g. "
+                             "'blocks.0.hook_mlp_out')")
     mesh = mesh or sharding_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     ways = mesh.shape["data"] * mesh.shape["fsdp"]
     if tc.batch_size % ways:
         raise ValueError(f"TrainConfig.batch_size={tc.batch_size} is not divisible by the "
                          f"mesh's data x fsdp = {ways}")
+    return mesh
+
+
+def pair_of(config: SAEConfig) -> Callable[[Mapping[str, jax.Array]], tuple[jax.Array, ...]]:
+    """`{site: rows} -> (x, y)`: the SAE's input rows and its targets (an SAE's are x)."""
+    def select(batch):
+        return batch[config.site], batch[config.out_site or config.site]
+    return select
+
+
+def needed_sites(configs: Iterable[SAEConfig]) -> dict[str, tuple[int, str]]:
+    """`{site: (width, "SAEConfig.d_in" / "SAEConfig.d_out")}` that `configs` read, in order;
+    a ValueError if two configs disagree on a site's width."""
+    sites: dict[str, tuple[int, str]] = {}
+    for c in configs:
+        for name, want, field in ((c.site, c.d_in, "d_in"), (c.out_site, c.d_output, "d_out")):
+            if not name:
+                continue
+            if name in sites and sites[name][0] != want:
+                raise ValueError(f"site {name!r} is read with width {sites[name][0]} by one "
+                                 f"config and {want} (SAEConfig.{field}) by another")
+            sites.setdefault(name, (want, f"SAEConfig.{field}"))
+    return sites
+
+
+def make_data(configs: list[SAEConfig], tc: TrainConfig, model: nn.Module | None,
+              variables: Any, token_batches: Iterable[Any] | None,
+              activations: Iterable[Mapping[str, Any]] | None, *, mesh: Mesh, rules,
+              workdir: Any, seed: int, pairs: bool) -> tuple[Any, Any]:
+    """The training batches for `configs` and the model's placed variables (None without a
+    model): an `ActivationStream` running the model once per token batch (`pairs`: yielding
+    the one config's `(x, y)`; else `{site: rows}` for every site the configs read), or
+    `RowBatches` of stored `activations`. Checks sites, widths and checkpointability."""
+    sites = needed_sites(configs)
+    if activations is not None:
+        if model is not None or token_batches is not None:
+            raise ValueError("give either activations or a model with token_batches, not both")
+        batches = iter(activations)
+        if workdir is not None and not _checkpointable(batches):
+            raise ValueError(
+                f"training with a workdir resumes the activation batches from a checkpoint, "
+                f"which needs an iterator whose position can be saved (get_state/set_state), "
+                f"e.g. jaxinterp.sae.store.loader(...); got {type(activations).__name__}. "
+                "Pass workdir=None to train without checkpoints.")
+        first, batches = _peek(batches)
+        for name, (want, field) in sites.items():
+            if name not in first:
+                raise ValueError(f"the activation batches have sites {sorted(first)}, not "
+                                 f"{name!r}")
+            if (width := math.prod(np.shape(first[name])[1:])) != want:
+                raise ValueError(f"site {name!r} has width {width}, but {field}={want}")
+        return RowBatches(batches, mesh, tc.batch_size), None
+    if model is None or variables is None or token_batches is None:
+        raise ValueError("give a model, its variables and token_batches (or activations=)")
     batches = iter(token_batches)
     if workdir is not None and not _checkpointable(batches):
         raise ValueError(
@@ -487,67 +677,105 @@ def fit(config: SAEConfig, tc: TrainConfig, model: nn.Module, variables: Any,
             "workdir=None to train without checkpoints.")
     first, batches = _peek(batches)
     first_tokens = first["inputs"] if isinstance(first, Mapping) else first
-    for name, want, field in ((config.site, config.d_in, "d_in"),
-                              (config.out_site, config.d_output, "d_out")):
-        if name and (width := site_width(model, first_tokens, name)) != want:
-            raise ValueError(f"site {name!r} has width {width}, but SAEConfig.{field}={want}")
-
-    tx, lr_schedule = optimizer(tc)
-    state, shardings = create_state(config, tx, mesh, rules, tc.seed)
-    replicated = NamedSharding(mesh, P())
+    for name, (want, field) in sites.items():
+        if (width := site_width(model, first_tokens, name)) != want:
+            raise ValueError(f"site {name!r} has width {width}, but {field}={want}")
     rows = sharding_lib.batch_sharding(mesh)
-    acts = jax.jit(activation_fn(model, config.site, config.out_site), out_shardings=(rows, rows))
+    if pairs:
+        (config,) = configs
+        acts = jax.jit(activation_fn(model, config.site, config.out_site),
+                       out_shardings=(rows, rows))
+    else:
+        acts = jax.jit(capture_fn(model, sites), out_shardings=rows)
     variables = _place_variables(model, variables, first_tokens, mesh, rules)
     data = stream(acts, variables, batches, batch_size=tc.batch_size,
                   buffer_batches=tc.buffer_batches, shuffle=tc.shuffle,
-                  key=jax.random.key(tc.seed + 1), mesh=mesh)
-    step_fn = compile_train_step(mesh, shardings, config=config, tx=tx, lr_schedule=lr_schedule,
-                                 dead_after_steps=tc.dead_after_steps)
-    resample = jax.jit(functools.partial(_resample_from_state, config=config,
-                                         dead_after_steps=tc.dead_after_steps),
-                       in_shardings=(shardings, rows, rows), out_shardings=(shardings, replicated))
-    init_b_dec = jax.jit(lambda s, y: s.replace(params={**s.params, "b_dec": jnp.mean(y, 0)}),
-                         in_shardings=(shardings, rows), out_shardings=shardings)
+                  key=jax.random.key(seed + 1), mesh=mesh)
+    return data, variables
+
+
+def init_b_dec_mean(state: SAEState, y: jax.Array) -> SAEState:
+    """`b_dec` set to the mean target row of y [batch, d_out]."""
+    return state.replace(params={**state.params, "b_dec": jnp.mean(y, 0)})
+
+
+@dataclasses.dataclass
+class Trainer:
+    """One compiled training program fed by every batch: `fit`'s SAE, or one sweep group.
+
+    state/shardings: its state (any pytree, e.g. a stacked `SAEState`) and their placement;
+    step(state, x, y) -> (state, metrics); resample(state, x, y) -> (state, n);
+    init_b_dec(state, y) -> state; select(batch) -> (x, y)."""
+
+    state: Any
+    shardings: Any
+    step: Callable[..., Any]
+    resample: Callable[..., Any]
+    init_b_dec: Callable[..., Any]
+    select: Callable[[Any], tuple[jax.Array, jax.Array]]
+
+
+def train_loop(trainers: list[Trainer], data: Any, tc: TrainConfig, *, workdir: Any,
+               saved_config: dict[str, Any], single: bool, what: str,
+               shown: Callable[[list[dict[str, Any]]], dict[str, float]], verbose: bool
+               ) -> tuple[list[Any], list[list[dict[str, Any]]], int]:
+    """Runs `tc.num_steps` steps of every trainer on each batch of `data` (b_dec
+    initialisation at step 0, resampling, checkpoints and resuming as in the module
+    docstring).
+
+    The checkpointed state is the single trainer's state (`single`) or the tuple of all;
+    `what` names what it was created from (for a shape mismatch on restore); `shown` turns
+    the trainers' metrics of a logged step into the progress line's numbers.
+
+    Returns:
+      (final states, per trainer the metrics at each logged step as host arrays with
+      `step`, the step it resumed from).
+    """
+    states = [t.state for t in trainers]
+
+    def pack(xs):
+        return xs[0] if single else tuple(xs)
 
     ckpt, start = None, 0
     if workdir is not None:
         workdir = os.path.abspath(workdir)
         ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints)
-        state, start = _restore(ckpt, state, shardings, data, workdir)
+        restored, start = _restore(ckpt, pack(states), pack([t.shardings for t in trainers]),
+                                   data, workdir, what)
+        states = [restored] if single else list(restored)
         if start and verbose and jax.process_index() == 0:
             print(f"resumed from step {start} in {workdir}", flush=True)
-    saved_config = {"sae": dataclasses.asdict(config), "train": dataclasses.asdict(tc)}
     until = tc.resample_until or tc.num_steps
     progress = Progress(tc.num_steps, tc.batch_size, start)
-    history: list[dict[str, float]] = []
+    history: list[list[dict[str, Any]]] = [[] for _ in trainers]
     try:
         for step in range(start, tc.num_steps):
             try:
-                x, y = next(data)
+                batch = next(data)
             except StopIteration:
-                raise ValueError(f"token_batches ran out after {step} steps "
+                raise ValueError(f"the activation batches ran out after {step} steps "
                                  f"(num_steps={tc.num_steps})") from None
-            if step == 0 and tc.init_b_dec_mean:
-                state = init_b_dec(state, y)
-            state, metrics = step_fn(state, x, y)
             done = step + 1
-            if tc.resample_every and done % tc.resample_every == 0 and done < until:
-                state, n = resample(state, x, y)
-                metrics = {**metrics, "resampled": n}
-            if done % tc.log_every == 0 or done == tc.num_steps:
-                row = {k: float(v) for k, v in metrics.items()}
-                history.append({"step": done, **row})
-                if verbose:
-                    shown = {k: row[k] for k in ("mse", "explained_variance", "l0",
-                                                 "dead_fraction")}
-                    progress.log(done, shown)
+            log = done % tc.log_every == 0 or done == tc.num_steps
+            for i, t in enumerate(trainers):
+                x, y = t.select(batch)
+                if step == 0 and tc.init_b_dec_mean:
+                    states[i] = t.init_b_dec(states[i], y)
+                states[i], metrics = t.step(states[i], x, y)
+                if tc.resample_every and done % tc.resample_every == 0 and done < until:
+                    states[i], n = t.resample(states[i], x, y)
+                    metrics = {**metrics, "resampled": n}
+                if log:
+                    history[i].append({"step": done, **jax.device_get(metrics)})
+            if log and verbose:
+                progress.log(done, shown([h[-1] for h in history]))
             if ckpt is not None and (done == tc.num_steps or (
                     tc.checkpoint_every and done % tc.checkpoint_every == 0)):
-                ckpt.save(done, state, data, saved_config)
+                ckpt.save(done, pack(states), data, saved_config)
     finally:
         if ckpt is not None:
             ckpt.close()  # waits for the last asynchronous save
-    return FitResult(params=state.params, state=state, history=history, start_step=start)
+    return states, history, start
 
 
 def unit_rows(w: jax.Array) -> jax.Array:
@@ -577,22 +805,27 @@ def _where_latent(mask: jax.Array, new: dict[str, jax.Array], old: dict[str, jax
     return out
 
 
-def _rows(a: jax.Array) -> jax.Array:
-    """[batch, pos, ...] -> [batch * pos, prod(...)]."""
-    return a.reshape(a.shape[0] * a.shape[1], -1).astype(jnp.float32)
+def _rows(a: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+    """[batch, pos, ...] -> [batch * pos, prod(...)] (cast to `dtype` unless None)."""
+    a = a.reshape(a.shape[0] * a.shape[1], -1)
+    return a if dtype is None else a.astype(dtype)
 
 
-def _pool(key, xs, ys, shuffle: bool):
-    x, y = jnp.concatenate(xs), jnp.concatenate(ys)
+def _pool(key, chunks: list[Any], shuffle: bool):
+    """Model batches' row pytrees -> one pytree of rows, permuted (every leaf alike)."""
+    rows = jax.tree.map(lambda *a: jnp.concatenate(a), *chunks)
     if not shuffle:
-        return x, y
-    perm = jax.random.permutation(key, x.shape[0])
-    return x[perm], y[perm]
+        return rows
+    perm = jax.random.permutation(key, _n_rows(rows))
+    return jax.tree.map(lambda a: a[perm], rows)
 
 
-def _cut(x, y, i, size: int):
-    return (jax.lax.dynamic_slice_in_dim(x, i * size, size),
-            jax.lax.dynamic_slice_in_dim(y, i * size, size))
+def _cut(rows, i, size: int):
+    return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * size, size), rows)
+
+
+def _n_rows(rows: Any) -> int:
+    return jax.tree.leaves(rows)[0].shape[0]
 
 
 def _chain(first, rest):
@@ -632,7 +865,7 @@ def _place_variables(model: nn.Module, variables: Any, tokens: Any, mesh: Mesh, 
         np.shape(x), s, lambda index, x=x: np.asarray(x)[index]), host, shardings)
 
 
-def _resample_from_state(state: SAEState, x: jax.Array, y: jax.Array, **kwargs: Any
+def resample_from_state(state: SAEState, x: jax.Array, y: jax.Array, **kwargs: Any
                          ) -> tuple[SAEState, jax.Array]:
     """`resample_dead` with the key `fold_in(state.rng, state.step)`: a function of the
     state alone, so a resumed run draws the same keys."""
@@ -640,8 +873,8 @@ def _resample_from_state(state: SAEState, x: jax.Array, y: jax.Array, **kwargs: 
     return resample_dead(state, x, y, key, **kwargs)
 
 
-def _restore(ckpt: Checkpointer, state: SAEState, shardings: SAEState,
-             data: ActivationStream, workdir: str) -> tuple[SAEState, int]:
+def _restore(ckpt: Checkpointer, state: Any, shardings: Any, data: Any, workdir: str,
+             what: str) -> tuple[Any, int]:
     """The newest readable checkpoint's state and step (the stream's position restored in
     place), or `(state, 0)` when there is none."""
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -650,9 +883,9 @@ def _restore(ckpt: Checkpointer, state: SAEState, shardings: SAEState,
         restored = ckpt.restore(abstract, data_iterator=data)
     except ValueError as e:
         ckpt.close()
-        raise ValueError(f"{e}\nThe SAE checkpointed in {workdir} has other shapes than this "
-                         "SAEConfig (d_in, d_sae, d_out, architecture): resume with the config "
-                         "it was trained with, or use a fresh workdir.") from e
+        raise ValueError(f"{e}\nThe state checkpointed in {workdir} has other shapes than "
+                         f"{what}: resume with the config(s) it was trained with, or use a "
+                         "fresh workdir.") from e
     if restored is None:
         return state, 0
     state, step = restored
