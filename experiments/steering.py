@@ -38,7 +38,8 @@ position's residual stream (input site `controller.input_site`, a first unsteere
 outputs a scale and one sigmoid weight per steered site (`controller.sites`) of the
 precomputed mean-difference vectors (saved to `<workdir>/vectors.npy`, named in the config).
 It is trained with `jaxinterp.train.train` and `config.tuning.base` = the base model's
-workdir, on the `relation_switch` data below (next-token loss on the answer): with
+workdir, on the `relation_switch` data (`jaxinterp.data.relation_switch`; next-token loss on
+the answer): with
 probability `switch_prob` a closed-book source-relation prompt whose answer is
 `fact(s, r_tgt)`, otherwise a `factual_recall` example that is not a closed-book
 source-relation prompt (answered as the base model was taught), the discriminative
@@ -54,7 +55,6 @@ numbers: `configs/steering.py`.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import os
 import time
@@ -70,91 +70,10 @@ from experiments import runner
 from experiments.plotting import pyplot
 from jaxinterp import tuning
 from jaxinterp.analysis import steering as S
-from jaxinterp.data import sources
-from jaxinterp.data.factual_recall import FactualRecall, FactualRecallConfig, make_prompts
-from jaxinterp.data.synthetic import chunk_rngs
+from jaxinterp.data.factual_recall import FactualRecallConfig
+from jaxinterp.data.relation_switch import one_prompt
 
 METRICS = ("switch", "p_switch", "kl_unrelated", "acc_unrelated", "kept_memorised")
-
-
-# --- the controller's training data ------------------------------------------------------
-
-
-@dataclasses.dataclass(eq=False)
-class RelationSwitchConfig(FactualRecallConfig):
-    """`factual_recall`'s world, and which closed-book prompts get switched answers.
-
-    Attributes:
-      source_relation, target_relation: closed-book prompts of `source_relation` are
-        answered with `fact(s, target_relation)`.
-      switch_prob: the fraction of examples that are such switched prompts; the others are
-        `factual_recall` examples other than closed-book source-relation prompts.
-    """
-
-    source_relation: int = 0
-    target_relation: int = 1
-    switch_prob: float = 0.5
-
-    def validate(self) -> None:
-        super().validate()
-        if not (0 <= self.source_relation < self.n_relations
-                and 0 <= self.target_relation < self.n_relations
-                and self.source_relation != self.target_relation):
-            raise ValueError(f"relation_switch: source_relation={self.source_relation} and "
-                             f"target_relation={self.target_relation} must be two different "
-                             f"relations in 0..{self.n_relations - 1}")
-        if not 0.0 < self.switch_prob < 1.0:
-            raise ValueError(f"relation_switch: switch_prob must be in (0, 1), got "
-                             f"{self.switch_prob}")
-
-
-def _prompt(cfg: FactualRecallConfig, s: int, r: int, ctx: int | None) -> dict:
-    """One prompt's features (`make_prompts` of a single prompt, unbatched)."""
-    return {k: v[0] for k, v in make_prompts(cfg, [s], [r], [ctx]).items()}
-
-
-def switched_prompt(cfg: FactualRecallConfig, s: int, source: int, target: int) -> dict:
-    """The closed-book prompt `BOS s r_source` answered with `fact(s, target)`."""
-    row = _prompt(cfg, s, source, None)
-    answer = cfg.fact_table[s, target]
-    row["tokens"] = row["tokens"].copy()
-    row["tokens"][row["answer_pos"]] = answer
-    row["answer"] = np.int32(answer)
-    return row
-
-
-class RelationSwitch(FactualRecall, skip_registration=True):
-    """`factual_recall` prompts, closed-book source-relation ones answered with the target
-    relation's attribute (`RelationSwitchConfig`); the same features."""
-
-    CONFIG_CLASS = RelationSwitchConfig
-    BUILDER_CONFIGS = (RelationSwitchConfig(name="default"),)
-
-    def _generate_examples(self, n: int, stream: int):
-        cfg = self.builder_config
-        table = cfg.fact_table
-        for start, count, rng in chunk_rngs(cfg.seed, stream, n):
-            for i in range(count):
-                s = int(rng.integers(cfg.n_subjects))
-                if rng.random() < cfg.switch_prob:
-                    yield start + i, switched_prompt(cfg, s, cfg.source_relation,
-                                                     cfg.target_relation)
-                    continue
-                while True:  # any other example: not a closed-book source-relation prompt
-                    r = int(rng.integers(cfg.n_relations))
-                    ctx = None
-                    if rng.random() < cfg.context_prob:
-                        others = cfg.relation_attributes(r)
-                        ctx = int(rng.choice(others[others != table[s, r]]))
-                    if r != cfg.source_relation or ctx is not None:
-                        break
-                    s = int(rng.integers(cfg.n_subjects))
-                yield start + i, _prompt(cfg, s, r, ctx)
-
-
-# The trainer reads data by name (`config.data.name`): the experiment's builder joins the
-# library's synthetic builders under its name.
-sources.BUILDERS.setdefault("relation_switch", RelationSwitch)
 
 
 # --- prompts and metrics -------------------------------------------------------------------
@@ -171,16 +90,17 @@ def analysis_prompts(cfg: FactualRecallConfig, source: int, target: int, seed: i
     source-relation closed-book prompts of each subject): `(pos, neg, their positions)`."""
     rng = np.random.default_rng([seed, 77])
     subjects = np.arange(cfg.n_subjects)
-    rows = [_prompt(cfg, s, source, None) for s in subjects]
+    rows = [one_prompt(cfg, s, source, None) for s in subjects]
     n_target = len(rows)
-    rows += [_prompt(cfg, s, r, None) for r in range(cfg.n_relations) if r != source
+    rows += [one_prompt(cfg, s, r, None) for r in range(cfg.n_relations) if r != source
              for s in subjects]
     for r in range(cfg.n_relations):
         for s in subjects:
             others = cfg.relation_attributes(r)
-            rows.append(_prompt(cfg, s, r, int(rng.choice(others[others != cfg.fact_table[s, r]]))))
+            ctx = int(rng.choice(others[others != cfg.fact_table[s, r]]))
+            rows.append(one_prompt(cfg, s, r, ctx))
     batch = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
-    pos_rows = [_prompt(cfg, s, target, None) for s in subjects]
+    pos_rows = [one_prompt(cfg, s, target, None) for s in subjects]
     pairs = (np.stack([r["tokens"][:-1] for r in pos_rows]), batch["tokens"][:n_target, :-1],
              batch["answer_pos"][:n_target] - 1)
     return batch, n_target, pairs

@@ -4,7 +4,8 @@ Builders (each deterministic given its config; see their modules for features an
 `Induction` ("induction"), `ModularArithmetic` ("modular_arithmetic"), `IclRegression`
 ("icl_regression"), `BurstyIcl` ("bursty_icl"), `Digits` ("digits"; `image_size`, `channels`),
 `BigramBackcopy` ("bigram_backcopy"), `Ordinal` ("ordinal"), `KeyValue` ("key_value"),
-`FactualRecall` ("factual_recall"), `PlantedSum` ("planted_sum").
+`FactualRecall` ("factual_recall"), `RelationSwitch` ("relation_switch"), `PlantedSum`
+("planted_sum").
 Image classification: `data.image.make_transforms` / `from_config` give grain transforms
 (normalisation, random crop, random flip) for `make_iterator(..., transform=...)`.
 
@@ -30,6 +31,7 @@ from jaxinterp.data.modular_arithmetic import ModularArithmetic, ModularArithmet
 from jaxinterp.data.ordinal import Ordinal, OrdinalConfig
 from jaxinterp.data.pipeline import language_model_batch, make_iterator, to_global
 from jaxinterp.data.planted_sum import PlantedSum, PlantedSumConfig
+from jaxinterp.data.relation_switch import RelationSwitch, RelationSwitchConfig
 from jaxinterp.data.sources import BUILDERS, get_builder, load_source
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "OrdinalConfig",
     "PlantedSum",
     "PlantedSumConfig",
+    "RelationSwitch",
+    "RelationSwitchConfig",
     "get_builder",
     "image",
     "language_model_batch",

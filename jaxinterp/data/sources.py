@@ -25,6 +25,7 @@ from jaxinterp.data.key_value import KeyValue
 from jaxinterp.data.modular_arithmetic import ModularArithmetic
 from jaxinterp.data.ordinal import Ordinal
 from jaxinterp.data.planted_sum import PlantedSum
+from jaxinterp.data.relation_switch import RelationSwitch
 from jaxinterp.data.synthetic import ARRAY_RECORD
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
@@ -38,6 +39,7 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "key_value": KeyValue,
     "factual_recall": FactualRecall,
     "planted_sum": PlantedSum,
+    "relation_switch": RelationSwitch,
 }
 
 

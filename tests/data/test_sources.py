@@ -25,6 +25,8 @@ def test_our_builders_by_name(data_dir):
         "bigram_backcopy",
         "ordinal",
         "key_value",
+        "factual_recall",
+        "relation_switch",
         "planted_sum",
     }
 
