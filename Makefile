@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(PY) -m experiments.benchmarks.patching_speed
 	$(PY) -m experiments.benchmarks.generation_speed
 	$(PY) -m experiments.benchmarks.kan_speed
+	$(PY) -m experiments.benchmarks.sae_topk_speed
+	$(PY) -m experiments.benchmarks.sae_sweep_speed
 
 clean:
 	rm -rf $(VENV) .pytest_cache
