@@ -12,6 +12,7 @@ from jaxinterp import tuning
 from jaxinterp.data.planted_sum import PlantedSumConfig, planted_sum_labels
 from jaxinterp.train.tasks import Interchange, make_task
 from jaxinterp.tuning.das import STEP_COLLECTION, boundary_mask, boundary_size
+from tests.helpers.numpy_linalg import gram_schmidt
 
 SITE = "blocks.0.hook_resid_mid"
 
@@ -27,14 +28,6 @@ def base():
     variables = {"params": nn.meta.unbox(variables["params"])}
     return model, variables, base_tokens, source_tokens
 
-
-def gram_schmidt(a):
-    rows = []
-    for v in np.asarray(a, np.float64):
-        for u in rows:
-            v = v - (v @ u) * u
-        rows.append(v / np.linalg.norm(v))
-    return np.stack(rows)
 
 
 def sigmoid(x):

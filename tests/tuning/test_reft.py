@@ -11,6 +11,7 @@ import jaxinterp as ji
 from jaxinterp import tuning
 from jaxinterp.tuning.orthogonal import orthonormal_rows
 from jaxinterp.tuning.reft import loreft_edit
+from tests.helpers.numpy_linalg import gram_schmidt
 
 SITE = "blocks.0.hook_resid_post"
 
@@ -24,15 +25,6 @@ def base():
     variables = {"params": nn.meta.unbox(variables["params"])}
     return model, variables, tokens
 
-
-def gram_schmidt(a):
-    """Classical Gram-Schmidt on the rows of `a` (NumPy)."""
-    rows = []
-    for v in np.asarray(a, np.float64):
-        for u in rows:
-            v = v - (v @ u) * u
-        rows.append(v / np.linalg.norm(v))
-    return np.stack(rows)
 
 
 def test_orthonormal_rows_is_gram_schmidt():
