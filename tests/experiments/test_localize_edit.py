@@ -23,7 +23,7 @@ import pytest
 
 from configs import localize_edit
 from experiments.localize_edit import r_squared, run_experiment
-from tests.experiments.test_relation_neurons import base_workdir, tiny_base
+from tests.helpers.tiny_factual_base import base_workdir, tiny_base
 
 SEEDS = (0, 1, 2)
 
