@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import functools
 import os
-import statistics
-import time
 from typing import Any
 
 import jax
@@ -44,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxinterp as ji
+from experiments.benchmarks.timing import first_calls, timed_calls
 from jaxinterp.models.transformer import init_cache
 
 OVERHEAD_GOAL = 0.05  # steered / clean - 1 at most this
@@ -104,25 +103,12 @@ def measure(n_layers: int = 12, batch: int = 4, prompt: int = 16, new: int = 48,
         "steered": lambda: ji.generate(model, variables, tokens, new, interventions=ivs).tokens,
         "loop": lambda: python_loop(model, variables, tokens, new),
     }
-    outs = {}
-    for name, fn in fns.items():
-        log(f"{name}: first call (compiles) ...", flush=True)
-        t0 = time.perf_counter()
-        outs[name] = np.asarray(jax.block_until_ready(fn()))
-        res[f"first_{name}_s"] = time.perf_counter() - t0
+    outs = first_calls(fns, res, log)
     res["loop_equals_clean"] = bool(np.array_equal(outs["loop"], outs["clean"]))
     res["steering_changes_tokens"] = bool(not np.array_equal(outs["steered"], outs["clean"]))
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(repeats):
-        for name, fn in fns.items():
-            log(f"{name}: timed call {r + 1}/{repeats} ...", flush=True)
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - t0)
-    for name, ts in times.items():
-        res[f"{name}_ms"] = 1e3 * statistics.median(ts)
-        res[f"{name}_range_ms"] = (1e3 * min(ts), 1e3 * max(ts))
-        res[f"{name}_tok_s"] = batch * new / statistics.median(ts)
+    timed_calls(fns, repeats, res, log)
+    for name in fns:
+        res[f"{name}_tok_s"] = batch * new / (res[f"{name}_ms"] / 1e3)
     res["overhead"] = res["steered_ms"] / res["clean_ms"] - 1.0
     res["loop_ratio"] = res["loop_ms"] / res["clean_ms"]
     res["load_after"] = os.getloadavg()

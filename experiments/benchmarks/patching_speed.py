@@ -78,8 +78,6 @@ from __future__ import annotations
 import functools
 import os
 import resource
-import statistics
-import time
 from typing import Any
 
 import jax
@@ -87,6 +85,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxinterp as ji
+from experiments.benchmarks.timing import first_calls, timed_calls
 from jaxinterp.analysis import patching
 
 TARGET = 5.0  # naive / act_patch at least this
@@ -153,33 +152,6 @@ def act_patch_gflop_per_patch(model, variables, corrupted, src, n_layers: int,
 
 
 
-def _first_calls(fns, res, log) -> dict[str, np.ndarray]:
-    """Calls each of `fns` once (compile + run): its result, and `res[f"first_{name}_s"]`."""
-    outs = {}
-    for name, fn in fns.items():
-        log(f"{name}: first call (compiles) ...", flush=True)
-        t0 = time.perf_counter()
-        outs[name] = np.asarray(jax.block_until_ready(fn()))
-        res[f"first_{name}_s"] = time.perf_counter() - t0
-        log(f"    {res[f'first_{name}_s']:.1f} s", flush=True)
-    return outs
-
-
-def _timed_calls(fns, repeats: int, res, log) -> None:
-    """`repeats` timed calls of each of `fns`, interleaved: `res[f"{name}_ms"]` (median) and
-    `res[f"{name}_range_ms"]`."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(repeats):
-        for name, fn in fns.items():
-            log(f"{name}: timed call {r + 1}/{repeats} ...", flush=True)
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - t0)
-            log(f"    {times[name][-1]:.1f} s", flush=True)
-    for name, ts in times.items():
-        res[f"{name}_ms"] = 1e3 * statistics.median(ts)
-        res[f"{name}_range_ms"] = (1e3 * min(ts), 1e3 * max(ts))
-
 def measure(n_layers: int = 12, seq: int = 20, batch: int = 8, repeats: int = 3,
             batch_size: int | None = None, verbose: bool = False,
             suffix_starts: int | None = None, **model_overrides: Any) -> dict[str, Any]:
@@ -207,13 +179,13 @@ def measure(n_layers: int = 12, seq: int = 20, batch: int = 8, repeats: int = 3,
         return naive_sweep(model, variables, clean, corrupted, n_layers)
 
     fns = {"naive": slow, "act_patch": fast, "suffix": suffix}
-    outs = _first_calls(fns, res, log)
+    outs = first_calls(fns, res, log)
     res["shape"] = outs["act_patch"].shape
     res["max_abs_diff"] = float(np.abs(outs["act_patch"] - outs["naive"]).max())
     res["suffix_max_abs_diff"] = float(np.abs(outs["suffix"] - outs["naive"]).max())
     res["result_range"] = (float(outs["naive"].min()), float(outs["naive"].max()))
 
-    _timed_calls(fns, repeats, res, log)
+    timed_calls(fns, repeats, res, log)
     res["ratio"] = res["naive_ms"] / res["act_patch_ms"]
     res["suffix_ratio"] = res["naive_ms"] / res["suffix_ms"]
     res["suffix_vs_act_patch"] = res["act_patch_ms"] / res["suffix_ms"]
@@ -320,11 +292,11 @@ def measure_path(n_layers: int = 12, seq: int = 20, batch: int = 8, repeats: int
     fns = {side: functools.partial(path_patch, model, variables, clean, corrupted, logit_diff,
                                    "each", receivers, suffix=side == "path_suffix")
            for side in ("path_full", "path_suffix")}
-    outs = _first_calls(fns, res, log)
+    outs = first_calls(fns, res, log)
     res["shape"] = outs["path_full"].shape
     res["max_abs_diff"] = float(np.abs(outs["path_suffix"] - outs["path_full"]).max())
     res["result_range"] = (float(outs["path_full"].min()), float(outs["path_full"].max()))
-    _timed_calls(fns, repeats, res, log)
+    timed_calls(fns, repeats, res, log)
     res["path_ratio"] = res["path_full_ms"] / res["path_suffix_ms"]
     res["load_after"] = os.getloadavg()
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
