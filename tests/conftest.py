@@ -1,4 +1,5 @@
-"""Test set-up: 8 CPU devices (for mesh tests), and the `xla_cache` fixture for subprocesses."""
+"""Test set-up: 8 CPU devices (for mesh tests), one XLA compilation cache for the session (in
+this process and, through the `xla_cache` fixture's environment, in subprocesses)."""
 
 import os
 
@@ -19,7 +20,7 @@ jax.config.update("jax_num_cpu_devices", int(os.environ.get("JAXINTERP_TEST_CPU_
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def xla_cache(tmp_path_factory) -> dict[str, str]:
     """Environment for subprocesses: one XLA compilation cache for the whole session (shared by
     the pytest-xdist workers), so a program compiled by one test's run is loaded, not compiled
@@ -28,4 +29,10 @@ def xla_cache(tmp_path_factory) -> dict[str, str]:
 
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    return compile_cache_env(str(root / "xla_cache"))
+    env = compile_cache_env(str(root / "xla_cache"))
+    # The same cache in this process: tests that train the same tiny program again (another
+    # seed, another test of one experiment) load it instead of compiling it (a tiny trainer
+    # run: ~9 s of CPU compiling, ~5 s when its programs are cached).
+    for name, value in env.items():
+        jax.config.update(name.lower(), int(value) if value.isdigit() else value)
+    return env

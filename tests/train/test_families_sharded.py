@@ -18,8 +18,8 @@ xfails: they will pass, and so fail, once XLA is fixed):
   1. the kernel gradient of a grouped (depthwise) convolution with the batch split over
      data x fsdp comes out multiplied by the size of the `tensor` axis, which holds replicas
      of the batch (4 times on data=2 x tensor=4; right on data x fsdp meshes, and for dense
-     convolutions). Strip-MLP writes its one-input-channel-per-group convolutions as shifted
-     slices times per-channel weights (`jaxinterp.layers.conv.channelwise_conv`), not with
+     convolutions). Strip-MLP writes its one-input-channel-per-group convolutions as patches
+     times per-channel weights (`jaxinterp.layers.conv.channelwise_conv`), not with
      `feature_group_count`;
   2. LocalMixing's reweighting, `x * ((x.mean((1, 2)) @ w1 @ w2).reshape(b, d, 3))[..., 0]`
      with x's channels on `tensor`, w1 (fsdp, tensor), w2 (tensor, fsdp), is wrong in the
