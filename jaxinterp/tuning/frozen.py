@@ -49,6 +49,8 @@ class Frozen:
 
     model: nn.Module
     variables: Any
+    # site shapes by input signature: a method asking for several sites traces the model once
+    _sites: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def params(self) -> Any:
@@ -75,7 +77,11 @@ class Frozen:
     def site_shape(self, site: str, *inputs: Any, **apply_kwargs: Any) -> tuple[int, ...]:
         """The shape of the (one) site matching `site` on `inputs` (traced abstractly); a
         name that matches no site, or several, is a ValueError listing valid names."""
-        shapes = hooks.sites(self.model, *inputs, **apply_kwargs)
+        key = (jax.tree.map(lambda x: (jax.numpy.shape(x), jax.numpy.result_type(x)), inputs),
+               repr(sorted(apply_kwargs.items())))
+        if key not in self._sites:
+            self._sites[key] = hooks.sites(self.model, *inputs, **apply_kwargs)
+        shapes = self._sites[key]
         matches = [n for n in shapes if fnmatch.fnmatchcase(n, site)]
         if len(matches) != 1:
             near = matches[:4] or difflib.get_close_matches(site, list(shapes), n=4, cutoff=0)
