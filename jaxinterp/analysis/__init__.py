@@ -93,6 +93,7 @@ from jaxinterp.analysis.lenses import (
     lens_kl,
     load_tuned_lens,
     logit_lens,
+    neuron_logits,
     save_tuned_lens,
     train_tuned_lens,
     tuned_lens,

@@ -297,12 +297,80 @@ def load_tuned_lens(directory: str | os.PathLike, model: nn.Module | None = None
     return lens
 
 
+# -- neurons read through the unembedding -----------------------------------------------------
+
+FINAL_NORMS = ("fold", "none")
+NEURON_WEIGHTS = ("out", "in")
+
+
+def neuron_logits(model: nn.Module, variables: Any, *, weights: str = "out",
+                  final_norm: str = "fold") -> jax.Array:
+    """Every MLP neuron's weight vector read as token logits through the unembedding, one einsum.
+
+    Davies 2025 ("Decoding specialised feature neurons in LLMs with the final projection
+    layer", arXiv:2501.02688) decodes neurons by passing their weights through the LM head.
+    Here a neuron n of layer l is read as
+
+        logits[l, n] = norm(W[l, n]) @ W_U          [d_vocab_out]
+
+    with `W[l, n]` the neuron's output row `W_out[l][n]` [d_model] (`weights="out"`: what
+    the neuron writes into the residual stream, so `logits` is its direct effect on the
+    logits per unit of activation) or its input column `W_in[l][:, n]` (`weights="in"`: the
+    direction it reads, the paper's up-projection weights).
+
+    The final norm (`final_norm="fold"`): LayerNorm computes `(x - mean(x)) * s * w + b` with
+    a per-position scale `s = 1/sqrt(var + eps)` (`ln_final.hook_scale`); for a fixed `s` it
+    is affine in x, so a change `delta * W[l, n]` of the residual changes the logits by
+    `delta * s * ((W[l, n] - mean(W[l, n])) * w) @ W_U`: the mean over d_model is removed and
+    `w` multiplied in (RMSNorm: only `w`). `s > 0` is the same for every neuron at a position
+    and `b` does not depend on the neuron, so both are left out: multiply by the position's
+    `hook_scale` for the first-order direct effect there. `final_norm="none"`: the raw
+    `W[l, n] @ W_U`. No `b_U` (a constant per token, the same for every neuron).
+
+    Args:
+      model: a `jaxinterp.models.Transformer` with a dense (ungated) MLP.
+      variables: its variables (scanned or unrolled).
+      weights: "out" or "in" (above).
+      final_norm: "fold" or "none" (above).
+
+    Returns:
+      float32 [n_layers, d_mlp, d_vocab_out].
+    """
+    from jaxinterp.models.transformer import unembedding, unrolled_params
+
+    c = check_transformer(model, "neuron_logits")
+    if c.attn_only or c.mlp_type != "dense" or c.gated_mlp:
+        raise ValueError("neuron_logits reads the neurons of a dense, ungated MLP; this model "
+                         f"has attn_only={c.attn_only}, mlp_type={c.mlp_type!r}, "
+                         f"gated_mlp={c.gated_mlp}")
+    if weights not in NEURON_WEIGHTS:
+        raise ValueError(f"weights={weights!r}: choose one of {NEURON_WEIGHTS}")
+    if final_norm not in FINAL_NORMS:
+        raise ValueError(f"final_norm={final_norm!r}: choose one of {FINAL_NORMS}")
+    p = unrolled_params(variables)
+    mlps = [p[f"blocks_{i}"]["mlp"] for i in range(c.n_layers)]
+    if weights == "out":
+        w = jnp.stack([m["W_out"] for m in mlps])  # [layer, d_mlp, d_model]
+    else:
+        w = jnp.stack([m["W_in"].T for m in mlps])  # [layer, d_mlp, d_model]
+    w = w.astype(jnp.float32)
+    if final_norm == "fold" and c.normalization_type is not None:
+        if c.normalization_type == "LN":
+            w = w - w.mean(-1, keepdims=True)
+        w = w * p["ln_final"]["w"].astype(jnp.float32)
+    w_u, _ = unembedding(model, variables)
+    return jnp.einsum("lnd,dv->lnv", w, w_u.astype(jnp.float32))  # contract d_model
+
+
 __all__ = [
+    "FINAL_NORMS",
+    "NEURON_WEIGHTS",
     "TunedLens",
     "init_tuned_lens",
     "lens_kl",
     "load_tuned_lens",
     "logit_lens",
+    "neuron_logits",
     "residual_stack",
     "save_tuned_lens",
     "train_tuned_lens",
