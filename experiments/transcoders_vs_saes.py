@@ -259,15 +259,15 @@ def _plot_connections(circuit: dict[str, Any], c: ConfigDict, path: str) -> None
     xs = np.arange(len(top))
     ax = axes[0]
     ax.bar(xs - 0.2, [t["connection"] for t in top], 0.4, label="input-invariant connection")
-    ax2 = ax.twinx()
-    ax2.bar(xs + 0.2, [t["mean_attribution"] for t in top], 0.4, color="C1",
-            label="mean input-dependent attribution")
+    ax.bar(xs + 0.2, [t["mean_attribution"] for t in top], 0.4, color="C1",
+           label="mean input-dependent attribution")
+    ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(xs, names, rotation=90, fontsize=7)
-    ax.set_xlabel(f"layer-{c.src_layer} transcoder feature")
-    ax.set_ylabel("W_dec[i] . W_enc[:, j] (LN folded)")
-    ax2.set_ylabel("mean a_i(x) x connection", color="C1")
-    ax.set_title(f"top {len(top)} sources of layer-{c.dst_layer} feature {circuit['feature']}")
-    fig.legend(loc="upper right", fontsize=7)
+    ax.set_xlabel(f"layer-{c.src_layer} transcoder feature (by |connection|)")
+    ax.set_ylabel("connection W_dec[i] . W_enc[:, j] / mean a_i(x) x it", fontsize=8)
+    ax.set_title(f"top {len(top)} sources of layer-{c.dst_layer} feature {circuit['feature']}",
+                 fontsize=9)
+    ax.legend(fontsize=7)
     ax = axes[1]
     conn, attr = np.asarray(circuit["connection"]), np.asarray(circuit["mean_attribution"])
     seen = np.asarray(circuit["mean_activation"]) > 0
