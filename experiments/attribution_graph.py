@@ -8,6 +8,7 @@ notebook: `summary = run_experiment(config, workdir)`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -22,9 +23,10 @@ from experiments import runner
 from experiments.plotting import pyplot
 from jaxinterp import circuits
 from jaxinterp import data as data_lib
+from jaxinterp.sae import clt
 from jaxinterp.sae.metrics import evaluate
 from jaxinterp.sae.model import SAEConfig
-from jaxinterp.sae.train import TrainConfig, activation_fn, fit
+from jaxinterp.sae.train import TrainConfig, activation_fn, capture_fn, fit
 from jaxinterp.train.checkpoint import load_params
 from jaxinterp.train.config import build_model
 from jaxinterp.train.loop import train
@@ -55,6 +57,35 @@ def train_transcoders(config: ConfigDict, model, variables, train_src, workdir: 
         params.append(p)
         configs.append(c)
     return circuits.Transcoders.stack(params, configs), metrics
+
+
+def train_clt(config: ConfigDict, model, variables, train_src, workdir: str
+              ) -> tuple[circuits.Transcoders, list[dict[str, float]]]:
+    """A cross-layer transcoder (`jaxinterp.sae.clt.fit` under `<workdir>/clt`; the same
+    encoder settings and training as the per-layer ones, without resampling) and each layer's
+    held-out metrics, as `train_transcoders`."""
+    n_layers, d = model.config.n_layers, model.config.d_model
+    c = clt.CLTConfig(SAEConfig(**dict(config.transcoder), d_in=d, transcoder=True),
+                      n_layers=n_layers, penalty=config.clt.penalty or None,
+                      sparsity_coeff=config.clt.sparsity_coeff,
+                      tanh_scale=config.clt.tanh_scale)
+    tc = dataclasses.replace(TrainConfig(**dict(config.train)), resample_every=0,
+                             resample_until=0)
+    tokens = data_lib.make_iterator(train_src, batch_size=config.model_batch_size,
+                                    seed=tc.seed, shuffle=True, num_epochs=None,
+                                    transform=_inputs)
+    result = clt.fit(c, tc, model, variables, tokens, workdir=os.path.join(workdir, "clt"),
+                     verbose=False)
+    p = jax.device_get(result.params)
+    batch = next(data_lib.make_iterator(train_src, batch_size=64, seed=99, shuffle=True,
+                                        num_epochs=1, transform=_inputs))["inputs"]
+    sites = [s for lc in c.layer_configs for s in (lc.site, lc.out_site)]
+    x, y = clt.select(c)(jax.jit(capture_fn(model, sites))(variables, batch))
+    m = jax.device_get(clt.evaluate(p, c, x, y))
+    metrics = [{"mse": float(m["mse_per_layer"][i]),
+                "explained_variance": float(m["explained_variance_per_layer"][i]),
+                "l0": float(m["l0_per_layer"][i])} for i in range(n_layers)]
+    return circuits.Transcoders.cross_layer(p, c.sae), metrics
 
 
 def pick_prompt(model, variables, eval_src, length: int) -> np.ndarray:
@@ -117,7 +148,13 @@ def predicted_effects(graph: circuits.Graph, nodes: np.ndarray, scale: float
     return total, scale * a[target, nodes]
 
 
+TRANSCODERS = {"per_layer": train_transcoders, "clt": train_clt}
+
+
 def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
+    if config.transcoders not in TRANSCODERS:
+        raise ValueError(f"config.transcoders={config.transcoders!r}; choose from "
+                         f"{', '.join(map(repr, TRANSCODERS))}")
     workdir = os.path.abspath(workdir)
     lm = config.lm
     train(lm, os.path.join(workdir, "lm"))
@@ -126,7 +163,8 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     kwargs = dict(lm.data.builder_kwargs)
     train_src = data_lib.load_source(lm.data.name, lm.data.train_split, data_dir, **kwargs)
     eval_src = data_lib.load_source(lm.data.name, lm.data.eval_split, data_dir, **kwargs)
-    tc, tc_metrics = train_transcoders(config, model, variables, train_src, workdir)
+    tc, tc_metrics = TRANSCODERS[config.transcoders](config, model, variables, train_src,
+                                                     workdir)
 
     prompt = pick_prompt(model, variables, eval_src, config.prompt_len)
     start = time.perf_counter()
@@ -145,7 +183,8 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     measured = {s: perturbation_effects(model, variables, tc, graph, top, s) for s in (-1, 1)}
     predicted = {s: predicted_effects(graph, top, s) for s in (-1, 1)}
     summary = {
-        "transcoders": tc_metrics, "prompt": prompt, "target_token": graph.logit_tokens[0],
+        "transcoder_kind": config.transcoders, "transcoders": tc_metrics, "prompt": prompt,
+        "target_token": graph.logit_tokens[0],
         "target_probability": graph.logit_probabilities[0],
         "n_active_features": len(graph.active_features), "n_nodes": len(graph.values),
         "kept_nodes": int(kept.node_mask.sum()), "kept_edges": int(kept.edge_mask.sum()),
