@@ -17,8 +17,9 @@ One module per concept, with its main function(s) (in `__all__`, importable from
   eap             edge_attr_patch, edge_patch,           which edges (head -> later head's q/k/v,
                   faithfulness                           MLP, logits) carry it: EAP / EAP-IG, and
                                                          circuits checked by exact edge ablation
-  lenses          logit_lens, tuned_lens                 each layer's residual stream read as a
-                                                         next-token prediction
+  lenses          logit_lens, tuned_lens,                each layer's residual stream (or each MLP
+                  neuron_logits                          neuron's output row) read as a next-token
+                                                         prediction
   dla             direct_logit_attribution               each component's direct share of a logit
   heads           detection_score, classify_heads        which mechanism an attention head
                                                          implements
@@ -28,6 +29,8 @@ One module per concept, with its main function(s) (in `__all__`, importable from
   editing         rome_edit, relation_neuron_scores      what editing an MLP's stored fact (a
                                                          rank-one or fine-tuning edit) or one
                                                          relation's neurons does
+  semi_nmf        semi_nmf                               which neuron groups make up a layer's
+                                                         activations (nonnegative codes)
   stats           activation_stats                       sparsity and massive activations, streamed
   steering        steering_vectors, steer                contrastive steering vectors, added to runs
   probes          fit_linear_probe, fit_logistic_probe   whether a property is linearly decodable
@@ -56,6 +59,7 @@ from jaxinterp.analysis import (
     patching,
     path_patching,
     probes,
+    semi_nmf,
     stats,
     steering,
     tracing,
@@ -155,6 +159,7 @@ __all__ = [
     "ipr",
     "lenses",
     "logit_lens",
+    "neuron_logits",
     "patching",
     "path_patch",
     "path_patching",
@@ -163,6 +168,7 @@ __all__ = [
     "relation_neuron_scores",
     "ridge_prefix",
     "rome_edit",
+    "semi_nmf",
     "stats",
     "steer",
     "steering",

@@ -10,9 +10,11 @@
 
 Modules: `replacement` (the frozen local replacement model of a prompt, with per-layer or
 cross-layer transcoders), `attribution` (edges as batched VJPs, chunked and shardable, in
-influence order), `prune` (influence, pruning), `export` (circuit-tracer JSON, PNG).
+influence order), `prune` (influence, pruning), `export` (circuit-tracer JSON, PNG), `weights`
+(input-invariant feature-to-feature connections through the residual stream, Dunefsky et al.).
 """
 
+from jaxinterp.circuits import weights
 from jaxinterp.circuits.attribution import Graph, attribute, rows_memory, salient_logits
 from jaxinterp.circuits.export import graph_json, plot_graph, write_json
 from jaxinterp.circuits.prune import Pruned, influence, normalize, prune
@@ -20,4 +22,4 @@ from jaxinterp.circuits.replacement import Prompt, Transcoders, prompt_values, r
 
 __all__ = ["Graph", "Prompt", "Pruned", "Transcoders", "attribute", "graph_json", "influence",
            "normalize", "plot_graph", "prompt_values", "prune", "reads", "rows_memory",
-           "salient_logits", "write_json"]
+           "salient_logits", "weights", "write_json"]

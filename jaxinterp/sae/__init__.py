@@ -17,9 +17,13 @@ group; the activation store (`jaxinterp.sae.store`): activations on disk, read w
     result = sae.sweep.sweep(configs, trains, model, variables, token_batches, eval_tokens=held_out)
     sae.store.write("acts", model, variables, token_batches, [config.site])
     sae.fit(config, tc, activations=sae.store.loader("acts", batch_size=tc.batch_size))
+
+Cross-layer transcoders (`jaxinterp.sae.clt`: one encoder per layer, each feature writing into
+its own and every later layer's MLP output) and the per-head attribution of features of an SAE
+on a layer's concatenated `hook_z` (`jaxinterp.sae.heads`).
 """
 
-from jaxinterp.sae import store, sweep  # modules: sae.sweep.sweep(...), sae.store.write(...)
+from jaxinterp.sae import clt, heads, store, sweep  # modules: sae.sweep.sweep(...), ...
 from jaxinterp.sae.io import load, save
 from jaxinterp.sae.metrics import (
     dead_fraction,
@@ -54,12 +58,14 @@ __all__ = [
     "SweepResult",
     "TrainConfig",
     "activation_fn",
+    "clt",
     "create_state",
     "dead_fraction",
     "evaluate",
     "explained_variance",
     "fit",
     "grid",
+    "heads",
     "l0",
     "load",
     "load_gemma_scope",
