@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m experiments.induction_heads --config=configs/induction_heads.py --workdir=workdirs/induction_heads
 
+# Two passes: the tests that build 8-device meshes in-process (marked `mesh`), then the rest on
+# one CPU device (cheaper to compile and run; see tests/conftest.py). Each pass fails on no tests.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --durations=10 -m mesh $(PYTEST_ARGS)
+	JAXINTERP_TEST_CPU_DEVICES=1 $(PY) -m pytest -n 2 --dist loadfile --durations=25 \
+		-m "not mesh" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check jaxinterp experiments tests configs

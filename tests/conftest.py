@@ -14,7 +14,12 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 import jax
 
-jax.config.update("jax_num_cpu_devices", int(os.environ.get("JAXINTERP_TEST_CPU_DEVICES", "8")))
+# 8 CPU devices by default. `make test` runs the tests not marked `mesh` with
+# JAXINTERP_TEST_CPU_DEVICES=1: on one device a tiny training run costs about a third less CPU
+# (fewer, smaller programs; no cross-device copies), and their subprocesses pick their own
+# device counts. Tests marked `mesh` build meshes of all 8 devices in this process.
+DEVICES = int(os.environ.get("JAXINTERP_TEST_CPU_DEVICES", "8"))
+jax.config.update("jax_num_cpu_devices", DEVICES)
 
 
 import pytest  # noqa: E402
@@ -36,3 +41,11 @@ def xla_cache(tmp_path_factory) -> dict[str, str]:
     for name, value in env.items():
         jax.config.update(name.lower(), int(value) if value.isdigit() else value)
     return env
+
+
+@pytest.fixture(autouse=True)
+def _mesh_devices(request):
+    """A `mesh` test run with fewer than 8 devices fails, naming the setting (never skips)."""
+    if request.node.get_closest_marker("mesh") and DEVICES < 8:
+        pytest.fail(f"{request.node.nodeid} is marked `mesh` and needs 8 CPU devices; "
+                    f"JAXINTERP_TEST_CPU_DEVICES={DEVICES} (unset it, or run `-m 'not mesh'`)")

@@ -11,6 +11,8 @@ from jax.sharding import PartitionSpec as P
 import jaxinterp as ji
 from tests.helpers.tiny_models import tiny
 
+pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this process
+
 
 @pytest.mark.parametrize("scan", [False, True])
 def test_run_without_interventions_is_apply_bit_for_bit(scan):

@@ -24,6 +24,8 @@ import jaxinterp as ji
 from jaxinterp import circuits
 from jaxinterp.sae import SAEConfig
 
+pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this process
+
 N_LAYERS, D, D_SAE, VOCAB, POS = 2, 16, 24, 20, 6
 
 

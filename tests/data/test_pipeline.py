@@ -11,6 +11,8 @@ from jax.sharding import PartitionSpec as P
 
 from jaxinterp import data
 
+pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this process
+
 BATCH = 8
 
 

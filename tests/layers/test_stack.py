@@ -21,6 +21,8 @@ from jaxinterp.layers.stack import stack, stack_layers, unstack_layers
 from jaxinterp.train import sharding as sharding_lib
 from tests.helpers.tiny_models import assert_close, randomize
 
+pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this process
+
 IMAGES = jax.random.normal(jax.random.key(1), (2, 8, 8, 2))
 TOKENS = jax.random.randint(jax.random.key(1), (2, 6), 0, 20)
 

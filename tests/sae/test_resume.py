@@ -16,6 +16,8 @@ from tests.helpers.processes import free_port
 from tests.helpers.tiny_models import tiny
 from tests.sae import fit_worker as W
 
+pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this process
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL, VARIABLES, _ = tiny()
 MESH = sharding.make_mesh(W.MESH)

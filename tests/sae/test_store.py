@@ -13,6 +13,8 @@ from jaxinterp.sae.model import SAEConfig
 from jaxinterp.train import sharding
 from tests.helpers.tiny_models import tiny
 
+pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this process
+
 MODEL, VARIABLES, _ = tiny()
 SITES = ["blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out", "blocks.1.attn.hook_z"]
 CAPTURE = jax.jit(T.capture_fn(MODEL, SITES))  # float32 rows [batch * pos, d], as fit sees

@@ -16,6 +16,8 @@ from jaxinterp.sae.model import SAEConfig
 from jaxinterp.train import sharding
 from tests.helpers.tiny_models import tiny
 
+pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this process
+
 D, SITE = 16, "acts"
 ONE_DEVICE = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
 TC = T.TrainConfig(num_steps=8, batch_size=32, learning_rate=3e-3, warmup_steps=3,

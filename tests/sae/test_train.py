@@ -15,6 +15,8 @@ from jaxinterp.sae.model import SAEConfig
 from jaxinterp.train import sharding
 from tests.helpers.tiny_models import assert_close, tiny
 
+pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this process
+
 N_FEATURES, D = 256, 64
 ONE_DEVICE = {"data": 1, "fsdp": 1, "tensor": 1}
 

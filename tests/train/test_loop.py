@@ -17,6 +17,8 @@ from jaxinterp.train.loop import train
 from jaxinterp.train.metrics import read_jsonl
 from tests.helpers.tiny_train_config import tiny_config
 
+pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this process
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

@@ -14,6 +14,8 @@ from jaxinterp.train import state as state_lib
 from jaxinterp.train import step as step_lib
 from jaxinterp.train.optimizer import make_optimizer, schedule
 
+pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this process
+
 OPT = ConfigDict(dict(name="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=5,
                       min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
                       grad_clip_norm=1.0))
