@@ -57,6 +57,12 @@ def test_readme_python_blocks_run(monkeypatch):
         "das_names": lambda ns: {"das", "loreft", "lofit_scale", "lora",
                                  "steering_controller"} <= set(ns["das_names"]),
         "sae_cache": lambda ns: ns["sae_cache"]["hook_sae_acts"].shape == (4, 256),
+        # the CLT writes only forward; head shares sum to 1; semi-NMF's codes are nonnegative
+        "links": lambda ns: ns["links"].shape == (64, 64)
+        and bool((ns["clt_transcoders"].params["W_dec"][1, 0] == 0).all())
+        and bool(jnp.allclose(ns["head_shares"].sum(1), 1.0, atol=1e-5))
+        and ns["decoded"].shape[::2] == (2, ns["mlp_model"].config.d_vocab)
+        and bool((ns["nmf"].G >= 0).all()),
     }
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)

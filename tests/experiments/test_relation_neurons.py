@@ -17,6 +17,14 @@ of the other relations 1.0 / 0.0 / 1.0 points (one fact of 8 at most), 64 random
 0.8 / 0 points. The three test files of this change (with tests/analysis/test_editing.py and
 tests/experiments/test_localize_edit.py) took 85 s user + 7 s sys together (one training run
 of ~25 s CPU on the 8 test devices), over the 20 s budget.
+
+NOT robust across base models at this size (measured 2026-12-02, `share_base=False`, one
+tiny base per seed, k = 32 / 64 / 96 / 128 of 192 neurons, mean own-relation drop): base seed
+0: 0.16 / 0.19 / 0.19 / 0.22 (random 0-0.06); base seed 1: 0 / 0 / 0.03 / 0.03 (clamping even
+two thirds of the neurons changes no fact: the facts are not held by a few MLP neurons); base
+seed 2: 0.03 / 0.09 / 0.19 / 0.22 (random 0.02-0.11). The default config (2 layers, d_mlp 256,
+its own base per seed) reproduces on 3/3 seeds; a tiny base that does so on three
+independently trained models is owed.
 """
 
 import json
