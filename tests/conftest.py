@@ -49,3 +49,39 @@ def _mesh_devices(request):
     if request.node.get_closest_marker("mesh") and DEVICES < 8:
         pytest.fail(f"{request.node.nodeid} is marked `mesh` and needs 8 CPU devices; "
                     f"JAXINTERP_TEST_CPU_DEVICES={DEVICES} (unset it, or run `-m 'not mesh'`)")
+
+
+# Seconds the slowest test files took in `make test` (2 CPU cores, 2026-12-02). pytest-xdist
+# hands whole files to its workers in collection order, so these are collected first: the run
+# then does not end with one worker busy on a long file while the other idles.
+SLOWEST_FILES = {
+    "tests/experiments/test_das_planted.py": 202,
+    "tests/sae/test_resume.py": 200,
+    "tests/train/test_kill_resume.py": 195,
+    "tests/train/test_families_sharded.py": 190,
+    "tests/test_readme.py": 143,
+    "tests/colabs/test_steering_and_editing.py": 119,
+    "tests/experiments/test_digits_configs.py": 117,
+    "tests/experiments/test_steering.py": 104,
+    "tests/experiments/test_lofit_vs_lora.py": 100,
+    "tests/experiments/test_kan_kat.py": 92,
+    "tests/colabs/test_families.py": 86,
+    "tests/colabs/test_training_dynamics.py": 83,
+    "tests/experiments/test_attention_sinks.py": 75,
+    "tests/experiments/test_bursty_icl.py": 73,
+    "tests/experiments/test_induction_heads.py": 71,
+    "tests/experiments/test_lazy_neurons.py": 69,
+    "tests/colabs/test_attention.py": 68,
+    "tests/train/test_multiprocess_vision.py": 62,
+    "tests/experiments/test_attribution_graph.py": 60,
+    "tests/train/test_resume_multiprocess.py": 51,
+    "tests/experiments/test_localize_edit.py": 50,
+    "tests/experiments/test_factual_recall.py": 46,
+    "tests/experiments/test_semi_nmf_features.py": 41,
+    "tests/colabs/test_toolkit.py": 39,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slowest files first (a stable sort: every other file keeps its order)."""
+    items.sort(key=lambda item: -SLOWEST_FILES.get(item.nodeid.split("::")[0], 0))

@@ -1,6 +1,7 @@
 """SAE training checkpoints and resumes bit for bit: the activation stream's position, a crash
 or SIGKILL mid-run or mid-save and a rerun, wrong shapes or settings, several processes."""
 
+import functools
 import os
 import signal
 import subprocess
@@ -20,12 +21,16 @@ pytestmark = pytest.mark.mesh  # builds meshes of the 8 CPU devices in this proc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL, VARIABLES, _ = tiny()
-MESH = sharding.make_mesh(W.MESH)
+# The 8-device mesh, built on first use (this module is imported, and its tests deselected,
+# in the 1-device pass of `make test` too).
+@functools.cache
+def mesh_8():
+    return sharding.make_mesh(W.MESH)
 
 
 def _stream(tokens, **kw):
     acts = jax.jit(T.activation_fn(MODEL, W.SITE))
-    kw = {"batch_size": 40, "buffer_batches": 2, "key": jax.random.key(3), "mesh": MESH, **kw}
+    kw = {"batch_size": 40, "buffer_batches": 2, "key": jax.random.key(3), "mesh": mesh_8(), **kw}
     return T.stream(acts, VARIABLES, tokens, **kw)
 
 
@@ -68,10 +73,10 @@ class CrashAt(W.KillAt):
         return next(self._it)
 
 
-def _fit(workdir, tokens=None, config=None, tc=None, mesh=MESH):
+def _fit(workdir, tokens=None, config=None, tc=None, mesh=None):
     tokens = W.token_iterator() if tokens is None else tokens
     return T.fit(config or W.sae_config(), tc or W.train_config(), MODEL, VARIABLES, tokens,
-                 mesh=mesh, workdir=workdir, verbose=False)
+                 mesh=mesh or mesh_8(), workdir=workdir, verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +157,7 @@ def test_workdir_with_a_plain_iterable_is_a_clear_error(tmp_path):
         _fit(tmp_path, batches)
     # Without a workdir, any iterable still works.
     assert T.fit(W.sae_config(), W.train_config(num_steps=2), MODEL, VARIABLES, batches,
-                 mesh=MESH, verbose=False).state.step == 2
+                 mesh=mesh_8(), verbose=False).state.step == 2
 
 
 # -- as processes: SIGKILL and rerun the same command; two JAX processes ------------------------

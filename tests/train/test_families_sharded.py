@@ -160,6 +160,7 @@ def _put(mesh, x, *spec):
     return jax.device_put(x, NamedSharding(mesh, P(*spec)))
 
 
+@pytest.mark.mesh  # 2 x 2 x 2 in this process
 @pytest.mark.xfail(strict=True, raises=AssertionError,
                    reason="XLA SPMD: grouped-conv kernel gradient x tensor-axis size")
 def test_xla_grouped_conv_kernel_gradient():
@@ -181,6 +182,7 @@ def test_xla_grouped_conv_kernel_gradient():
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+@pytest.mark.mesh  # 2 x 2 x 2 in this process
 @pytest.mark.xfail(strict=True, raises=AssertionError,
                    reason="XLA SPMD: Strip-MLP LocalMixing reweighting computed wrongly")
 def test_xla_local_mixing():
