@@ -80,10 +80,9 @@ def channelwise_conv(x: jax.Array, w: jax.Array, stride: int,
     with a constant one-hot kernel, so no kernel gradient) and an einsum with the per-channel
     weights, instead of `conv_general_dilated(..., feature_group_count=C)`, whose kernel
     gradient XLA's SPMD partitioner multiplies by the tensor-axis size on a data x fsdp x
-    tensor mesh
-    (tests/train/test_families_sharded.py). Same value up to float rounding. (A sum of kh * kw
-    shifted slices computes the same but compiles slowly: Strip-MLP's tiny train step took 53 s
-    of CPU to compile that way on 8 devices, 34 s this way.)
+    tensor mesh (tests/train/test_families_sharded.py). Same value up to float rounding. (A
+    sum of kh * kw shifted slices computes the same but compiles slowly: Strip-MLP's tiny train
+    step took 53 s of CPU to compile that way on 8 devices, 34 s this way.)
 
     x [b, H, W, C], w HWIO [kh, kw, 1, C * m] (output channel c * m + k reads input channel c)
     -> [b, H', W', C * m], H' = (H + 2 ph - kh) // stride + 1 (likewise W')."""
