@@ -27,9 +27,6 @@ from jaxinterp.sae import clt
 from jaxinterp.sae.metrics import evaluate
 from jaxinterp.sae.model import SAEConfig
 from jaxinterp.sae.train import TrainConfig, activation_fn, capture_fn, fit
-from jaxinterp.train.checkpoint import load_params
-from jaxinterp.train.config import build_model
-from jaxinterp.train.loop import train
 
 
 def train_transcoders(config: ConfigDict, model, variables, train_src, workdir: str
@@ -156,13 +153,7 @@ def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
         raise ValueError(f"config.transcoders={config.transcoders!r}; choose from "
                          f"{', '.join(map(repr, TRANSCODERS))}")
     workdir = os.path.abspath(workdir)
-    lm = config.lm
-    train(lm, os.path.join(workdir, "lm"))
-    model, variables = build_model(lm), {"params": load_params(os.path.join(workdir, "lm"))}
-    data_dir = lm.data.data_dir or os.path.join(workdir, "lm", "data")
-    kwargs = dict(lm.data.builder_kwargs)
-    train_src = data_lib.load_source(lm.data.name, lm.data.train_split, data_dir, **kwargs)
-    eval_src = data_lib.load_source(lm.data.name, lm.data.eval_split, data_dir, **kwargs)
+    model, variables, train_src, eval_src = runner.trained_lm(config.lm, workdir)
     tc, tc_metrics = TRANSCODERS[config.transcoders](config, model, variables, train_src,
                                                      workdir)
 

@@ -1,4 +1,5 @@
-"""What every experiment binary shares: writing its outputs and its absl `main`.
+"""What every experiment binary shares: writing its outputs and its absl `main` (and, for the
+experiments that study a small LM, training it: `trained_lm`).
 
 An experiment is a module `experiments/<name>.py` with `run_experiment(config, workdir) ->
 summary` (a notebook calls it directly) and, for the command line,
@@ -19,6 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+
+from jaxinterp import data as data_lib
+from jaxinterp.train.checkpoint import load_params
+from jaxinterp.train.config import build_model
+from jaxinterp.train.loop import train
 
 
 def write_outputs(workdir: str, summary: dict[str, Any],
@@ -80,3 +86,17 @@ def main(run_experiment: Callable[[Any, str], dict[str, Any]], name: str,
         print(f"wrote to {workdir.value}: {', '.join(written)}")
 
     app.run(_main)
+
+
+def trained_lm(lm: Any, workdir: str) -> tuple[Any, dict[str, Any], Any, Any]:
+    """Trains (or resumes) the trainer config `lm` under `<workdir>/lm`; returns (model,
+    variables, train source, eval source), the sources from `lm.data` (its `data_dir`, or the
+    run's own `<workdir>/lm/data`)."""
+    lm_dir = os.path.join(workdir, "lm")
+    train(lm, lm_dir)
+    model, variables = build_model(lm), {"params": load_params(lm_dir)}
+    data_dir = lm.data.data_dir or os.path.join(lm_dir, "data")
+    kwargs = dict(lm.data.builder_kwargs)
+    train_src = data_lib.load_source(lm.data.name, lm.data.train_split, data_dir, **kwargs)
+    eval_src = data_lib.load_source(lm.data.name, lm.data.eval_split, data_dir, **kwargs)
+    return model, variables, train_src, eval_src

@@ -45,9 +45,6 @@ from jaxinterp.run import run
 from jaxinterp.sae.model import SAE, SAEConfig
 from jaxinterp.sae.sweep import grid, sweep
 from jaxinterp.sae.train import TrainConfig
-from jaxinterp.train.checkpoint import load_params
-from jaxinterp.train.config import build_model
-from jaxinterp.train.loop import train
 
 KINDS = ("sae", "transcoder")
 
@@ -165,13 +162,7 @@ def circuit_analysis(config: ConfigDict, model, variables, tokens: np.ndarray,
 def run_experiment(config: ConfigDict, workdir: str) -> dict[str, Any]:
     check_config(config)
     workdir = os.path.abspath(workdir)
-    lm = config.lm
-    train(lm, os.path.join(workdir, "lm"))
-    model, variables = build_model(lm), {"params": load_params(os.path.join(workdir, "lm"))}
-    data_dir = lm.data.data_dir or os.path.join(workdir, "lm", "data")
-    kwargs = dict(lm.data.builder_kwargs)
-    train_src = data_lib.load_source(lm.data.name, lm.data.train_split, data_dir, **kwargs)
-    eval_src = data_lib.load_source(lm.data.name, lm.data.eval_split, data_dir, **kwargs)
+    model, variables, train_src, eval_src = runner.trained_lm(config.lm, workdir)
     n_eval = min(config.eval_batch_size, len(eval_src))
     held_out = np.stack([np.asarray(eval_src[i]["tokens"], np.int32) for i in range(n_eval)])
 
