@@ -27,6 +27,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 Transform = Callable[[Any], Any] | grain.transforms.Transformation
 
+# Read-ahead of `make_iterator` when `read_options` is not given: 2 threads, 4 batches ahead.
+# grain's own default (16 threads, 500 batches) decodes up to 500 batches before the first
+# step needs 4: a 50-step tiny training run decoded 18k examples for the 1.6k it used (~15 s
+# of CPU taken from compiling and stepping). Raise it for heavy per-example transforms.
+DEFAULT_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+
 
 @dataclasses.dataclass(frozen=True)
 class _FnMap(grain.transforms.Map):
@@ -111,7 +117,8 @@ def make_iterator(
         `jax.process_count()`. Pass them explicitly to simulate several processes.
       transform: per-example function or grain transformation (`grain.transforms.Map`,
         `RandomMap`), or a sequence of them, applied in order before batching.
-      read_options: grain's threads and prefetch buffer (in batches); default grain's.
+      read_options: grain's threads and prefetch buffer (in batches); default
+        `DEFAULT_READ_OPTIONS` (2 threads, 4 batches ahead).
 
     Returns:
       A `grain.DatasetIterator`: `next(it)` is a dict of NumPy arrays with leading axis
@@ -152,7 +159,8 @@ def make_iterator(
 
     n_local = n_global // process_count if n_global is not None else _FOREVER
     ds = grain.MapDataset.range(n_local).map(lambda k: ordered[global_position(k)])
-    return iter(ds.batch(local, drop_remainder=True).to_iter_dataset(read_options))
+    return iter(ds.batch(local, drop_remainder=True).to_iter_dataset(
+        DEFAULT_READ_OPTIONS if read_options is None else read_options))
 
 
 _FOREVER = 2**62  # "repeat forever" as a length grain can index

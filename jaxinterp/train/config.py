@@ -63,6 +63,11 @@ def base_config(**overrides: Any) -> ConfigDict:
     # Image datasets: normalisation and augmentation (jaxinterp.data.image.default_config());
     # None for non-image data.
     c.data.image = None
+    # Host input pipeline: grain threads decoding batches, and how many batches they read
+    # ahead of the step (a few suffice when the step is slower than decoding; raise both for
+    # heavy per-example augmentation).
+    c.data.read_threads = 2
+    c.data.prefetch_batches = 4
 
     # name "adamw" or "sgd" (jaxinterp.train.optimizer); b1, b2, eps: AdamW only; momentum:
     # SGD only (0: plain SGD; PyTorch's heavy-ball momentum, buf = momentum * buf + grad).
@@ -147,6 +152,10 @@ def validate(config: ConfigDict, n_devices: int | None = None) -> None:
     if not isinstance(config.eval_batches, int) or config.eval_batches < 0:
         raise ValueError(f"config.eval_batches must be an integer >= 0 (0: the whole eval "
                          f"split), got {config.eval_batches!r}")
+    for field in ("read_threads", "prefetch_batches"):
+        value = config.data.get(field, 1)
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"config.data.{field} must be a positive integer, got {value!r}")
     if not config.optimizer.learning_rate > 0:
         raise ValueError("config.optimizer.learning_rate must be positive, got "
                          f"{config.optimizer.learning_rate!r}")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -295,4 +296,7 @@ def _iterator(source, config: ConfigDict, *, shuffle: bool, num_epochs: int | No
     return data_lib.make_iterator(
         source, batch_size=config.batch_size, seed=config.seed, shuffle=shuffle,
         num_epochs=num_epochs, process_index=jax.process_index(),
-        process_count=jax.process_count(), transform=transform)
+        process_count=jax.process_count(), transform=transform,
+        read_options=grain.ReadOptions(num_threads=config.data.get("read_threads", 2),
+                                       prefetch_buffer_size=config.data.get(
+                                           "prefetch_batches", 4)))

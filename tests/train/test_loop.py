@@ -124,6 +124,8 @@ def test_nan_guard_names_step_and_metric_and_keeps_good_checkpoint(tmp_path, dat
     (dict(mesh__fsdp=3), "does not divide the 8 devices"),
     (dict(model__n_layer=2), "unknown config field.*n_layer"),
     (dict(model__preset="gpt3"), "unknown model preset 'gpt3'"),
+    (dict(data__read_threads=0), "data.read_threads must be a positive integer, got 0"),
+    (dict(data__prefetch_batches=-1), "data.prefetch_batches must be a positive integer"),
 ])
 def test_bad_config_is_a_clear_error_before_compiling(overrides, message):
     config = tiny_config(**{k: v for k, v in overrides.items() if k != "model__n_layer"})
