@@ -72,6 +72,31 @@ def test_same_seed_same_batches(pairs):
     assert ids(unshuffled[0]) == [(int(pairs[i]["a"]), int(pairs[i]["b"])) for i in range(8)]
 
 
+class CountingSource:
+    """`source` that counts its reads (the TFDS decodes a cache saves)."""
+
+    def __init__(self, source):
+        self.source, self.reads = source, 0
+        self.dataset_info = source.dataset_info
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.source[i]
+
+
+def test_a_small_source_is_decoded_once_and_gives_the_same_batches(pairs):
+    cached, uncached = CountingSource(pairs), CountingSource(pairs)
+    a = take(data.make_iterator(cached, batch_size=BATCH, seed=1), 15)  # 5 epochs
+    b = take(data.make_iterator(uncached, batch_size=BATCH, seed=1, cache_bytes=0), 15)
+    assert_same(a, b)
+    assert a[0]["target"].dtype == np.int32  # cast as without the cache
+    # 24 examples (+1: the first, read to estimate the size) against one read per row
+    assert cached.reads <= 25 < 15 * BATCH <= uncached.reads  # (+ batches read ahead)
+
+
 def test_two_processes_read_disjoint_halves(pairs):
     def epoch(index, count):
         it = data.make_iterator(
