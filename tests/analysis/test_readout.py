@@ -133,7 +133,9 @@ def test_logit_lens_with_registers_matches_numpy(norm):
     got = lenses.logit_lens(model, variables, tokens)
     assert got.shape == (c.n_layers + 1, b, n, c.d_vocab)
     assert_close(got, want, rtol=1e-5)
-    np.testing.assert_array_equal(got[-1], model.apply(variables, tokens))
+    # the last lens is the model's own logits, up to float32 rounding: the two are different
+    # XLA programs (jax 0.12: 2e-6 apart with RMSNorm, bit-equal with LayerNorm)
+    np.testing.assert_allclose(got[-1], model.apply(variables, tokens), rtol=1e-5, atol=1e-5)
 
     targets = jnp.roll(tokens, -1, axis=1)
     got = lenses.logit_lens(model, variables, tokens, targets=targets)
