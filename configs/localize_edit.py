@@ -58,7 +58,7 @@ def get_config():
     c.base.num_train_steps = 600
     c.base_workdir = ""  # "" means <workdir>; base models go to <base_workdir>/base_seed{s}
     c.share_base = False  # True: every seed analyses the base model of seeds[0] (only the
-    # analysis draws differ; the tests' CPU budget allows one training run)
+    # analysis draws differ: cheaper, but three seeds of one model)
     c.n_facts = 48  # facts edited per seed (each at every layer)
     c.methods = ("rome", "finetune")
     c.edit_token = "last"  # the relation token; "subject_last": ROME's fact token (see above)

@@ -63,7 +63,7 @@ def get_config():
     c.base.model.d_head = 64
     c.base_workdir = ""  # "" means <workdir>; base models go to <base_workdir>/base_seed{s}
     c.share_base = False  # True: every seed analyses the base model of seeds[0] (only the
-    # analysis draws differ; the tests' CPU budget allows one training run)
+    # analysis draws differ: cheaper, but three seeds of one model)
     c.positions = "last"  # a neuron's response: hook_post at the relation token ("last") or
     c.pool = "max"  # pooled over the whole prompt ("prompt") by max or mean
     c.ks = (64, 128, 192)  # neurons clamped per relation (of n_layers x d_mlp = 512)

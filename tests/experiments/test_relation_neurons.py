@@ -6,19 +6,20 @@ than the other relations move.
 
 Tiny settings: a 16-subject, 4-relation world (every subject two pieces out of 8, closed-book
 only; see tests/helpers/tiny_factual_base.py for why), a 3-layer transformer (d_model 32, one
-head, d_mlp 64: 192 neurons) trained by `jaxinterp.train.train` for 300 steps per seed (it
-memorises the table). 8 test subjects: one fact is 12.5 points of a relation's accuracy.
+head, d_mlp 64: 192 neurons) trained by `jaxinterp.train.train` for 500 steps per seed (clean
+accuracy 1.0). 8 test subjects: one fact is 12.5 points of a relation's accuracy.
 
-Measured (bases 0 / 1 / 2; mean over the 4 relations): k = 96: own-relation drop 0.19 / 0.22
-/ 0.19, the other relations' mean |change| 0.07 / 0.04 / 0.06, 96 random neurons 0.03 / 0.04
-/ 0.03; k = 64: own 0.06 / 0.16 / 0.13 (not enough neurons on base 0); k = 32: 0.09 / 0.06 /
-0.03. The issue's "every other relation within 5 points" is not asserted here (0.07 and 0.06
-on bases 0 and 2, one fact in 8 moving in a relation or two): it holds on the default config
-(48 subjects, 512 neurons; configs/relation_neurons.py), 3 / 3 seeds.
+Measured (bases 0 / 1 / 2; mean over the 4 relations; the tests' XLA flags): k = 96:
+own-relation drop 0.19 / 0.16 / 0.19, the other relations' mean |change| 0.12 / 0.04 / 0.04,
+96 random neurons 0.05 / 0.02 / 0.03; k = 64: own 0.19 / 0.13 / 0.09, others 0.02 / 0.01 /
+0.01. The margins are small and the trained bases depend on float rounding: with 300 steps,
+base 1 gave 0.22 at XLA's default backend level and 0.09 at the tests' O0. The issue's
+"every other relation within 5 points" is not asserted here (0.12 on base 0): it holds on the
+default config (48 subjects, 512 neurons; configs/relation_neurons.py), 3 / 3 seeds.
 
-Tried before this base (one-piece and two-piece subjects mixed, 12 pieces): on independent
-bases, k = 32 / 64 / 96 / 128, own drop 0.16-0.22 (base 0), 0-0.03 (base 1: the facts were
-not in the MLPs), 0.03-0.22 (base 2). Shared attribute values across relations
+Tried before this base (one-piece and two-piece subjects mixed, 12 pieces, 300 steps): on
+independent bases, k = 32 / 64 / 96 / 128, own drop 0.16-0.22 (base 0), 0-0.03 (base 1:
+the facts were not in the MLPs), 0.03-0.22 (base 2). Shared attribute values across relations
 (`typed_attributes=False`, 8 values): the facts are in the MLPs on every base (own drop
 0.25-0.38 at k = 64) but the neurons are shared (others move 0.14-0.21).
 """
