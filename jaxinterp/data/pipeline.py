@@ -146,7 +146,8 @@ def make_iterator(
         `DEFAULT_READ_OPTIONS` (2 threads, 4 batches ahead).
       cache_bytes: a source whose examples take at most this many bytes in all (estimated
         from its first example) is decoded once and its examples kept in memory (before
-        `transform`, which still runs on every read); 0 never caches.
+        `transform`, which still runs on every read and must return new arrays rather than
+        modify its input in place); 0 never caches.
 
     Returns:
       A `grain.DatasetIterator`: `next(it)` is a dict of NumPy arrays with leading axis
