@@ -19,6 +19,7 @@ import jax
 from ml_collections import ConfigDict
 from ml_collections.config_dict import placeholder
 
+from jaxinterp.data import pipeline
 from jaxinterp.models import registry
 from jaxinterp.train import sharding
 from jaxinterp.train.tasks import make_task
@@ -66,8 +67,8 @@ def base_config(**overrides: Any) -> ConfigDict:
     # Host input pipeline: grain threads decoding batches, and how many batches they read
     # ahead of the step (a few suffice when the step is slower than decoding; raise both for
     # heavy per-example augmentation).
-    c.data.read_threads = 2
-    c.data.prefetch_batches = 4
+    c.data.read_threads = pipeline.DEFAULT_READ_OPTIONS.num_threads  # 2
+    c.data.prefetch_batches = pipeline.DEFAULT_READ_OPTIONS.prefetch_buffer_size  # 4
 
     # name "adamw" or "sgd" (jaxinterp.train.optimizer); b1, b2, eps: AdamW only; momentum:
     # SGD only (0: plain SGD; PyTorch's heavy-ball momentum, buf = momentum * buf + grad).

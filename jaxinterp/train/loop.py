@@ -297,6 +297,9 @@ def _iterator(source, config: ConfigDict, *, shuffle: bool, num_epochs: int | No
         source, batch_size=config.batch_size, seed=config.seed, shuffle=shuffle,
         num_epochs=num_epochs, process_index=jax.process_index(),
         process_count=jax.process_count(), transform=transform,
-        read_options=grain.ReadOptions(num_threads=config.data.get("read_threads", 2),
-                                       prefetch_buffer_size=config.data.get(
-                                           "prefetch_batches", 4)))
+        read_options=grain.ReadOptions(
+            num_threads=config.data.get("read_threads", _READ.num_threads),
+            prefetch_buffer_size=config.data.get("prefetch_batches", _READ.prefetch_buffer_size)))
+
+
+_READ = data_lib.pipeline.DEFAULT_READ_OPTIONS  # for configs saved before data.read_threads
